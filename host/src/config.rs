@@ -1,0 +1,490 @@
+//! `proxy.config.json`: the `eventHandlers` list and its validation.
+//!
+//! The file is shared with the proxy, so unknown top-level keys are ignored; inside
+//! `eventHandlers` every field is ours and an unknown one is an error. Loading never stops at the
+//! first mistake: it collects one [`EntryError`] per broken entry so `hookwasm check` can report
+//! them all at once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Defaults for [`Limits`]; documented in the README's config reference.
+pub mod defaults {
+    /// Fuel per event: roughly one unit per wasm instruction (~50 ms of CPU here).
+    pub const FUEL: u64 = 50_000_000;
+    /// Wall-clock deadline per event, including time spent in host calls.
+    pub const TIMEOUT_MS: u64 = 1_000;
+    /// Linear memory a handler may grow to, per event.
+    pub const MEMORY_MIB: u64 = 64;
+    /// Events an observer's queue holds before the producer is pushed back.
+    pub const QUEUE_CAPACITY: usize = 1_024;
+}
+
+/// The parsed, validated configuration: every enabled and disabled handler, in file order.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    /// The handlers, in the order they are listed.
+    pub handlers: Vec<HandlerSpec>,
+}
+
+/// One `eventHandlers` entry after validation; module paths are absolute.
+#[derive(Debug, Clone)]
+pub struct HandlerSpec {
+    /// Unique name: given, or the module's file stem.
+    pub name: String,
+    /// Position in `eventHandlers`, for error messages.
+    pub index: usize,
+    /// Absolute path of the component file.
+    pub module: PathBuf,
+    /// Expected SHA-256 of the module file, lower-case hex.
+    pub sha256: Option<String>,
+    /// Disabled handlers are validated but not loaded.
+    pub enabled: bool,
+    /// Observer (fire-and-forget) or gate (answers allow/deny).
+    pub mode: Mode,
+    /// Which events reach this handler.
+    pub filter: Filter,
+    /// The handler's own configuration, passed to `init` and readable through `host.config`.
+    pub config: Value,
+    /// Per-event resource limits.
+    pub limits: Limits,
+    /// What a failed gate counts as.
+    pub failure_policy: FailurePolicy,
+    /// Capacity of an observer's queue.
+    pub queue_capacity: usize,
+}
+
+/// How the producer relates to a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Fire-and-forget: queued, never waited for, failures never reach the producer.
+    #[default]
+    Observe,
+    /// Synchronous: its verdict decides whether the action goes on.
+    Gate,
+}
+
+/// What a gate that fails (error, trap, out of fuel, timeout) counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// A failure denies (the default for gates): safe when the gate enforces a rule.
+    Closed,
+    /// A failure allows: for advisory gates that must never block work.
+    Open,
+}
+
+/// Per-event resource limits of one handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Limits {
+    /// CPU budget in fuel units (about one per wasm instruction).
+    pub fuel: u64,
+    /// Wall-clock deadline in milliseconds.
+    pub timeout_ms: u64,
+    /// Linear-memory cap in MiB.
+    #[serde(rename = "memoryMiB")]
+    pub memory_mib: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: defaults::FUEL,
+            timeout_ms: defaults::TIMEOUT_MS,
+            memory_mib: defaults::MEMORY_MIB,
+        }
+    }
+}
+
+/// Which events a handler subscribes to: event-type globs and ref globs.
+///
+/// `*` matches within one `/`-separated segment and `**` across segments, so `push.*` matches
+/// every push phase and `refs/heads/release/*` matches `refs/heads/release/1.0`.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    events: Vec<(String, GlobMatcher)>,
+    refs: Vec<(String, GlobMatcher)>,
+}
+
+impl Filter {
+    /// Builds a filter from glob patterns; an empty list matches everything.
+    pub fn new(events: &[String], refs: &[String]) -> Result<Filter, String> {
+        Ok(Filter {
+            events: compile_globs(events, "events")?,
+            refs: compile_globs(refs, "refs")?,
+        })
+    }
+
+    /// Whether an event of `event_type` about `refs` reaches the handler. With a `refs` filter,
+    /// an event about no ref (a custom event, say) does not match.
+    pub fn matches<'a>(&self, event_type: &str, mut refs: impl Iterator<Item = &'a str>) -> bool {
+        let type_ok = self.events.is_empty() || self.events.iter().any(|(_, g)| g.is_match(event_type));
+        let ref_ok = self.refs.is_empty() || refs.any(|r| self.refs.iter().any(|(_, g)| g.is_match(r)));
+        type_ok && ref_ok
+    }
+
+    /// The event-type patterns as written (empty: all events).
+    pub fn event_patterns(&self) -> Vec<&str> {
+        self.events.iter().map(|(p, _)| p.as_str()).collect()
+    }
+
+    /// The ref patterns as written (empty: any ref or none).
+    pub fn ref_patterns(&self) -> Vec<&str> {
+        self.refs.iter().map(|(p, _)| p.as_str()).collect()
+    }
+}
+
+fn compile_globs(patterns: &[String], field: &str) -> Result<Vec<(String, GlobMatcher)>, String> {
+    patterns
+        .iter()
+        .map(|p| {
+            let glob: Glob = GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("`{field}` has an invalid pattern {p:?}: {}", e.kind()))?;
+            Ok((p.clone(), glob.compile_matcher()))
+        })
+        .collect()
+}
+
+/// Why the configuration as a whole could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON, or `eventHandlers` is not a list.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong, with line and column where known.
+        message: String,
+    },
+    /// One or more entries are invalid; each is reported.
+    #[error("{path}: {} invalid event handler entr{}:\n{}", .errors.len(), if .errors.len() == 1 { "y" } else { "ies" }, EntryErrors(.errors))]
+    Entries {
+        /// The config file.
+        path: PathBuf,
+        /// One error per broken entry.
+        errors: Vec<EntryError>,
+    },
+}
+
+/// One broken `eventHandlers` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    /// Position in `eventHandlers`.
+    pub index: usize,
+    /// The entry's name, when it got far enough to have one.
+    pub name: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for EntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "eventHandlers[{}] ({name}): {}", self.index, self.message),
+            None => write!(f, "eventHandlers[{}]: {}", self.index, self.message),
+        }
+    }
+}
+
+struct EntryErrors<'a>(&'a [EntryError]);
+
+impl fmt::Display for EntryErrors<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The top level of `proxy.config.json`: only `eventHandlers` is ours.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct File {
+    #[serde(default)]
+    event_handlers: Vec<Value>,
+}
+
+/// An object entry as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Entry {
+    name: Option<String>,
+    module: String,
+    sha256: Option<String>,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    refs: Vec<String>,
+    #[serde(default)]
+    config: Value,
+    #[serde(default)]
+    limits: Limits,
+    failure_policy: Option<FailurePolicy>,
+    queue_capacity: Option<usize>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads and validates a config file. Module files are not opened here: that is the loader's
+    /// job, so `check` can report syntax and module problems together.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text as if it were read from `path` (relative module paths resolve against
+    /// the folder of `path`).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let syntax = |message: String| ConfigError::Syntax {
+            path: path.to_owned(),
+            message,
+        };
+        let file: File = serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                syntax(format!("`eventHandlers` must be a list of module paths or handler objects ({e})"))
+            }
+            _ => syntax(format!("not valid JSON: {e}")),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+        let mut handlers = Vec::new();
+        let mut errors = Vec::new();
+        for (index, value) in file.event_handlers.into_iter().enumerate() {
+            match parse_entry(index, value, &base) {
+                Ok(spec) => {
+                    if handlers.iter().any(|h: &HandlerSpec| h.name == spec.name) {
+                        errors.push(EntryError {
+                            index,
+                            name: Some(spec.name.clone()),
+                            message: "another entry has the same name; give each a unique `name`"
+                                .into(),
+                        });
+                    } else {
+                        handlers.push(spec);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Config {
+                path: path.to_owned(),
+                handlers,
+            })
+        } else {
+            Err(ConfigError::Entries {
+                path: path.to_owned(),
+                errors,
+            })
+        }
+    }
+}
+
+fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, EntryError> {
+    let name_hint = value.get("name").and_then(Value::as_str).map(str::to_owned);
+    let fail = |message: String| EntryError {
+        index,
+        name: name_hint.clone(),
+        message,
+    };
+    let entry: Entry = match value {
+        // A bare path is shorthand for `{"module": path}` with every default.
+        Value::String(module) => serde_json::from_value(serde_json::json!({ "module": module }))
+            .map_err(|e| fail(e.to_string()))?,
+        Value::Object(_) => serde_json::from_value(value).map_err(|e| fail(e.to_string()))?,
+        other => {
+            return Err(fail(format!(
+                "expected a module path or an object with a `module` field, found {}",
+                json_kind(&other)
+            )));
+        }
+    };
+
+    if entry.module.trim().is_empty() {
+        return Err(fail("`module` is empty; give the path of a .wasm component".into()));
+    }
+    let module = base.join(&entry.module);
+    let name = match entry.name {
+        Some(name) => name,
+        None => module
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .ok_or_else(|| fail("cannot derive a name from `module`; add a `name`".into()))?,
+    };
+    let fail = |message: String| EntryError {
+        index,
+        name: Some(name.clone()),
+        message,
+    };
+    if !valid_name(&name) {
+        return Err(fail(
+            "`name` may only hold letters, digits, `-`, `_` and `.` (it appears in logs, metrics and URLs)".into(),
+        ));
+    }
+    let sha256 = match entry.sha256 {
+        Some(digest) => {
+            let digest = digest.to_ascii_lowercase();
+            let digest = digest.strip_prefix("sha256:").unwrap_or(&digest).to_owned();
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(fail(format!(
+                    "`sha256` must be 64 hex digits, got {:?}; run `sha256sum {}`",
+                    digest, entry.module
+                )));
+            }
+            Some(digest)
+        }
+        None => None,
+    };
+    let filter = Filter::new(&entry.events, &entry.refs).map_err(&fail)?;
+    let limits = entry.limits;
+    if limits.fuel == 0 || limits.timeout_ms == 0 || limits.memory_mib == 0 {
+        return Err(fail("`limits` values must be greater than zero".into()));
+    }
+    let queue_capacity = entry.queue_capacity.unwrap_or(defaults::QUEUE_CAPACITY);
+    if queue_capacity == 0 {
+        return Err(fail("`queueCapacity` must be greater than zero".into()));
+    }
+    let failure_policy = match (entry.mode, entry.failure_policy) {
+        (_, Some(policy)) => policy,
+        (Mode::Gate, None) => FailurePolicy::Closed,
+        // Observers never answer, so the policy only matters if the entry becomes a gate.
+        (Mode::Observe, None) => FailurePolicy::Open,
+    };
+    Ok(HandlerSpec {
+        name,
+        index,
+        module,
+        sha256,
+        enabled: entry.enabled,
+        mode: entry.mode,
+        filter,
+        config: entry.config,
+        limits,
+        failure_policy,
+        queue_capacity,
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/hookwasm/proxy.config.json"))
+    }
+
+    #[test]
+    fn path_entries_and_objects_resolve_against_the_config_folder() {
+        let config = parse(
+            r#"{"proxyUrl": "https://example.com", "eventHandlers": [
+                "plugins/console-logger.wasm",
+                {"name": "protect", "module": "/opt/bp.wasm", "mode": "gate", "events": ["git.branch.*"]}
+            ]}"#,
+        )
+        .expect("valid config");
+        assert_eq!(config.handlers.len(), 2);
+        let logger = &config.handlers[0];
+        assert_eq!(logger.name, "console-logger");
+        assert_eq!(logger.module, Path::new("/etc/hookwasm/plugins/console-logger.wasm"));
+        assert_eq!(logger.mode, Mode::Observe);
+        assert_eq!(logger.limits, Limits::default());
+        let gate = &config.handlers[1];
+        assert_eq!(gate.module, Path::new("/opt/bp.wasm"));
+        assert_eq!(gate.failure_policy, FailurePolicy::Closed);
+        assert!(gate.filter.matches("git.branch.deleted", std::iter::empty()));
+        assert!(!gate.filter.matches("push.started", std::iter::empty()));
+    }
+
+    #[test]
+    fn every_broken_entry_is_reported_with_its_index_and_name() {
+        let err = parse(
+            r#"{"eventHandlers": [
+                {"name": "a", "module": "a.wasm", "colour": "red"},
+                "ok.wasm",
+                {"name": "b", "module": "b.wasm", "sha256": "xyz"},
+                42,
+                {"name": "c", "module": "c.wasm", "events": ["push.[*"]}
+            ]}"#,
+        )
+        .expect_err("invalid");
+        let ConfigError::Entries { errors, .. } = err else { panic!("wrong error: {err}") };
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines[0].starts_with("eventHandlers[0] (a): unknown field `colour`"), "{}", lines[0]);
+        assert!(lines[1].starts_with("eventHandlers[2] (b): `sha256` must be 64 hex digits"), "{}", lines[1]);
+        assert_eq!(lines[2], "eventHandlers[3]: expected a module path or an object with a `module` field, found a number");
+        assert!(lines[3].starts_with("eventHandlers[4] (c): `events` has an invalid pattern"), "{}", lines[3]);
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let err = parse(r#"{"eventHandlers": ["x/a.wasm", "y/a.wasm"]}"#).expect_err("duplicate");
+        assert!(err.to_string().contains("eventHandlers[1] (a): another entry has the same name"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_names_line_and_column() {
+        let err = parse("{\"eventHandlers\": [\n  \"a.wasm\",\n]}").expect_err("bad json");
+        assert!(err.to_string().contains("not valid JSON") && err.to_string().contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn ref_globs_keep_segments_apart() {
+        let filter = Filter::new(&[], &["refs/heads/release/*".into()]).expect("globs");
+        assert!(filter.matches("git.branch.deleted", ["refs/heads/release/1.0"].into_iter()));
+        assert!(!filter.matches("git.branch.deleted", ["refs/heads/release/1.0/hotfix"].into_iter()));
+        assert!(!filter.matches("user.created", std::iter::empty()));
+    }
+}

@@ -1,0 +1,498 @@
+//! Events: the CloudEvents envelope, the taxonomy of known types, and the one conversion from
+//! JSON to the WIT record handlers receive.
+//!
+//! An [`Event`] is built once when the host accepts it and is immutable afterwards: handlers get
+//! copies of its WIT form (the component model copies values into each sandbox), so nothing a
+//! handler does can change what anyone else sees.
+
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::sandbox::wit;
+
+/// An accepted event: its JSON as given (plus a `time` when the producer sent none) and the typed
+/// WIT record built from it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Event(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    json: Value,
+    wit: wit::Event,
+}
+
+/// Why a JSON document is not an acceptable event. The message names the attribute or payload
+/// field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EventError(String);
+
+impl Event {
+    /// Parses a CloudEvent in structured JSON mode.
+    pub fn from_slice(bytes: &[u8]) -> Result<Event, EventError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| EventError(format!("not valid JSON: {e}")))?;
+        Event::from_json(value)
+    }
+
+    /// Validates a CloudEvent given as JSON and types its payload.
+    pub fn from_json(value: Value) -> Result<Event, EventError> {
+        let Value::Object(mut attrs) = value else {
+            return Err(EventError("an event must be a JSON object (a CloudEvent)".into()));
+        };
+        match attrs.get("specversion").and_then(Value::as_str) {
+            Some("1.0") => {}
+            Some(other) => {
+                return Err(EventError(format!(
+                    "`specversion` is {other:?}; only CloudEvents 1.0 is supported"
+                )));
+            }
+            None => return Err(EventError("`specversion` is missing; set it to \"1.0\"".into())),
+        }
+        if attrs.contains_key("data_base64") {
+            return Err(EventError(
+                "`data_base64` is not supported; send the payload as JSON in `data`".into(),
+            ));
+        }
+        let id = required(&attrs, "id")?;
+        let source = required(&attrs, "source")?;
+        let event_type = required(&attrs, "type")?;
+        let subject = optional(&attrs, "subject")?;
+        let time = match optional(&attrs, "time")? {
+            Some(time) => {
+                time.parse::<jiff::Timestamp>().map_err(|e| {
+                    EventError(format!("`time` {time:?} is not an RFC 3339 timestamp: {e}"))
+                })?;
+                time
+            }
+            None => {
+                let now = jiff::Timestamp::now().to_string();
+                attrs.insert("time".into(), Value::String(now.clone()));
+                now
+            }
+        };
+        let data = attrs.get("data").cloned().unwrap_or(Value::Null);
+        let payload = payload(&event_type, data)?;
+        let wit = wit::Event {
+            id,
+            source,
+            type_: event_type,
+            time,
+            subject,
+            payload,
+        };
+        Ok(Event(Arc::new(Inner {
+            json: Value::Object(attrs),
+            wit,
+        })))
+    }
+
+    /// The CloudEvents `id`: the idempotency key.
+    pub fn id(&self) -> &str {
+        &self.0.wit.id
+    }
+
+    /// The CloudEvents `type`, e.g. `git.branch.force-pushed`.
+    pub fn event_type(&self) -> &str {
+        &self.0.wit.type_
+    }
+
+    /// The event as JSON (a CloudEvent), as accepted.
+    pub fn json(&self) -> &Value {
+        &self.0.json
+    }
+
+    /// The typed record handlers receive.
+    pub fn wit(&self) -> &wit::Event {
+        &self.0.wit
+    }
+
+    /// The refs this event is about, for `refs` filters: a ref update's ref, a rejected push's
+    /// refs, a proxy action's branch; none for custom events.
+    pub fn refs(&self) -> impl Iterator<Item = &str> {
+        let refs: &[String] = match &self.0.wit.payload {
+            wit::Payload::RefUpdate(update) => std::slice::from_ref(&update.ref_name),
+            wit::Payload::PushRejected(rejected) => &rejected.refs,
+            wit::Payload::ProxyAction(action) => action.branch.as_slice(),
+            wit::Payload::Custom(_) => &[],
+        };
+        refs.iter().map(String::as_str)
+    }
+}
+
+fn required(attrs: &Map<String, Value>, name: &str) -> Result<String, EventError> {
+    match attrs.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(EventError(format!("`{name}` is empty"))),
+        Some(_) => Err(EventError(format!("`{name}` must be a string"))),
+        None => Err(EventError(format!("`{name}` is missing"))),
+    }
+}
+
+fn optional(attrs: &Map<String, Value>, name: &str) -> Result<Option<String>, EventError> {
+    match attrs.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(EventError(format!("`{name}` must be a string"))),
+    }
+}
+
+/// What an event type is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ProxyAction(wit::Operation, wit::Phase),
+    RefUpdate(wit::RefKind, wit::RefChange),
+    PushRejected,
+    Custom,
+}
+
+/// Namespaces reserved for the typed events: a type in them that is not known is a mistake, not
+/// a custom event.
+const RESERVED_PREFIXES: [&str; 3] = ["push.", "pull.", "git."];
+
+const PROXY_EVENTS: [(&str, wit::Operation, wit::Phase); 10] = {
+    use wit::Operation::{Pull, Push};
+    use wit::Phase::*;
+    [
+        ("push.started", Push, Started),
+        ("push.completed", Push, Completed),
+        ("push.error", Push, Error),
+        ("push.permission-denied", Push, PermissionDenied),
+        ("push.pending-review", Push, PendingReview),
+        ("pull.started", Pull, Started),
+        ("pull.completed", Pull, Completed),
+        ("pull.error", Pull, Error),
+        ("pull.permission-denied", Pull, PermissionDenied),
+        ("pull.pending-review", Pull, PendingReview),
+    ]
+};
+
+const REF_EVENTS: [(&str, wit::RefKind, wit::RefChange); 10] = [
+    ("git.branch.created", wit::RefKind::Branch, wit::RefChange::Created),
+    ("git.branch.updated", wit::RefKind::Branch, wit::RefChange::Updated),
+    ("git.branch.force-pushed", wit::RefKind::Branch, wit::RefChange::ForcePushed),
+    ("git.branch.deleted", wit::RefKind::Branch, wit::RefChange::Deleted),
+    ("git.tag.created", wit::RefKind::Tag, wit::RefChange::Created),
+    ("git.tag.updated", wit::RefKind::Tag, wit::RefChange::Updated),
+    ("git.tag.deleted", wit::RefKind::Tag, wit::RefChange::Deleted),
+    ("git.ref.created", wit::RefKind::Other, wit::RefChange::Created),
+    ("git.ref.updated", wit::RefKind::Other, wit::RefChange::Updated),
+    ("git.ref.deleted", wit::RefKind::Other, wit::RefChange::Deleted),
+];
+
+const PUSH_REJECTED: &str = "git.push.rejected";
+
+fn kind_of(event_type: &str) -> Option<Kind> {
+    if let Some(&(_, operation, phase)) = PROXY_EVENTS.iter().find(|(name, ..)| *name == event_type) {
+        return Some(Kind::ProxyAction(operation, phase));
+    }
+    if let Some(&(_, kind, change)) = REF_EVENTS.iter().find(|(name, ..)| *name == event_type) {
+        return Some(Kind::RefUpdate(kind, change));
+    }
+    if event_type == PUSH_REJECTED {
+        return Some(Kind::PushRejected);
+    }
+    if RESERVED_PREFIXES.iter().any(|p| event_type.starts_with(p)) {
+        return None;
+    }
+    Some(Kind::Custom)
+}
+
+/// Every typed event type, in the order `hookwasm events` lists them.
+pub fn known_types() -> impl Iterator<Item = &'static str> {
+    let proxy = PROXY_EVENTS.iter().map(|(name, ..)| *name);
+    let git = REF_EVENTS.iter().map(|(name, ..)| *name);
+    proxy.chain(git).chain([PUSH_REJECTED])
+}
+
+fn payload(event_type: &str, data: Value) -> Result<wit::Payload, EventError> {
+    let kind = kind_of(event_type).ok_or_else(|| {
+        EventError(format!(
+            "unknown event type {event_type:?}: `push.`, `pull.` and `git.` types are reserved; \
+             run `hookwasm events` for the known ones, or use another prefix for a custom event"
+        ))
+    })?;
+    let typed = |e: serde_json::Error| EventError(format!("`data` of a {event_type} event: {e}"));
+    Ok(match kind {
+        Kind::ProxyAction(operation, phase) => {
+            let d: ProxyActionData = serde_json::from_value(data).map_err(typed)?;
+            wit::Payload::ProxyAction(wit::ProxyAction {
+                operation,
+                phase,
+                action_id: d.action_id,
+                repository: d.repository.into(),
+                user: d.user.map(Into::into),
+                branch: d.branch,
+                commit_from: d.commit_from,
+                commit_to: d.commit_to,
+                error: d.error,
+                steps: d.steps.into_iter().map(Into::into).collect(),
+            })
+        }
+        Kind::RefUpdate(kind, change) => {
+            let d: RefUpdateData = serde_json::from_value(data).map_err(typed)?;
+            wit::Payload::RefUpdate(wit::RefUpdate {
+                kind,
+                change,
+                push_id: d.push_id,
+                repository: d.repository.into(),
+                pusher: d.pusher.into(),
+                ref_name: d.ref_name,
+                before: d.before,
+                after: d.after,
+                push_options: d.push_options,
+            })
+        }
+        Kind::PushRejected => {
+            let d: PushRejectedData = serde_json::from_value(data).map_err(typed)?;
+            wit::Payload::PushRejected(wit::PushRejected {
+                push_id: d.push_id,
+                repository: d.repository.into(),
+                pusher: d.pusher.into(),
+                refs: d.refs,
+                reason: d.reason,
+            })
+        }
+        Kind::Custom => wit::Payload::Custom(data.to_string()),
+    })
+}
+
+/// The repository an event is about.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryData {
+    /// Clone URL as the producer knows it.
+    pub url: String,
+    /// Owner, organisation or group.
+    #[serde(default)]
+    pub project: String,
+    /// Repository name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A person: a proxy's user or a push's pusher.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserData {
+    /// Login name.
+    pub username: String,
+    /// E-mail address, when known.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// One step of a proxy's action chain.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepData {
+    /// The step's name, e.g. `checkAuthorEmails`.
+    pub name: String,
+    /// Whether the step let the action go on.
+    pub passed: bool,
+    /// What the step said, if anything.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Payload of `push.*` and `pull.*` events.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyActionData {
+    /// The proxy's id for the action, shared by all its phases.
+    pub action_id: String,
+    /// The repository acted on.
+    pub repository: RepositoryData,
+    /// Who acted, when known.
+    #[serde(default)]
+    pub user: Option<UserData>,
+    /// Full ref name, e.g. `refs/heads/main`.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// First commit of the range.
+    #[serde(default)]
+    pub commit_from: Option<String>,
+    /// Last commit of the range.
+    #[serde(default)]
+    pub commit_to: Option<String>,
+    /// Why the action failed or was refused.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The action chain's steps so far.
+    #[serde(default)]
+    pub steps: Vec<StepData>,
+}
+
+/// Payload of `git.branch.*`, `git.tag.*` and `git.ref.*` events.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefUpdateData {
+    /// Shared by every event of one push.
+    pub push_id: String,
+    /// The repository pushed to.
+    pub repository: RepositoryData,
+    /// Who pushed.
+    pub pusher: UserData,
+    /// Full ref name, e.g. `refs/heads/main`.
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    /// Object id before the push (all zeros when created).
+    pub before: String,
+    /// Object id after the push (all zeros when deleted).
+    pub after: String,
+    /// `git push -o` options.
+    #[serde(default)]
+    pub push_options: Vec<String>,
+}
+
+/// Payload of `git.push.rejected`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushRejectedData {
+    /// The refused push.
+    pub push_id: String,
+    /// The repository pushed to.
+    pub repository: RepositoryData,
+    /// Who pushed.
+    pub pusher: UserData,
+    /// The refs the push tried to update.
+    pub refs: Vec<String>,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl From<RepositoryData> for wit::Repository {
+    fn from(d: RepositoryData) -> Self {
+        wit::Repository {
+            url: d.url,
+            project: d.project,
+            name: d.name,
+        }
+    }
+}
+
+impl From<UserData> for wit::User {
+    fn from(d: UserData) -> Self {
+        wit::User {
+            username: d.username,
+            email: d.email,
+        }
+    }
+}
+
+impl From<StepData> for wit::Step {
+    fn from(d: StepData) -> Self {
+        wit::Step {
+            name: d.name,
+            passed: d.passed,
+            message: d.message,
+        }
+    }
+}
+
+/// One known event type and the JSON Schema of its `data`, as `hookwasm events` prints it.
+#[derive(Debug, Serialize)]
+pub struct TypeInfo {
+    /// The CloudEvents `type`.
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    /// What produces it.
+    pub description: &'static str,
+    /// JSON Schema of `data`.
+    #[serde(rename = "dataSchema")]
+    pub data_schema: Value,
+}
+
+/// The catalogue of event types with their payload schemas; custom types come last.
+pub fn catalogue() -> Vec<TypeInfo> {
+    let schema = |s: schemars::Schema| s.to_value();
+    let mut out = Vec::new();
+    for event_type in known_types() {
+        let (description, data_schema) = match kind_of(event_type) {
+            Some(Kind::ProxyAction(..)) => (
+                "a git proxy's push or pull action at one phase",
+                schema(schemars::schema_for!(ProxyActionData)),
+            ),
+            Some(Kind::RefUpdate(..)) => (
+                "one ref update of a push to a git server",
+                schema(schemars::schema_for!(RefUpdateData)),
+            ),
+            _ => ("a push that a gate or git refused", schema(schemars::schema_for!(PushRejectedData))),
+        };
+        out.push(TypeInfo {
+            event_type,
+            description,
+            data_schema,
+        });
+    }
+    out.push(TypeInfo {
+        event_type: "*",
+        description: "any other type (outside push., pull. and git.), e.g. user.created: data is passed to handlers as JSON text",
+        data_schema: serde_json::json!({}),
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ref_event(event_type: &str) -> Value {
+        json!({
+            "specversion": "1.0", "id": "e1", "source": "test", "type": event_type,
+            "data": {
+                "pushId": "p1",
+                "repository": {"url": "https://git.example/acme/widgets.git", "project": "acme", "name": "widgets"},
+                "pusher": {"username": "ada"},
+                "ref": "refs/heads/main", "before": "a", "after": "b"
+            }
+        })
+    }
+
+    #[test]
+    fn ref_updates_are_typed_and_stamped_with_a_time() {
+        let event = Event::from_json(ref_event("git.branch.force-pushed")).expect("valid");
+        let wit::Payload::RefUpdate(update) = &event.wit().payload else { panic!("wrong payload") };
+        assert_eq!(update.kind, wit::RefKind::Branch);
+        assert_eq!(update.change, wit::RefChange::ForcePushed);
+        assert_eq!(event.refs().collect::<Vec<_>>(), ["refs/heads/main"]);
+        assert!(event.json()["time"].as_str().is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()));
+    }
+
+    #[test]
+    fn mistakes_name_the_attribute_or_field() {
+        let mut missing = ref_event("git.branch.created");
+        missing["data"].as_object_mut().expect("object").remove("pusher");
+        let err = Event::from_json(missing).expect_err("no pusher");
+        assert!(err.to_string().contains("missing field `pusher`"), "{err}");
+
+        let err = Event::from_json(ref_event("git.branch.renamed")).expect_err("unknown type");
+        assert!(err.to_string().starts_with("unknown event type \"git.branch.renamed\""), "{err}");
+
+        let mut no_id = ref_event("git.branch.created");
+        no_id.as_object_mut().expect("object").remove("id");
+        assert_eq!(Event::from_json(no_id).expect_err("no id").to_string(), "`id` is missing");
+    }
+
+    #[test]
+    fn custom_events_carry_their_data_as_json_text() {
+        let event = Event::from_json(json!({
+            "specversion": "1.0", "id": "u1", "source": "idp", "type": "user.created",
+            "time": "2026-11-22T10:00:00+01:00", "data": {"login": "ada"}
+        }))
+        .expect("valid");
+        assert_eq!(event.wit().payload, wit::Payload::Custom(r#"{"login":"ada"}"#.into()));
+        assert_eq!(event.refs().count(), 0);
+    }
+
+    #[test]
+    fn every_known_type_is_in_the_catalogue() {
+        let catalogue = catalogue();
+        assert_eq!(catalogue.len(), known_types().count() + 1);
+        assert!(known_types().all(|t| kind_of(t).is_some_and(|k| k != Kind::Custom)));
+    }
+}

@@ -1,0 +1,13 @@
+//! hookwasm runs lifecycle event handlers compiled to WebAssembly components.
+//!
+//! A producer (a git proxy, a git server's hooks, any service over HTTP) emits events; the host
+//! reads `proxy.config.json`, loads every handler listed under `eventHandlers` into its own
+//! sandbox, and dispatches each event to the handlers subscribed to it: observers through
+//! per-handler queues, gates synchronously with a merged verdict.
+//!
+//! Reading order: [`config`] → [`sandbox`] → [`dispatch`] → [`server`].
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod event;
+pub mod sandbox;

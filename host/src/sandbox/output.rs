@@ -1,0 +1,252 @@
+//! Guest output: `stdout`, `stderr` and the `host.log` import, forwarded to the host's log.
+//!
+//! Every line is a `tracing` event tagged with the handler's name and the event id. A guest
+//! cannot flood the host: lines are cut at [`MAX_LINE_BYTES`], and after [`MAX_LINES`] lines in
+//! one invocation the rest are counted and reported once. The tail of `stderr` is kept so a trap
+//! can be reported with the guest's panic message.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use super::wit::Level;
+
+/// Lines one invocation may write (stdout, stderr and `host.log` together).
+pub const MAX_LINES: usize = 1_000;
+/// Longest line forwarded; longer ones are cut and marked.
+pub const MAX_LINE_BYTES: usize = 4_096;
+/// How much of `stderr` is kept for the trap report.
+const STDERR_TAIL_BYTES: usize = 4_096;
+
+/// Where a line came from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Stdout,
+    Stderr,
+    Log(Level),
+}
+
+/// The output of one invocation of one handler. Cheap to clone; clones share the state.
+#[derive(Debug, Clone)]
+pub struct GuestOutput(Arc<Mutex<State>>);
+
+#[derive(Debug)]
+struct State {
+    handler: Arc<str>,
+    event_id: Option<Arc<str>>,
+    lines: usize,
+    dropped: usize,
+    partial_stdout: Vec<u8>,
+    partial_stderr: Vec<u8>,
+    stderr_tail: Vec<u8>,
+}
+
+impl GuestOutput {
+    /// Output for one invocation; `event_id` is `None` while `init` runs.
+    pub fn new(handler: Arc<str>, event_id: Option<Arc<str>>) -> GuestOutput {
+        GuestOutput(Arc::new(Mutex::new(State {
+            handler,
+            event_id,
+            lines: 0,
+            dropped: 0,
+            partial_stdout: Vec::new(),
+            partial_stderr: Vec::new(),
+            stderr_tail: Vec::new(),
+        })))
+    }
+
+    /// The stream to give the guest as its stdout.
+    pub fn stdout(&self) -> GuestStream {
+        GuestStream {
+            output: self.clone(),
+            stderr: false,
+        }
+    }
+
+    /// The stream to give the guest as its stderr.
+    pub fn stderr(&self) -> GuestStream {
+        GuestStream {
+            output: self.clone(),
+            stderr: true,
+        }
+    }
+
+    /// A `host.log` call.
+    pub fn log(&self, level: Level, message: &str) {
+        let mut state = self.lock();
+        for line in message.lines() {
+            state.emit(Source::Log(level), line.as_bytes());
+        }
+    }
+
+    /// Flushes unterminated lines and reports dropped ones; returns the guest's panic message,
+    /// if its stderr holds one.
+    pub fn finish(&self) -> Option<String> {
+        let mut state = self.lock();
+        for stderr in [false, true] {
+            let partial = std::mem::take(state.partial(stderr));
+            if !partial.is_empty() {
+                state.emit(if stderr { Source::Stderr } else { Source::Stdout }, &partial);
+            }
+        }
+        if state.dropped > 0 {
+            tracing::warn!(
+                handler = %state.handler,
+                event = state.event_id.as_deref().unwrap_or("-"),
+                "dropped {} lines of guest output over the limit of {MAX_LINES} per invocation",
+                state.dropped
+            );
+            state.dropped = 0;
+        }
+        panic_message(&String::from_utf8_lossy(&state.stderr_tail))
+    }
+
+    fn write(&self, stderr: bool, bytes: &[u8]) {
+        let mut state = self.lock();
+        if stderr {
+            let tail = &mut state.stderr_tail;
+            tail.extend_from_slice(bytes);
+            if tail.len() > STDERR_TAIL_BYTES {
+                tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+            }
+        }
+        let source = if stderr { Source::Stderr } else { Source::Stdout };
+        let mut rest = bytes;
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            let (line, after) = rest.split_at(newline);
+            rest = &after[1..];
+            let mut partial = std::mem::take(state.partial(stderr));
+            partial.extend_from_slice(line);
+            state.emit(source, &partial);
+        }
+        let partial = state.partial(stderr);
+        // A line that never ends is still bounded: keep only what could be printed.
+        let room = (MAX_LINE_BYTES + 1).saturating_sub(partial.len());
+        partial.extend_from_slice(&rest[..rest.len().min(room)]);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere mid-write; the buffers are still usable.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn partial(&mut self, stderr: bool) -> &mut Vec<u8> {
+        if stderr { &mut self.partial_stderr } else { &mut self.partial_stdout }
+    }
+
+    fn emit(&mut self, source: Source, line: &[u8]) {
+        if self.lines >= MAX_LINES {
+            self.dropped += 1;
+            return;
+        }
+        self.lines += 1;
+        let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE_BYTES)]);
+        let cut = if line.len() > MAX_LINE_BYTES { " …[cut]" } else { "" };
+        let handler = &*self.handler;
+        let event = self.event_id.as_deref().unwrap_or("-");
+        match source {
+            Source::Stdout => tracing::info!(handler, event, stream = "stdout", "{text}{cut}"),
+            Source::Stderr => tracing::warn!(handler, event, stream = "stderr", "{text}{cut}"),
+            Source::Log(Level::Trace) => tracing::trace!(handler, event, "{text}{cut}"),
+            Source::Log(Level::Debug) => tracing::debug!(handler, event, "{text}{cut}"),
+            Source::Log(Level::Info) => tracing::info!(handler, event, "{text}{cut}"),
+            Source::Log(Level::Warn) => tracing::warn!(handler, event, "{text}{cut}"),
+            Source::Log(Level::Error) => tracing::error!(handler, event, "{text}{cut}"),
+        }
+    }
+}
+
+/// Rust's panic hook prints `panicked at <file>:<line>:<col>:` and then the message.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let mut lines = stderr[start..].lines();
+    let location = lines.next()?.trim_start_matches("panicked at ").trim_end_matches(':');
+    let message: Vec<&str> = lines.take_while(|l| !l.starts_with("note: ")).collect();
+    Some(format!("{} (at {location})", message.join(" ").trim()))
+}
+
+/// One of a guest's output streams.
+#[derive(Debug, Clone)]
+pub struct GuestStream {
+    output: GuestOutput,
+    stderr: bool,
+}
+
+impl IsTerminal for GuestStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestStream {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestStream {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.output.write(self.stderr, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestStream {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.output.write(self.stderr, buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_found_in_stderr() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:42:9:\nchaos: asked to panic\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(panic_message(stderr).as_deref(), Some("chaos: asked to panic (at src/lib.rs:42:9)"));
+        assert_eq!(panic_message("just a warning\n"), None);
+    }
+
+    #[test]
+    fn lines_over_the_limit_are_counted_not_kept() {
+        let output = GuestOutput::new("t".into(), None);
+        for _ in 0..MAX_LINES + 5 {
+            output.write(false, b"line\n");
+        }
+        let state = output.lock();
+        assert_eq!((state.lines, state.dropped), (MAX_LINES, 5));
+    }
+}

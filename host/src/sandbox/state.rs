@@ -1,0 +1,102 @@
+//! What one store holds: everything a single invocation of a handler can reach.
+//!
+//! A fresh [`StoreState`] is built for every event, so nothing survives from one event to the
+//! next, and nothing in it is shared with another handler.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::output::GuestOutput;
+use super::wit;
+
+/// The per-invocation store data.
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    config_json: Arc<str>,
+    /// The guest's output, forwarded to the host's log.
+    pub output: GuestOutput,
+    /// The linear-memory cap and whether the guest hit it.
+    pub memory: MemoryCap,
+}
+
+impl StoreState {
+    /// State for one invocation of a handler whose config is `config_json`.
+    pub fn new(config_json: Arc<str>, output: GuestOutput, memory_bytes: usize) -> StoreState {
+        // WASI is linked because every wasm32-wasip2 program imports it, but nothing real is
+        // behind it: no preopened folders, no environment, no arguments, no stdin, no network.
+        // Stdout and stderr go to the host's log.
+        let wasi = WasiCtx::builder()
+            .stdout(output.stdout())
+            .stderr(output.stderr())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        StoreState {
+            wasi,
+            table: ResourceTable::new(),
+            config_json,
+            output,
+            memory: MemoryCap {
+                max_bytes: memory_bytes,
+                hit: false,
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreState").field("memory", &self.memory).finish_non_exhaustive()
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::hookwasm::handler::host::Host for StoreState {
+    fn log(&mut self, level: wit::Level, message: String) {
+        self.output.log(level, &message);
+    }
+
+    fn config(&mut self) -> String {
+        self.config_json.to_string()
+    }
+}
+
+impl wit::hookwasm::handler::types::Host for StoreState {}
+
+/// A cap on linear memory and tables. Refusing a `memory.grow` is not a trap by itself: the
+/// guest sees the failure (Rust aborts on it), and `hit` tells the host why it died.
+#[derive(Debug)]
+pub struct MemoryCap {
+    max_bytes: usize,
+    /// Whether a growth was refused during this invocation.
+    pub hit: bool,
+}
+
+/// Table elements a handler may have; far beyond what a Rust guest uses.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.max_bytes;
+        self.hit |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = desired <= MAX_TABLE_ELEMENTS;
+        self.hit |= !allowed;
+        Ok(allowed)
+    }
+}

@@ -1,0 +1,105 @@
+//! How an invocation ended, in terms an operator understands. This is the one place where a
+//! wasmtime error becomes a cause.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::state::StoreState;
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The handler returned an outcome.
+    Ok,
+    /// The handler returned an error.
+    Error,
+    /// The guest trapped: a panic, `unreachable`, a bad memory access.
+    Trap,
+    /// The guest used up its fuel (CPU budget).
+    OutOfFuel,
+    /// The guest missed its wall-clock deadline.
+    Timeout,
+    /// The guest tried to grow its memory past its cap.
+    MemoryLimit,
+    /// The guest recursed past the wasm stack limit.
+    StackOverflow,
+}
+
+impl Status {
+    /// Every status, in the order metrics list them.
+    pub const ALL: [Status; 7] = [
+        Status::Ok,
+        Status::Error,
+        Status::Trap,
+        Status::OutOfFuel,
+        Status::Timeout,
+        Status::MemoryLimit,
+        Status::StackOverflow,
+    ];
+
+    /// The name used in JSON output, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Error => "error",
+            Status::Trap => "trap",
+            Status::OutOfFuel => "out-of-fuel",
+            Status::Timeout => "timeout",
+            Status::MemoryLimit => "memory-limit",
+            Status::StackOverflow => "stack-overflow",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The limits an invocation ran under, for the messages below.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Fuel given.
+    pub fuel: u64,
+    /// Deadline in milliseconds.
+    pub timeout_ms: u64,
+    /// Memory cap in MiB.
+    pub memory_mib: u64,
+}
+
+/// Classifies a failed call: a trap, an interrupt, or an error from wasmtime itself.
+pub fn classify(error: &wasmtime::Error, state: &StoreState, panic: Option<String>, budget: Budget) -> (Status, String) {
+    let trap = error.downcast_ref::<wasmtime::Trap>().copied();
+    // Memory first: a refused `memory.grow` shows up as whatever the guest does next (Rust
+    // aborts with `unreachable`), and the refusal is the real cause.
+    if state.memory.hit {
+        return (
+            Status::MemoryLimit,
+            format!("tried to grow memory past its limit of {} MiB", budget.memory_mib),
+        );
+    }
+    match trap {
+        Some(wasmtime::Trap::OutOfFuel) => (
+            Status::OutOfFuel,
+            format!("used up its fuel ({} units) before answering", budget.fuel),
+        ),
+        Some(wasmtime::Trap::Interrupt) => timeout(budget),
+        Some(wasmtime::Trap::StackOverflow) => (Status::StackOverflow, "overflowed the wasm stack".into()),
+        Some(trap) => {
+            let message = match panic {
+                Some(panic) => format!("panicked: {panic}"),
+                None => format!("trapped: {trap}"),
+            };
+            (Status::Trap, message)
+        }
+        None => (Status::Trap, format!("failed in the host: {error}")),
+    }
+}
+
+/// A deadline that passed while the guest was waiting in the host.
+pub fn timeout(budget: Budget) -> (Status, String) {
+    (Status::Timeout, format!("did not answer within {} ms", budget.timeout_ms))
+}
