@@ -11,3 +11,6 @@
 pub mod config;
 pub mod event;
 pub mod sandbox;
+pub mod dispatch;
+pub mod metrics;
+pub mod server;

@@ -1,1 +1,311 @@
-fn main() {}
+//! The `hookwasm` command: parses arguments and calls the library. Exit codes: 0 success, 1 a
+//! handler failed or denied, 2 bad usage or bad input.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hookwasm::config::{Config, Limits, Mode, defaults};
+use hookwasm::dispatch::{self, Dispatcher, Report};
+use hookwasm::event::Event;
+use hookwasm::sandbox::Sandbox;
+
+/// Runs lifecycle event handlers compiled to WebAssembly components, each in its own sandbox.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API: POST /v1/events, GET /v1/handlers, /healthz, /metrics.
+    Serve {
+        /// The config file listing `eventHandlers`.
+        #[arg(long, default_value = "proxy.config.json")]
+        config: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: SocketAddr,
+        /// On shutdown, how long observers may work through their queues (seconds).
+        #[arg(long, default_value_t = 10)]
+        drain_secs: u64,
+    },
+    /// Validate the config and load every handler; report every problem at once.
+    Check {
+        /// The config file listing `eventHandlers`.
+        #[arg(long, default_value = "proxy.config.json")]
+        config: PathBuf,
+    },
+    /// Run one module on one event and print its result as a JSON line.
+    Call {
+        /// The handler component (.wasm).
+        module: PathBuf,
+        /// The CloudEvent as a JSON file, or `-` for standard input.
+        #[arg(long)]
+        event: PathBuf,
+        /// The handler's config, as JSON.
+        #[arg(long, default_value = "null")]
+        handler_config: String,
+        /// Fuel budget.
+        #[arg(long, default_value_t = defaults::FUEL)]
+        fuel: u64,
+        /// Wall-clock deadline in milliseconds.
+        #[arg(long, default_value_t = defaults::TIMEOUT_MS)]
+        timeout_ms: u64,
+        /// Memory cap in MiB.
+        #[arg(long, default_value_t = defaults::MEMORY_MIB)]
+        memory_mib: u64,
+    },
+    /// Run every subscribed handler on each event of an NDJSON file (or `-`), printing a JSON
+    /// line per invocation.
+    Replay {
+        /// The config file listing `eventHandlers`.
+        #[arg(long, default_value = "proxy.config.json")]
+        config: PathBuf,
+        /// One CloudEvent per line, or `-` for standard input.
+        events: PathBuf,
+    },
+    /// Print the known event types with the JSON Schema of each payload.
+    Events,
+}
+
+/// How a command ended.
+enum Exit {
+    /// Everything ran and allowed.
+    Success,
+    /// A handler failed or denied.
+    HandlerFailed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(Exit::Success) => ExitCode::SUCCESS,
+        Ok(Exit::HandlerFailed) => ExitCode::from(1),
+        Err(e) => fail(&e),
+    }
+}
+
+/// Bad usage or bad input: one readable sentence on stderr, exit 2.
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::from(2)
+}
+
+/// Logs go to stderr: human-readable by default, JSON with `HOOKWASM_LOG_FORMAT=json`; the level
+/// comes from `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("HOOKWASM_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<Exit> {
+    match command {
+        Command::Serve {
+            config,
+            listen,
+            drain_secs,
+        } => serve(&config, listen, Duration::from_secs(drain_secs)).await,
+        Command::Check { config } => check(&config).await,
+        Command::Call {
+            module,
+            event,
+            handler_config,
+            fuel,
+            timeout_ms,
+            memory_mib,
+        } => {
+            let limits = Limits {
+                fuel,
+                timeout_ms,
+                memory_mib,
+            };
+            call(&module, &event, &handler_config, limits).await
+        }
+        Command::Replay { config, events } => replay(&config, &events).await,
+        Command::Events => {
+            println!("{}", serde_json::to_string_pretty(&hookwasm::event::catalogue())?);
+            Ok(Exit::Success)
+        }
+    }
+}
+
+/// Loads the config and every enabled handler; any problem is an error listing all of them.
+async fn start(config_path: &Path) -> anyhow::Result<Dispatcher> {
+    let config = Config::load(config_path)?;
+    let sandbox = Sandbox::new()?;
+    let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
+    if !errors.is_empty() {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::bail!(
+            "{}: {} handler{} could not be loaded:\n{}",
+            config_path.display(),
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            lines.join("\n")
+        );
+    }
+    for (spec, handler) in &loaded {
+        tracing::info!(
+            handler = %spec.name,
+            version = %&handler.digest()[..12],
+            mode = ?spec.mode,
+            events = ?spec.filter.event_patterns(),
+            "loaded"
+        );
+    }
+    Ok(Dispatcher::start(loaded))
+}
+
+async fn serve(config: &Path, listen: SocketAddr, drain: Duration) -> anyhow::Result<Exit> {
+    let dispatcher = Arc::new(start(config).await?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, hookwasm::server::router(dispatcher.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down: draining observer queues for up to {} s", drain.as_secs());
+    let drained = dispatcher.shutdown(drain).await;
+    if drained.abandoned > 0 {
+        tracing::warn!("{} queued events were not delivered before the drain deadline", drained.abandoned);
+    } else {
+        tracing::info!("every queued event was delivered");
+    }
+    Ok(Exit::Success)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+async fn check(config_path: &Path) -> anyhow::Result<Exit> {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    let sandbox = Sandbox::new()?;
+    let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
+    for spec in config.handlers.iter().filter(|s| !s.enabled) {
+        println!("disabled  {}", spec.name);
+    }
+    for (spec, handler) in &loaded {
+        let mode = match spec.mode {
+            Mode::Observe => "observer",
+            Mode::Gate => "gate",
+        };
+        println!("ok        {} ({mode}, sha256:{})", spec.name, &handler.digest()[..12]);
+    }
+    if errors.is_empty() {
+        return Ok(Exit::Success);
+    }
+    let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+    anyhow::bail!(
+        "{}: {} of {} enabled handlers could not be loaded:\n{}",
+        config_path.display(),
+        errors.len(),
+        errors.len() + loaded.len(),
+        lines.join("\n")
+    )
+}
+
+async fn call(module: &Path, event_path: &Path, handler_config: &str, limits: Limits) -> anyhow::Result<Exit> {
+    let handler_config: serde_json::Value = serde_json::from_str(handler_config)
+        .map_err(|e| anyhow::anyhow!("--handler-config is not valid JSON: {e}"))?;
+    if limits.fuel == 0 || limits.timeout_ms == 0 || limits.memory_mib == 0 {
+        anyhow::bail!("--fuel, --timeout-ms and --memory-mib must be greater than zero");
+    }
+    let text = read_input(event_path)?;
+    let event = Event::from_slice(text.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", event_path.display()))?;
+    let name = module
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "handler".into());
+    let sandbox = Sandbox::new()?;
+    let handler = {
+        let (sandbox, module, name) = (sandbox.clone(), module.to_owned(), name.clone());
+        tokio::task::spawn_blocking(move || sandbox.load(&name, &module, None, &handler_config, limits)).await??
+    };
+    handler.init().await?;
+    let invocation = handler.on_event(&event).await;
+    let report = Report::new(&name, handler.digest(), None, event.id(), invocation);
+    print_line(&report)?;
+    Ok(if report.failed_or_denied() { Exit::HandlerFailed } else { Exit::Success })
+}
+
+async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
+    let dispatcher = start(config).await?;
+    let text = read_input(events_path)?;
+    // Validate every line first, so a typo on line 900 does not leave 899 events half-replayed.
+    let mut events = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = Event::from_slice(line.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{} line {}: {e}", events_path.display(), number + 1))?;
+        events.push(event);
+    }
+    let mut exit = Exit::Success;
+    for event in &events {
+        for report in dispatcher.run_all(event).await {
+            if report.failed_or_denied() {
+                exit = Exit::HandlerFailed;
+            }
+            print_line(&report)?;
+        }
+    }
+    Ok(exit)
+}
+
+fn read_input(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .lock()
+            .read_to_string(&mut text)
+            .map_err(|e| anyhow::anyhow!("cannot read standard input: {e}"))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+    }
+}
+
+fn print_line(report: &Report) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, report)?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()?;
+    Ok(())
+}

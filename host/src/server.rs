@@ -1,0 +1,131 @@
+//! HTTP ingest and status: `POST /v1/events`, `GET /v1/handlers`, `GET /healthz`,
+//! `GET /metrics`.
+//!
+//! Every error answer is JSON `{"error": "<one sentence>"}`; a bad request never affects the
+//! events accepted before or after it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::dispatch::{Backpressure, Dispatcher, Refused};
+use crate::event::Event;
+
+/// Largest request body accepted by `POST /v1/events`.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+/// Most events one `POST /v1/events` may carry.
+pub const MAX_BATCH: usize = 1_000;
+/// What `Retry-After` says when an observer's queue is full, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// The routes, serving `dispatcher`.
+pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/handlers", get(get_handlers))
+        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route("/metrics", get(get_metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see the README's HTTP section") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(dispatcher)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// One CloudEvent (an object) or a batch (an array). Answers 200 with the merged gate verdict
+/// when a gate ran, 202 when the events were only queued for observers.
+async fn post_events(State(dispatcher): State<Arc<Dispatcher>>, body: Bytes) -> Response {
+    let events = match parse_events(&body) {
+        Ok(events) => events,
+        Err(message) => {
+            dispatcher.stats().events_invalid.fetch_add(1, Relaxed);
+            return error(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    let batch = events.len() > 1 || body.trim_ascii_start().starts_with(b"[");
+    match dispatcher.submit(&events, Backpressure::Refuse).await {
+        Ok(decisions) => {
+            let gated = decisions.iter().any(|d| !d.gates.is_empty());
+            let status = if gated { StatusCode::OK } else { StatusCode::ACCEPTED };
+            let body = if batch {
+                json!({ "results": decisions })
+            } else {
+                json!(decisions.into_iter().next())
+            };
+            (status, axum::Json(body)).into_response()
+        }
+        Err(refused @ Refused::Busy { .. }) => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, refused.to_string());
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECS));
+            response
+        }
+        Err(refused) => error(StatusCode::PAYLOAD_TOO_LARGE, refused.to_string()),
+    }
+}
+
+/// Parses and validates the whole body before anything is dispatched: all events or none.
+fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err("the batch is empty; send at least one event".into());
+            }
+            if items.len() > MAX_BATCH {
+                return Err(format!("the batch holds {} events; send at most {MAX_BATCH} per request", items.len()));
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| Event::from_json(item).map_err(|e| format!("event [{i}]: {e}")))
+                .collect()
+        }
+        value => Ok(vec![Event::from_json(value).map_err(|e| format!("invalid event: {e}"))?]),
+    }
+}
+
+async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
+    let handlers: Vec<Value> = dispatcher
+        .slots()
+        .iter()
+        .map(|slot| {
+            let spec = &slot.spec;
+            json!({
+                "name": spec.name,
+                "module": spec.module,
+                "digest": slot.handler.digest(),
+                "mode": spec.mode,
+                "events": spec.filter.event_patterns(),
+                "refs": spec.filter.ref_patterns(),
+                "failurePolicy": spec.failure_policy,
+                "limits": {
+                    "fuel": spec.limits.fuel,
+                    "timeoutMs": spec.limits.timeout_ms,
+                    "memoryMiB": spec.limits.memory_mib,
+                },
+                "queueDepth": slot.queue_depth(),
+                "counters": slot.stats.counts(),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "handlers": handlers })).into_response()
+}
+
+async fn get_metrics(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        dispatcher.metrics(),
+    )
+        .into_response()
+}
