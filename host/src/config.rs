@@ -60,6 +60,15 @@ pub struct HandlerSpec {
     pub queue_capacity: usize,
 }
 
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Observe => "observe",
+            Mode::Gate => "gate",
+        })
+    }
+}
+
 /// How the producer relates to a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -126,8 +135,10 @@ impl Filter {
     /// Whether an event of `event_type` about `refs` reaches the handler. With a `refs` filter,
     /// an event about no ref (a custom event, say) does not match.
     pub fn matches<'a>(&self, event_type: &str, mut refs: impl Iterator<Item = &'a str>) -> bool {
-        let type_ok = self.events.is_empty() || self.events.iter().any(|(_, g)| g.is_match(event_type));
-        let ref_ok = self.refs.is_empty() || refs.any(|r| self.refs.iter().any(|(_, g)| g.is_match(r)));
+        let type_ok =
+            self.events.is_empty() || self.events.iter().any(|(_, g)| g.is_match(event_type));
+        let ref_ok =
+            self.refs.is_empty() || refs.any(|r| self.refs.iter().any(|(_, g)| g.is_match(r)));
         type_ok && ref_ok
     }
 
@@ -199,7 +210,11 @@ pub struct EntryError {
 impl fmt::Display for EntryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {
-            Some(name) => write!(f, "eventHandlers[{}] ({name}): {}", self.index, self.message),
+            Some(name) => write!(
+                f,
+                "eventHandlers[{}] ({name}): {}",
+                self.index, self.message
+            ),
             None => write!(f, "eventHandlers[{}]: {}", self.index, self.message),
         }
     }
@@ -273,12 +288,17 @@ impl Config {
             message,
         };
         let file: File = serde_json::from_str(text).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                syntax(format!("`eventHandlers` must be a list of module paths or handler objects ({e})"))
-            }
+            serde_json::error::Category::Data => syntax(format!(
+                "`eventHandlers` must be a list of module paths or handler objects ({e})"
+            )),
             _ => syntax(format!("not valid JSON: {e}")),
         })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Absolute, so module paths stay right whatever the working directory is later.
+        let folder = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
 
         let mut handlers = Vec::new();
         let mut errors = Vec::new();
@@ -334,7 +354,9 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
     };
 
     if entry.module.trim().is_empty() {
-        return Err(fail("`module` is empty; give the path of a .wasm component".into()));
+        return Err(fail(
+            "`module` is empty; give the path of a .wasm component".into(),
+        ));
     }
     let module = base.join(&entry.module);
     let name = match entry.name {
@@ -437,13 +459,19 @@ mod tests {
         assert_eq!(config.handlers.len(), 2);
         let logger = &config.handlers[0];
         assert_eq!(logger.name, "console-logger");
-        assert_eq!(logger.module, Path::new("/etc/hookwasm/plugins/console-logger.wasm"));
+        assert_eq!(
+            logger.module,
+            Path::new("/etc/hookwasm/plugins/console-logger.wasm")
+        );
         assert_eq!(logger.mode, Mode::Observe);
         assert_eq!(logger.limits, Limits::default());
         let gate = &config.handlers[1];
         assert_eq!(gate.module, Path::new("/opt/bp.wasm"));
         assert_eq!(gate.failure_policy, FailurePolicy::Closed);
-        assert!(gate.filter.matches("git.branch.deleted", std::iter::empty()));
+        assert!(
+            gate.filter
+                .matches("git.branch.deleted", std::iter::empty())
+        );
         assert!(!gate.filter.matches("push.started", std::iter::empty()));
     }
 
@@ -459,32 +487,59 @@ mod tests {
             ]}"#,
         )
         .expect_err("invalid");
-        let ConfigError::Entries { errors, .. } = err else { panic!("wrong error: {err}") };
+        let ConfigError::Entries { errors, .. } = err else {
+            panic!("wrong error: {err}")
+        };
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(lines.len(), 4, "{lines:#?}");
-        assert!(lines[0].starts_with("eventHandlers[0] (a): unknown field `colour`"), "{}", lines[0]);
-        assert!(lines[1].starts_with("eventHandlers[2] (b): `sha256` must be 64 hex digits"), "{}", lines[1]);
-        assert_eq!(lines[2], "eventHandlers[3]: expected a module path or an object with a `module` field, found a number");
-        assert!(lines[3].starts_with("eventHandlers[4] (c): `events` has an invalid pattern"), "{}", lines[3]);
+        assert!(
+            lines[0].starts_with("eventHandlers[0] (a): unknown field `colour`"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("eventHandlers[2] (b): `sha256` must be 64 hex digits"),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(
+            lines[2],
+            "eventHandlers[3]: expected a module path or an object with a `module` field, found a number"
+        );
+        assert!(
+            lines[3].starts_with("eventHandlers[4] (c): `events` has an invalid pattern"),
+            "{}",
+            lines[3]
+        );
     }
 
     #[test]
     fn duplicate_names_are_refused() {
         let err = parse(r#"{"eventHandlers": ["x/a.wasm", "y/a.wasm"]}"#).expect_err("duplicate");
-        assert!(err.to_string().contains("eventHandlers[1] (a): another entry has the same name"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("eventHandlers[1] (a): another entry has the same name"),
+            "{err}"
+        );
     }
 
     #[test]
     fn malformed_json_names_line_and_column() {
         let err = parse("{\"eventHandlers\": [\n  \"a.wasm\",\n]}").expect_err("bad json");
-        assert!(err.to_string().contains("not valid JSON") && err.to_string().contains("line 3"), "{err}");
+        assert!(
+            err.to_string().contains("not valid JSON") && err.to_string().contains("line 3"),
+            "{err}"
+        );
     }
 
     #[test]
     fn ref_globs_keep_segments_apart() {
         let filter = Filter::new(&[], &["refs/heads/release/*".into()]).expect("globs");
         assert!(filter.matches("git.branch.deleted", ["refs/heads/release/1.0"].into_iter()));
-        assert!(!filter.matches("git.branch.deleted", ["refs/heads/release/1.0/hotfix"].into_iter()));
+        assert!(!filter.matches(
+            "git.branch.deleted",
+            ["refs/heads/release/1.0/hotfix"].into_iter()
+        ));
         assert!(!filter.matches("user.created", std::iter::empty()));
     }
 }

@@ -9,8 +9,8 @@
 #![deny(missing_docs)]
 
 pub mod config;
-pub mod event;
-pub mod sandbox;
 pub mod dispatch;
+pub mod event;
 pub mod metrics;
+pub mod sandbox;
 pub mod server;

@@ -1,7 +1,7 @@
 //! The `hookwasm` command: parses arguments and calls the library. Exit codes: 0 success, 1 a
 //! handler failed or denied, 2 bad usage or bad input.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -86,7 +86,10 @@ enum Exit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
@@ -108,7 +111,10 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if std::env::var("HOOKWASM_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -141,7 +147,10 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
         }
         Command::Replay { config, events } => replay(&config, &events).await,
         Command::Events => {
-            println!("{}", serde_json::to_string_pretty(&hookwasm::event::catalogue())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&hookwasm::event::catalogue())?
+            );
             Ok(Exit::Success)
         }
     }
@@ -166,7 +175,7 @@ async fn start(config_path: &Path) -> anyhow::Result<Dispatcher> {
         tracing::info!(
             handler = %spec.name,
             version = %&handler.digest()[..12],
-            mode = ?spec.mode,
+            mode = %spec.mode,
             events = ?spec.filter.event_patterns(),
             "loaded"
         );
@@ -183,10 +192,16 @@ async fn serve(config: &Path, listen: SocketAddr, drain: Duration) -> anyhow::Re
     axum::serve(listener, hookwasm::server::router(dispatcher.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    tracing::info!("shutting down: draining observer queues for up to {} s", drain.as_secs());
+    tracing::info!(
+        "shutting down: draining observer queues for up to {} s",
+        drain.as_secs()
+    );
     let drained = dispatcher.shutdown(drain).await;
     if drained.abandoned > 0 {
-        tracing::warn!("{} queued events were not delivered before the drain deadline", drained.abandoned);
+        tracing::warn!(
+            "{} queued events were not delivered before the drain deadline",
+            drained.abandoned
+        );
     } else {
         tracing::info!("every queued event was delivered");
     }
@@ -197,10 +212,11 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -225,7 +241,11 @@ async fn check(config_path: &Path) -> anyhow::Result<Exit> {
             Mode::Observe => "observer",
             Mode::Gate => "gate",
         };
-        println!("ok        {} ({mode}, sha256:{})", spec.name, &handler.digest()[..12]);
+        println!(
+            "ok        {} ({mode}, sha256:{})",
+            spec.name,
+            &handler.digest()[..12]
+        );
     }
     if errors.is_empty() {
         return Ok(Exit::Success);
@@ -240,14 +260,20 @@ async fn check(config_path: &Path) -> anyhow::Result<Exit> {
     )
 }
 
-async fn call(module: &Path, event_path: &Path, handler_config: &str, limits: Limits) -> anyhow::Result<Exit> {
+async fn call(
+    module: &Path,
+    event_path: &Path,
+    handler_config: &str,
+    limits: Limits,
+) -> anyhow::Result<Exit> {
     let handler_config: serde_json::Value = serde_json::from_str(handler_config)
         .map_err(|e| anyhow::anyhow!("--handler-config is not valid JSON: {e}"))?;
     if limits.fuel == 0 || limits.timeout_ms == 0 || limits.memory_mib == 0 {
         anyhow::bail!("--fuel, --timeout-ms and --memory-mib must be greater than zero");
     }
     let text = read_input(event_path)?;
-    let event = Event::from_slice(text.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", event_path.display()))?;
+    let event = Event::from_slice(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", event_path.display()))?;
     let name = module
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -255,13 +281,20 @@ async fn call(module: &Path, event_path: &Path, handler_config: &str, limits: Li
     let sandbox = Sandbox::new()?;
     let handler = {
         let (sandbox, module, name) = (sandbox.clone(), module.to_owned(), name.clone());
-        tokio::task::spawn_blocking(move || sandbox.load(&name, &module, None, &handler_config, limits)).await??
+        tokio::task::spawn_blocking(move || {
+            sandbox.load(&name, &module, None, &handler_config, limits)
+        })
+        .await??
     };
     handler.init().await?;
     let invocation = handler.on_event(&event).await;
     let report = Report::new(&name, handler.digest(), None, event.id(), invocation);
     print_line(&report)?;
-    Ok(if report.failed_or_denied() { Exit::HandlerFailed } else { Exit::Success })
+    Ok(if report.failed_or_denied() {
+        Exit::HandlerFailed
+    } else {
+        Exit::Success
+    })
 }
 
 async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
@@ -298,7 +331,8 @@ fn read_input(path: &Path) -> anyhow::Result<String> {
             .map_err(|e| anyhow::anyhow!("cannot read standard input: {e}"))?;
         Ok(text)
     } else {
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+        std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
     }
 }
 

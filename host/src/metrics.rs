@@ -57,8 +57,10 @@ impl HandlerStats {
         if let Some(bucket) = DURATION_BUCKETS.iter().position(|&le| seconds <= le) {
             self.buckets[bucket].fetch_add(1, Relaxed);
         }
-        self.duration_micros
-            .fetch_add(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        self.duration_micros.fetch_add(
+            u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
     }
 
     /// The counters as they are now.
@@ -94,45 +96,122 @@ pub struct HandlerSample<'a> {
 pub fn render(host: &HostStats, handlers: &[HandlerSample<'_>]) -> String {
     let mut out = String::new();
     let o = &mut out;
-    header(o, "hookwasm_events_received_total", "counter", "Events accepted for dispatch.");
-    let _ = writeln!(o, "hookwasm_events_received_total {}", host.events_received.load(Relaxed));
-    header(o, "hookwasm_events_refused_total", "counter", "Events refused, by reason.");
-    let _ = writeln!(o, "hookwasm_events_refused_total{{reason=\"invalid\"}} {}", host.events_invalid.load(Relaxed));
-    let _ = writeln!(o, "hookwasm_events_refused_total{{reason=\"busy\"}} {}", host.events_busy.load(Relaxed));
+    header(
+        o,
+        "hookwasm_events_received_total",
+        "counter",
+        "Events accepted for dispatch.",
+    );
+    let _ = writeln!(
+        o,
+        "hookwasm_events_received_total {}",
+        host.events_received.load(Relaxed)
+    );
+    header(
+        o,
+        "hookwasm_events_refused_total",
+        "counter",
+        "Events refused, by reason.",
+    );
+    let _ = writeln!(
+        o,
+        "hookwasm_events_refused_total{{reason=\"invalid\"}} {}",
+        host.events_invalid.load(Relaxed)
+    );
+    let _ = writeln!(
+        o,
+        "hookwasm_events_refused_total{{reason=\"busy\"}} {}",
+        host.events_busy.load(Relaxed)
+    );
 
-    header(o, "hookwasm_handler_invocations_total", "counter", "Invocations by handler and status.");
+    header(
+        o,
+        "hookwasm_handler_invocations_total",
+        "counter",
+        "Invocations by handler and status.",
+    );
     for h in handlers {
         for status in Status::ALL {
             let count = h.stats.by_status[status_index(status)].load(Relaxed);
-            let _ = writeln!(o, "hookwasm_handler_invocations_total{{handler=\"{}\",status=\"{status}\"}} {count}", h.name);
+            let _ = writeln!(
+                o,
+                "hookwasm_handler_invocations_total{{handler=\"{}\",status=\"{status}\"}} {count}",
+                h.name
+            );
         }
     }
-    header(o, "hookwasm_handler_denied_total", "counter", "Invocations whose effective verdict was deny.");
+    header(
+        o,
+        "hookwasm_handler_denied_total",
+        "counter",
+        "Invocations whose effective verdict was deny.",
+    );
     for h in handlers {
-        let _ = writeln!(o, "hookwasm_handler_denied_total{{handler=\"{}\"}} {}", h.name, h.stats.denied.load(Relaxed));
+        let _ = writeln!(
+            o,
+            "hookwasm_handler_denied_total{{handler=\"{}\"}} {}",
+            h.name,
+            h.stats.denied.load(Relaxed)
+        );
     }
-    header(o, "hookwasm_handler_fuel_consumed_total", "counter", "Fuel consumed, by handler.");
+    header(
+        o,
+        "hookwasm_handler_fuel_consumed_total",
+        "counter",
+        "Fuel consumed, by handler.",
+    );
     for h in handlers {
-        let _ = writeln!(o, "hookwasm_handler_fuel_consumed_total{{handler=\"{}\"}} {}", h.name, h.stats.fuel.load(Relaxed));
+        let _ = writeln!(
+            o,
+            "hookwasm_handler_fuel_consumed_total{{handler=\"{}\"}} {}",
+            h.name,
+            h.stats.fuel.load(Relaxed)
+        );
     }
-    header(o, "hookwasm_handler_duration_seconds", "histogram", "Invocation wall-clock time, instantiation included.");
+    header(
+        o,
+        "hookwasm_handler_duration_seconds",
+        "histogram",
+        "Invocation wall-clock time, instantiation included.",
+    );
     for h in handlers {
         let name = h.name;
         let mut cumulative = 0;
         for (le, bucket) in DURATION_BUCKETS.iter().zip(&h.stats.buckets) {
             cumulative += bucket.load(Relaxed);
-            let _ = writeln!(o, "hookwasm_handler_duration_seconds_bucket{{handler=\"{name}\",le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(
+                o,
+                "hookwasm_handler_duration_seconds_bucket{{handler=\"{name}\",le=\"{le}\"}} {cumulative}"
+            );
         }
         let count: u64 = h.stats.by_status.iter().map(|c| c.load(Relaxed)).sum();
         let sum = h.stats.duration_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(o, "hookwasm_handler_duration_seconds_bucket{{handler=\"{name}\",le=\"+Inf\"}} {count}");
-        let _ = writeln!(o, "hookwasm_handler_duration_seconds_sum{{handler=\"{name}\"}} {sum}");
-        let _ = writeln!(o, "hookwasm_handler_duration_seconds_count{{handler=\"{name}\"}} {count}");
+        let _ = writeln!(
+            o,
+            "hookwasm_handler_duration_seconds_bucket{{handler=\"{name}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            o,
+            "hookwasm_handler_duration_seconds_sum{{handler=\"{name}\"}} {sum}"
+        );
+        let _ = writeln!(
+            o,
+            "hookwasm_handler_duration_seconds_count{{handler=\"{name}\"}} {count}"
+        );
     }
-    header(o, "hookwasm_observer_queue_depth", "gauge", "Events waiting in an observer's queue.");
+    header(
+        o,
+        "hookwasm_observer_queue_depth",
+        "gauge",
+        "Events waiting in an observer's queue.",
+    );
     for h in handlers {
         if let Some(depth) = h.queue_depth {
-            let _ = writeln!(o, "hookwasm_observer_queue_depth{{handler=\"{}\"}} {depth}", h.name);
+            let _ = writeln!(
+                o,
+                "hookwasm_observer_queue_depth{{handler=\"{}\"}} {depth}",
+                h.name
+            );
         }
     }
     out
@@ -151,12 +230,43 @@ mod tests {
         let stats = HandlerStats::default();
         stats.record(Status::Ok, false, 10, Duration::from_micros(80));
         stats.record(Status::Timeout, true, 5, Duration::from_millis(3));
-        let text = render(&HostStats::default(), &[HandlerSample { name: "gate", stats: &stats, queue_depth: None }]);
-        assert!(text.contains("hookwasm_handler_invocations_total{handler=\"gate\",status=\"timeout\"} 1"), "{text}");
-        assert!(text.contains("hookwasm_handler_duration_seconds_bucket{handler=\"gate\",le=\"0.0001\"} 1"), "{text}");
-        assert!(text.contains("hookwasm_handler_duration_seconds_bucket{handler=\"gate\",le=\"0.005\"} 2"), "{text}");
-        assert!(text.contains("hookwasm_handler_duration_seconds_count{handler=\"gate\"} 2"), "{text}");
-        assert!(text.contains("hookwasm_handler_fuel_consumed_total{handler=\"gate\"} 15"), "{text}");
-        assert!(text.contains("hookwasm_handler_denied_total{handler=\"gate\"} 1"), "{text}");
+        let text = render(
+            &HostStats::default(),
+            &[HandlerSample {
+                name: "gate",
+                stats: &stats,
+                queue_depth: None,
+            }],
+        );
+        assert!(
+            text.contains(
+                "hookwasm_handler_invocations_total{handler=\"gate\",status=\"timeout\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "hookwasm_handler_duration_seconds_bucket{handler=\"gate\",le=\"0.0001\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "hookwasm_handler_duration_seconds_bucket{handler=\"gate\",le=\"0.005\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookwasm_handler_duration_seconds_count{handler=\"gate\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookwasm_handler_fuel_consumed_total{handler=\"gate\"} 15"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookwasm_handler_denied_total{handler=\"gate\"} 1"),
+            "{text}"
+        );
     }
 }

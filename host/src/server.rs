@@ -13,10 +13,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::config::{FailurePolicy, Mode};
 use crate::dispatch::{Backpressure, Dispatcher, Refused};
 use crate::event::Event;
+use crate::metrics::HandlerCounts;
 
 /// Largest request body accepted by `POST /v1/events`.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -30,9 +33,17 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .route("/v1/handlers", get(get_handlers))
-        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({ "status": "ok" })) }),
+        )
         .route("/metrics", get(get_metrics))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see the README's HTTP section") })
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see the README's HTTP section",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(dispatcher)
 }
@@ -53,21 +64,27 @@ async fn post_events(State(dispatcher): State<Arc<Dispatcher>>, body: Bytes) -> 
     };
     let batch = events.len() > 1 || body.trim_ascii_start().starts_with(b"[");
     match dispatcher.submit(&events, Backpressure::Refuse).await {
-        Ok(decisions) => {
+        Ok(mut decisions) => {
             let gated = decisions.iter().any(|d| !d.gates.is_empty());
-            let status = if gated { StatusCode::OK } else { StatusCode::ACCEPTED };
-            let body = if batch {
-                json!({ "results": decisions })
+            let status = if gated {
+                StatusCode::OK
             } else {
-                json!(decisions.into_iter().next())
+                StatusCode::ACCEPTED
             };
-            (status, axum::Json(body)).into_response()
+            match decisions.pop() {
+                Some(decision) if !batch => (status, axum::Json(decision)).into_response(),
+                last => {
+                    decisions.extend(last);
+                    (status, axum::Json(json!({ "results": decisions }))).into_response()
+                }
+            }
         }
         Err(refused @ Refused::Busy { .. }) => {
             let mut response = error(StatusCode::SERVICE_UNAVAILABLE, refused.to_string());
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECS));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
             response
         }
         Err(refused) => error(StatusCode::PAYLOAD_TOO_LARGE, refused.to_string()),
@@ -76,14 +93,18 @@ async fn post_events(State(dispatcher): State<Arc<Dispatcher>>, body: Bytes) -> 
 
 /// Parses and validates the whole body before anything is dispatched: all events or none.
 fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
     match value {
         Value::Array(items) => {
             if items.is_empty() {
                 return Err("the batch is empty; send at least one event".into());
             }
             if items.len() > MAX_BATCH {
-                return Err(format!("the batch holds {} events; send at most {MAX_BATCH} per request", items.len()));
+                return Err(format!(
+                    "the batch holds {} events; send at most {MAX_BATCH} per request",
+                    items.len()
+                ));
             }
             items
                 .into_iter()
@@ -91,32 +112,59 @@ fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
                 .map(|(i, item)| Event::from_json(item).map_err(|e| format!("event [{i}]: {e}")))
                 .collect()
         }
-        value => Ok(vec![Event::from_json(value).map_err(|e| format!("invalid event: {e}"))?]),
+        value => Ok(vec![
+            Event::from_json(value).map_err(|e| format!("invalid event: {e}"))?,
+        ]),
     }
 }
 
+/// One handler as `GET /v1/handlers` shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HandlerView<'a> {
+    name: &'a str,
+    module: &'a std::path::Path,
+    digest: &'a str,
+    mode: Mode,
+    events: Vec<&'a str>,
+    refs: Vec<&'a str>,
+    failure_policy: FailurePolicy,
+    limits: LimitsView,
+    queue_depth: Option<usize>,
+    counters: HandlerCounts,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LimitsView {
+    fuel: u64,
+    timeout_ms: u64,
+    #[serde(rename = "memoryMiB")]
+    memory_mib: u64,
+}
+
 async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
-    let handlers: Vec<Value> = dispatcher
+    let handlers: Vec<HandlerView<'_>> = dispatcher
         .slots()
         .iter()
         .map(|slot| {
             let spec = &slot.spec;
-            json!({
-                "name": spec.name,
-                "module": spec.module,
-                "digest": slot.handler.digest(),
-                "mode": spec.mode,
-                "events": spec.filter.event_patterns(),
-                "refs": spec.filter.ref_patterns(),
-                "failurePolicy": spec.failure_policy,
-                "limits": {
-                    "fuel": spec.limits.fuel,
-                    "timeoutMs": spec.limits.timeout_ms,
-                    "memoryMiB": spec.limits.memory_mib,
+            HandlerView {
+                name: &spec.name,
+                module: &spec.module,
+                digest: slot.handler.digest(),
+                mode: spec.mode,
+                events: spec.filter.event_patterns(),
+                refs: spec.filter.ref_patterns(),
+                failure_policy: spec.failure_policy,
+                limits: LimitsView {
+                    fuel: spec.limits.fuel,
+                    timeout_ms: spec.limits.timeout_ms,
+                    memory_mib: spec.limits.memory_mib,
                 },
-                "queueDepth": slot.queue_depth(),
-                "counters": slot.stats.counts(),
-            })
+                queue_depth: slot.queue_depth(),
+                counters: slot.stats.counts(),
+            }
         })
         .collect();
     axum::Json(json!({ "handlers": handlers })).into_response()
@@ -124,7 +172,10 @@ async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
 
 async fn get_metrics(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         dispatcher.metrics(),
     )
         .into_response()

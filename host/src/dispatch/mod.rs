@@ -40,9 +40,20 @@ impl Slot {
         let invocation = self.handler.on_event(event).await;
         let spec = &self.spec;
         let role = Some((spec.mode, spec.failure_policy));
-        let report = Report::new(&spec.name, self.handler.digest(), role, event.id(), invocation);
+        let report = Report::new(
+            &spec.name,
+            self.handler.digest(),
+            role,
+            event.id(),
+            invocation,
+        );
         let denied = spec.mode == Mode::Gate && report.verdict == Some(Verdict::Deny);
-        self.stats.record(report.status, denied, report.fuel_consumed, Duration::from_secs_f64(report.duration_ms / 1e3));
+        self.stats.record(
+            report.status,
+            denied,
+            report.fuel_consumed,
+            Duration::from_secs_f64(report.duration_ms / 1e3),
+        );
         if report.status != Status::Ok {
             tracing::warn!(
                 handler = %spec.name,
@@ -69,7 +80,10 @@ impl Slot {
 
 /// Loads every enabled handler of `config`: read, verify, compile (off the executor), run
 /// `init`. Returns the loaded ones and one error per handler that could not be loaded.
-pub async fn load_handlers(sandbox: &Sandbox, config: &Config) -> (Vec<(HandlerSpec, Handler)>, Vec<EntryError>) {
+pub async fn load_handlers(
+    sandbox: &Sandbox,
+    config: &Config,
+) -> (Vec<(HandlerSpec, Handler)>, Vec<EntryError>) {
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for spec in config.handlers.iter().filter(|s| s.enabled) {
@@ -119,7 +133,9 @@ pub enum Refused {
         handler: String,
     },
     /// The batch holds more events for one observer than its queue can ever hold.
-    #[error("the batch holds {wanted} events for observer {handler}, whose queue holds {capacity}; send smaller batches")]
+    #[error(
+        "the batch holds {wanted} events for observer {handler}, whose queue holds {capacity}; send smaller batches"
+    )]
     TooLarge {
         /// The observer.
         handler: String,
@@ -208,7 +224,11 @@ impl Dispatcher {
     /// Accepts a batch of events: room is reserved in every subscribed observer's queue for the
     /// whole batch first (all or nothing), then each event's gates run in parallel and the
     /// event is queued for its observers. Returns one decision per event, in order.
-    pub async fn submit(&self, events: &[Event], backpressure: Backpressure) -> Result<Vec<Decision>, Refused> {
+    pub async fn submit(
+        &self,
+        events: &[Event],
+        backpressure: Backpressure,
+    ) -> Result<Vec<Decision>, Refused> {
         let mut permits = Vec::new();
         for slot in &self.slots {
             let Some(queue) = &slot.queue else { continue };
@@ -235,7 +255,9 @@ impl Dispatcher {
             };
             permits.push((slot.clone(), reserved));
         }
-        self.stats.events_received.fetch_add(events.len() as u64, Relaxed);
+        self.stats
+            .events_received
+            .fetch_add(events.len() as u64, Relaxed);
 
         let mut decisions = Vec::with_capacity(events.len());
         for event in events {
@@ -280,8 +302,12 @@ impl Dispatcher {
     /// `grace`; what is left after that is counted, not delivered.
     pub async fn shutdown(&self, grace: Duration) -> Drained {
         let _ = self.stop.send(true);
-        let mut workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
-        let drained = tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await;
+        let mut workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        let drained = tokio::time::timeout(grace, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_ok() {
             return Drained::default();
         }
@@ -295,7 +321,11 @@ impl Dispatcher {
 
 /// An observer's worker: takes events from its queue one at a time, in order. On shutdown the
 /// queue is closed to new events and drained.
-async fn observe(slot: Arc<Slot>, mut queue: mpsc::Receiver<Event>, mut stop: watch::Receiver<bool>) {
+async fn observe(
+    slot: Arc<Slot>,
+    mut queue: mpsc::Receiver<Event>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             biased;

@@ -49,7 +49,13 @@ pub struct Report {
 impl Report {
     /// Interprets an invocation of a handler in `mode` with `policy`; `None` for a module called
     /// directly, whose failures have no verdict.
-    pub fn new(handler: &str, digest: &str, role: Option<(Mode, FailurePolicy)>, event_id: &str, invocation: Invocation) -> Report {
+    pub fn new(
+        handler: &str,
+        digest: &str,
+        role: Option<(Mode, FailurePolicy)>,
+        event_id: &str,
+        invocation: Invocation,
+    ) -> Report {
         let (verdict, reason, annotations) = match (invocation.status, invocation.outcome) {
             (Status::Ok, Some(outcome)) => {
                 let (verdict, reason) = match outcome.verdict {
@@ -66,8 +72,12 @@ impl Report {
                     Some((Mode::Gate, FailurePolicy::Open)) => Some(Verdict::Allow),
                 };
                 let reason = match verdict {
-                    Some(Verdict::Deny) => format!("{handler} failed ({status}: {cause}); failurePolicy closed denies"),
-                    Some(Verdict::Allow) => format!("{handler} failed ({status}: {cause}); failurePolicy open allows"),
+                    Some(Verdict::Deny) => {
+                        format!("{handler} failed ({status}: {cause}); failurePolicy closed denies")
+                    }
+                    Some(Verdict::Allow) => {
+                        format!("{handler} failed ({status}: {cause}); failurePolicy open allows")
+                    }
                     None => format!("{status}: {cause}"),
                 };
                 (verdict, Some(reason), Vec::new())
@@ -93,7 +103,10 @@ impl Report {
     }
 }
 
-fn annotations_as_object<S: serde::Serializer>(pairs: &[(String, String)], serializer: S) -> Result<S::Ok, S::Error> {
+fn annotations_as_object<S: serde::Serializer>(
+    pairs: &[(String, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     let mut map = serializer.serialize_map(None)?;
     let mut seen = std::collections::HashMap::new();
     for (i, (key, _)) in pairs.iter().enumerate() {
@@ -158,7 +171,11 @@ impl Decision {
         }
         Decision {
             event_id: event_id.to_owned(),
-            verdict: if reasons.is_empty() { Verdict::Allow } else { Verdict::Deny },
+            verdict: if reasons.is_empty() {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            },
             reasons,
             annotations,
             gates,
@@ -172,7 +189,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn invocation(status: Status, outcome: Option<wit::Outcome>, error: Option<&str>) -> Invocation {
+    fn invocation(
+        status: Status,
+        outcome: Option<wit::Outcome>,
+        error: Option<&str>,
+    ) -> Invocation {
         Invocation {
             status,
             outcome,
@@ -185,12 +206,33 @@ mod tests {
     #[test]
     fn failures_follow_the_failure_policy_and_say_so() {
         let failed = || invocation(Status::Timeout, None, Some("did not answer within 5 ms"));
-        let closed = Report::new("g", "d", Some((Mode::Gate, FailurePolicy::Closed)), "e", failed());
+        let closed = Report::new(
+            "g",
+            "d",
+            Some((Mode::Gate, FailurePolicy::Closed)),
+            "e",
+            failed(),
+        );
         assert_eq!(closed.verdict, Some(Verdict::Deny));
-        assert_eq!(closed.reason.as_deref(), Some("g failed (timeout: did not answer within 5 ms); failurePolicy closed denies"));
-        let open = Report::new("g", "d", Some((Mode::Gate, FailurePolicy::Open)), "e", failed());
+        assert_eq!(
+            closed.reason.as_deref(),
+            Some("g failed (timeout: did not answer within 5 ms); failurePolicy closed denies")
+        );
+        let open = Report::new(
+            "g",
+            "d",
+            Some((Mode::Gate, FailurePolicy::Open)),
+            "e",
+            failed(),
+        );
         assert_eq!(open.verdict, Some(Verdict::Allow));
-        let observer = Report::new("o", "d", Some((Mode::Observe, FailurePolicy::Open)), "e", failed());
+        let observer = Report::new(
+            "o",
+            "d",
+            Some((Mode::Observe, FailurePolicy::Open)),
+            "e",
+            failed(),
+        );
         assert_eq!(observer.verdict, None);
         assert!(observer.failed_or_denied());
     }
@@ -206,13 +248,35 @@ mod tests {
             annotations: vec![],
         };
         let gates = vec![
-            Report::new("a", "d", Some((Mode::Gate, FailurePolicy::Closed)), "e", invocation(Status::Ok, Some(deny("no")), None)),
-            Report::new("b", "d", Some((Mode::Gate, FailurePolicy::Closed)), "e", invocation(Status::Ok, Some(allow), None)),
-            Report::new("c", "d", Some((Mode::Gate, FailurePolicy::Closed)), "e", invocation(Status::Ok, Some(deny("never")), None)),
+            Report::new(
+                "a",
+                "d",
+                Some((Mode::Gate, FailurePolicy::Closed)),
+                "e",
+                invocation(Status::Ok, Some(deny("no")), None),
+            ),
+            Report::new(
+                "b",
+                "d",
+                Some((Mode::Gate, FailurePolicy::Closed)),
+                "e",
+                invocation(Status::Ok, Some(allow), None),
+            ),
+            Report::new(
+                "c",
+                "d",
+                Some((Mode::Gate, FailurePolicy::Closed)),
+                "e",
+                invocation(Status::Ok, Some(deny("never")), None),
+            ),
         ];
         let decision = Decision::merge("e", gates, 2);
         assert_eq!(decision.verdict, Verdict::Deny);
-        let reasons: Vec<_> = decision.reasons.iter().map(|r| (r.handler.as_str(), r.value.as_str())).collect();
+        let reasons: Vec<_> = decision
+            .reasons
+            .iter()
+            .map(|r| (r.handler.as_str(), r.value.as_str()))
+            .collect();
         assert_eq!(reasons, [("a", "no"), ("c", "never")]);
         assert_eq!(decision.annotations.len(), 2);
         assert_eq!(Decision::merge("e", vec![], 0).verdict, Verdict::Allow);

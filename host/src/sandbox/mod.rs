@@ -61,7 +61,9 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The file's digest is not the pinned one.
-    #[error("module {path} has sha256 {actual}, but the config pins {expected}; rebuild it or update `sha256`")]
+    #[error(
+        "module {path} has sha256 {actual}, but the config pins {expected}; rebuild it or update `sha256`"
+    )]
     DigestMismatch {
         /// The module file.
         path: PathBuf,
@@ -71,13 +73,17 @@ pub enum LoadError {
         actual: String,
     },
     /// The file is not WebAssembly at all.
-    #[error("{path} is not a WebAssembly file; point `module` at a .wasm component built for wasm32-wasip2")]
+    #[error(
+        "{path} is not a WebAssembly file; point `module` at a .wasm component built for wasm32-wasip2"
+    )]
     NotWasm {
         /// The module file.
         path: PathBuf,
     },
     /// The file is a core module, not a component.
-    #[error("{path} is a core WebAssembly module, not a component; build it with `--target wasm32-wasip2` (or wrap it with `wasm-tools component new`)")]
+    #[error(
+        "{path} is a core WebAssembly module, not a component; build it with `--target wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
+    )]
     CoreModule {
         /// The module file.
         path: PathBuf,
@@ -91,7 +97,9 @@ pub enum LoadError {
         message: String,
     },
     /// The component is not an event handler of this host's world.
-    #[error("{path} is not a hookwasm event handler: {message}; build it with hookwasm-sdk against {WORLD}")]
+    #[error(
+        "{path} is not a hookwasm event handler: {message}; build it with hookwasm-sdk against {WORLD}"
+    )]
     WrongWorld {
         /// The module file.
         path: PathBuf,
@@ -114,7 +122,8 @@ impl Sandbox {
     pub fn new() -> anyhow::Result<Sandbox> {
         let mut config = EngineConfig::new();
         config.consume_fuel(true).epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
@@ -129,7 +138,14 @@ impl Sandbox {
 
     /// Reads, verifies and compiles a module and checks that it is a handler of our world. This
     /// is CPU-heavy (Cranelift): call it off the async executor.
-    pub fn load(&self, name: &str, path: &Path, sha256: Option<&str>, config: &serde_json::Value, limits: Limits) -> Result<Handler, LoadError> {
+    pub fn load(
+        &self,
+        name: &str,
+        path: &Path,
+        sha256: Option<&str>,
+        config: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<Handler, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
@@ -147,8 +163,16 @@ impl Sandbox {
         // `\0asm`, then a version: 1 for core modules, 0x0d with layer 1 for components.
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => {}
-            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule { path: path.to_owned() }),
-            _ => return Err(LoadError::NotWasm { path: path.to_owned() }),
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(LoadError::CoreModule {
+                    path: path.to_owned(),
+                });
+            }
+            _ => {
+                return Err(LoadError::NotWasm {
+                    path: path.to_owned(),
+                });
+            }
         }
         let component = Component::new(&self.engine, &bytes).map_err(|e| LoadError::Compile {
             path: path.to_owned(),
@@ -164,8 +188,14 @@ impl Sandbox {
             .map(|(name, _)| name.to_owned())
             .collect();
         if !exports.iter().any(|e| e == "on-event") {
-            let found = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
-            return Err(wrong_world(format!("it exports {found}, not `init` and `on-event`")));
+            let found = if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            };
+            return Err(wrong_world(format!(
+                "it exports {found}, not `init` and `on-event`"
+            )));
         }
         let pre = self
             .linker
@@ -240,7 +270,12 @@ impl Handler {
     pub async fn init(&self) -> Result<(), LoadError> {
         let config = self.0.config_json.to_string();
         let (invocation, _) = self
-            .run(None, async |bindings, store| bindings.call_init(store, &config).await.map(|r| r.map(|()| ())))
+            .run(None, async |bindings, store| {
+                bindings
+                    .call_init(store, &config)
+                    .await
+                    .map(|r| r.map(|()| ()))
+            })
             .await;
         match invocation.status {
             Status::Ok => Ok(()),
@@ -266,7 +301,10 @@ impl Handler {
     async fn run<T>(
         &self,
         event_id: Option<Arc<str>>,
-        call: impl AsyncFnOnce(&wit::EventHandler, &mut Store<StoreState>) -> wasmtime::Result<Result<T, String>>,
+        call: impl AsyncFnOnce(
+            &wit::EventHandler,
+            &mut Store<StoreState>,
+        ) -> wasmtime::Result<Result<T, String>>,
     ) -> (Invocation, Option<T>) {
         let limits = self.0.limits;
         let budget = Budget {
@@ -277,8 +315,12 @@ impl Handler {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(limits.timeout_ms);
         let output = output::GuestOutput::new(self.0.name.clone(), event_id);
-        let memory_bytes = usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-        let mut store = Store::new(&self.0.engine, StoreState::new(self.0.config_json.clone(), output.clone(), memory_bytes));
+        let memory_bytes =
+            usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let mut store = Store::new(
+            &self.0.engine,
+            StoreState::new(self.0.config_json.clone(), output.clone(), memory_bytes),
+        );
         store.limiter(|state| &mut state.memory);
         // Out of fuel is a trap, never a panic: set_fuel only fails when fuel is off.
         let _ = store.set_fuel(limits.fuel);

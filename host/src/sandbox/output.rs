@@ -90,7 +90,14 @@ impl GuestOutput {
         for stderr in [false, true] {
             let partial = std::mem::take(state.partial(stderr));
             if !partial.is_empty() {
-                state.emit(if stderr { Source::Stderr } else { Source::Stdout }, &partial);
+                state.emit(
+                    if stderr {
+                        Source::Stderr
+                    } else {
+                        Source::Stdout
+                    },
+                    &partial,
+                );
             }
         }
         if state.dropped > 0 {
@@ -114,7 +121,11 @@ impl GuestOutput {
                 tail.drain(..tail.len() - STDERR_TAIL_BYTES);
             }
         }
-        let source = if stderr { Source::Stderr } else { Source::Stdout };
+        let source = if stderr {
+            Source::Stderr
+        } else {
+            Source::Stdout
+        };
         let mut rest = bytes;
         while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
             let (line, after) = rest.split_at(newline);
@@ -131,13 +142,19 @@ impl GuestOutput {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means a panic elsewhere mid-write; the buffers are still usable.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl State {
     fn partial(&mut self, stderr: bool) -> &mut Vec<u8> {
-        if stderr { &mut self.partial_stderr } else { &mut self.partial_stdout }
+        if stderr {
+            &mut self.partial_stderr
+        } else {
+            &mut self.partial_stdout
+        }
     }
 
     fn emit(&mut self, source: Source, line: &[u8]) {
@@ -147,7 +164,11 @@ impl State {
         }
         self.lines += 1;
         let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE_BYTES)]);
-        let cut = if line.len() > MAX_LINE_BYTES { " …[cut]" } else { "" };
+        let cut = if line.len() > MAX_LINE_BYTES {
+            " …[cut]"
+        } else {
+            ""
+        };
         let handler = &*self.handler;
         let event = self.event_id.as_deref().unwrap_or("-");
         match source {
@@ -166,7 +187,10 @@ impl State {
 fn panic_message(stderr: &str) -> Option<String> {
     let start = stderr.rfind("panicked at ")?;
     let mut lines = stderr[start..].lines();
-    let location = lines.next()?.trim_start_matches("panicked at ").trim_end_matches(':');
+    let location = lines
+        .next()?
+        .trim_start_matches("panicked at ")
+        .trim_end_matches(':');
     let message: Vec<&str> = lines.take_while(|l| !l.starts_with("note: ")).collect();
     Some(format!("{} (at {location})", message.join(" ").trim()))
 }
@@ -215,7 +239,11 @@ impl OutputStream for GuestStream {
 }
 
 impl tokio::io::AsyncWrite for GuestStream {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.output.write(self.stderr, buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -236,7 +264,10 @@ mod tests {
     #[test]
     fn panic_messages_are_found_in_stderr() {
         let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:42:9:\nchaos: asked to panic\nnote: run with `RUST_BACKTRACE=1`\n";
-        assert_eq!(panic_message(stderr).as_deref(), Some("chaos: asked to panic (at src/lib.rs:42:9)"));
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("chaos: asked to panic (at src/lib.rs:42:9)")
+        );
         assert_eq!(panic_message("just a warning\n"), None);
     }
 

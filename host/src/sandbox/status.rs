@@ -71,14 +71,22 @@ pub struct Budget {
 }
 
 /// Classifies a failed call: a trap, an interrupt, or an error from wasmtime itself.
-pub fn classify(error: &wasmtime::Error, state: &StoreState, panic: Option<String>, budget: Budget) -> (Status, String) {
+pub fn classify(
+    error: &wasmtime::Error,
+    state: &StoreState,
+    panic: Option<String>,
+    budget: Budget,
+) -> (Status, String) {
     let trap = error.downcast_ref::<wasmtime::Trap>().copied();
     // Memory first: a refused `memory.grow` shows up as whatever the guest does next (Rust
     // aborts with `unreachable`), and the refusal is the real cause.
     if state.memory.hit {
         return (
             Status::MemoryLimit,
-            format!("tried to grow memory past its limit of {} MiB", budget.memory_mib),
+            format!(
+                "tried to grow memory past its limit of {} MiB",
+                budget.memory_mib
+            ),
         );
     }
     match trap {
@@ -87,7 +95,9 @@ pub fn classify(error: &wasmtime::Error, state: &StoreState, panic: Option<Strin
             format!("used up its fuel ({} units) before answering", budget.fuel),
         ),
         Some(wasmtime::Trap::Interrupt) => timeout(budget),
-        Some(wasmtime::Trap::StackOverflow) => (Status::StackOverflow, "overflowed the wasm stack".into()),
+        Some(wasmtime::Trap::StackOverflow) => {
+            (Status::StackOverflow, "overflowed the wasm stack".into())
+        }
         Some(trap) => {
             let message = match panic {
                 Some(panic) => format!("panicked: {panic}"),
@@ -101,5 +111,8 @@ pub fn classify(error: &wasmtime::Error, state: &StoreState, panic: Option<Strin
 
 /// A deadline that passed while the guest was waiting in the host.
 pub fn timeout(budget: Budget) -> (Status, String) {
-    (Status::Timeout, format!("did not answer within {} ms", budget.timeout_ms))
+    (
+        Status::Timeout,
+        format!("did not answer within {} ms", budget.timeout_ms),
+    )
 }
