@@ -21,9 +21,20 @@ const GUESTS: [(&str, &str); 4] = [
     ("other-world", "tests/guests"),
 ];
 /// The crates that build for wasm, for clippy.
-const WASM_CRATES: [&str; 5] = ["hookwasm-sdk", "console-logger", "branch-protection", "chaos", "other-world"];
+const WASM_CRATES: [&str; 5] = [
+    "hookwasm-sdk",
+    "console-logger",
+    "branch-protection",
+    "chaos",
+    "other-world",
+];
 /// Native crates whose tests run: the host (unit + end-to-end) and the guests' pure logic.
-const TESTED: [&str; 4] = ["hookwasm", "hookwasm-sdk", "console-logger", "branch-protection"];
+const TESTED: [&str; 4] = [
+    "hookwasm",
+    "hookwasm-sdk",
+    "console-logger",
+    "branch-protection",
+];
 const WASM_TARGET: &str = "wasm32-wasip2";
 const GUEST_TARGET_DIR: &str = "target/guests";
 const GUEST_PROFILE: &str = "guest";
@@ -36,16 +47,42 @@ fn main() -> anyhow::Result<()> {
         Some("serve") => {
             build_guests()?;
             cargo(&["build", "--release", "-p", "hookwasm"])?;
-            let mut serve = vec!["run", "--release", "-q", "-p", "hookwasm", "--", "serve", "--config", "proxy.config.json"];
+            let mut serve = vec![
+                "run",
+                "--release",
+                "-q",
+                "-p",
+                "hookwasm",
+                "--",
+                "serve",
+                "--config",
+                "proxy.config.json",
+            ];
             serve.extend(args[1..].iter().map(String::as_str));
             cargo(&serve)
         }
         Some("test") => {
             cargo(&["fmt", "--all", "--", "--check"])?;
             add_wasm_target()?;
-            let mut clippy = vec!["clippy", "-p", "hookwasm", "-p", "xtask", "--all-targets", "--", "-D", "warnings"];
+            let mut clippy = vec![
+                "clippy",
+                "-p",
+                "hookwasm",
+                "-p",
+                "xtask",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ];
             cargo(&clippy)?;
-            clippy = vec!["clippy", "--target", WASM_TARGET, "--target-dir", GUEST_TARGET_DIR];
+            clippy = vec![
+                "clippy",
+                "--target",
+                WASM_TARGET,
+                "--target-dir",
+                GUEST_TARGET_DIR,
+            ];
             clippy.extend(WASM_CRATES.iter().flat_map(|c| ["-p", c]));
             clippy.extend(["--", "-D", "warnings"]);
             cargo(&clippy)?;
@@ -56,26 +93,44 @@ fn main() -> anyhow::Result<()> {
             cargo(&test)
         }
         Some("build-guests") => build_guests(),
-        _ => bail!("usage: cargo xtask <serve [hookwasm serve args…] | test [cargo test args…] | build-guests>"),
+        _ => bail!(
+            "usage: cargo xtask <serve [hookwasm serve args…] | test [cargo test args…] | build-guests>"
+        ),
     }
 }
 
 /// Builds every guest for wasm32-wasip2 and copies each component next to its crate.
 fn build_guests() -> anyhow::Result<()> {
     add_wasm_target()?;
-    let mut build = vec!["build", "--profile", GUEST_PROFILE, "--target", WASM_TARGET, "--target-dir", GUEST_TARGET_DIR];
+    let mut build = vec![
+        "build",
+        "--profile",
+        GUEST_PROFILE,
+        "--target",
+        WASM_TARGET,
+        "--target-dir",
+        GUEST_TARGET_DIR,
+    ];
     build.extend(GUESTS.iter().flat_map(|(package, _)| ["-p", package]));
     cargo(&build)?;
-    let out = Path::new(GUEST_TARGET_DIR).join(WASM_TARGET).join(GUEST_PROFILE);
+    let out = Path::new(GUEST_TARGET_DIR)
+        .join(WASM_TARGET)
+        .join(GUEST_PROFILE);
     for (package, folder) in GUESTS {
         // cdylibs are named after the crate with `_`; binaries keep their `-`.
         let built = [package.replace('-', "_"), package.to_owned()]
             .iter()
             .map(|stem| out.join(format!("{stem}.wasm")))
             .find(|p| p.exists())
-            .with_context(|| format!("the build of {package} produced no .wasm in {}", out.display()))?;
+            .with_context(|| {
+                format!(
+                    "the build of {package} produced no .wasm in {}",
+                    out.display()
+                )
+            })?;
         let dest = Path::new(folder).join(format!("{package}.wasm"));
-        std::fs::copy(&built, &dest).with_context(|| format!("cannot copy {} to {}", built.display(), dest.display()))?;
+        std::fs::copy(&built, &dest)
+            .with_context(|| format!("cannot copy {} to {}", built.display(), dest.display()))?;
         println!("built {}", dest.display());
     }
     Ok(())
@@ -84,9 +139,17 @@ fn build_guests() -> anyhow::Result<()> {
 /// The guests need the wasm32-wasip2 standard library. `rust-toolchain.toml` lists the target,
 /// but rustup only installs listed targets with a new toolchain, so ask for it explicitly.
 fn add_wasm_target() -> anyhow::Result<()> {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     match installed {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == WASM_TARGET) => Ok(()),
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == WASM_TARGET) =>
+        {
+            Ok(())
+        }
         Ok(_) => run(Command::new("rustup").args(["target", "add", WASM_TARGET])),
         // Without rustup the toolchain came from elsewhere; the build will say if the target is missing.
         Err(_) => Ok(()),
@@ -101,7 +164,9 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 fn run(command: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{command:?}").replace('"', "");
     eprintln!("$ {shown}");
-    let status = command.status().with_context(|| format!("cannot run {shown}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
     if !status.success() {
         bail!("{shown} failed ({status})");
     }
