@@ -22,6 +22,12 @@ pub mod defaults {
     pub const MEMORY_MIB: u64 = 64;
     /// Events an observer's queue holds before the producer is pushed back.
     pub const QUEUE_CAPACITY: usize = 1_024;
+    /// Consecutive failures that quarantine a handler.
+    pub const QUARANTINE_AFTER_FAILURES: u32 = 5;
+    /// First quarantine backoff; it doubles after each failed probe.
+    pub const QUARANTINE_BACKOFF_MS: u64 = 1_000;
+    /// Longest quarantine backoff.
+    pub const QUARANTINE_MAX_BACKOFF_MS: u64 = 300_000;
 }
 
 /// The parsed, validated configuration: every enabled and disabled handler, in file order.
@@ -58,6 +64,8 @@ pub struct HandlerSpec {
     pub failure_policy: FailurePolicy,
     /// Capacity of an observer's queue.
     pub queue_capacity: usize,
+    /// When repeated failures take the handler out of service.
+    pub quarantine: QuarantinePolicy,
 }
 
 impl fmt::Display for Mode {
@@ -110,6 +118,40 @@ impl Default for Limits {
             timeout_ms: defaults::TIMEOUT_MS,
             memory_mib: defaults::MEMORY_MIB,
         }
+    }
+}
+
+/// When repeated failures quarantine a handler, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct QuarantinePolicy {
+    /// Consecutive failures that open the breaker.
+    pub after_failures: u32,
+    /// First backoff in milliseconds; doubled after each failed probe.
+    pub backoff_ms: u64,
+    /// Cap on the backoff in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for QuarantinePolicy {
+    fn default() -> Self {
+        QuarantinePolicy {
+            after_failures: defaults::QUARANTINE_AFTER_FAILURES,
+            backoff_ms: defaults::QUARANTINE_BACKOFF_MS,
+            max_backoff_ms: defaults::QUARANTINE_MAX_BACKOFF_MS,
+        }
+    }
+}
+
+impl QuarantinePolicy {
+    /// The first backoff.
+    pub fn backoff(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.backoff_ms)
+    }
+
+    /// The longest backoff.
+    pub fn max_backoff(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_backoff_ms)
     }
 }
 
@@ -263,6 +305,8 @@ struct Entry {
     limits: Limits,
     failure_policy: Option<FailurePolicy>,
     queue_capacity: Option<usize>,
+    #[serde(default)]
+    quarantine: QuarantinePolicy,
 }
 
 fn enabled_by_default() -> bool {
@@ -399,6 +443,13 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
     if queue_capacity == 0 {
         return Err(fail("`queueCapacity` must be greater than zero".into()));
     }
+    let quarantine = entry.quarantine;
+    if quarantine.after_failures == 0 || quarantine.max_backoff_ms < quarantine.backoff_ms {
+        return Err(fail(
+            "`quarantine.afterFailures` must be at least 1 and `maxBackoffMs` at least `backoffMs`"
+                .into(),
+        ));
+    }
     let failure_policy = match (entry.mode, entry.failure_policy) {
         (_, Some(policy)) => policy,
         (Mode::Gate, None) => FailurePolicy::Closed,
@@ -417,6 +468,7 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         limits,
         failure_policy,
         queue_capacity,
+        quarantine,
     })
 }
 

@@ -90,6 +90,10 @@ pub struct HandlerSample<'a> {
     pub stats: &'a HandlerStats,
     /// Events waiting in its queue (observers only).
     pub queue_depth: Option<usize>,
+    /// Whether it is quarantined now (breaker open or half-open).
+    pub quarantined: bool,
+    /// How many times it has been quarantined.
+    pub quarantines: u64,
 }
 
 /// Renders every metric in the Prometheus text exposition format.
@@ -214,6 +218,33 @@ pub fn render(host: &HostStats, handlers: &[HandlerSample<'_>]) -> String {
             );
         }
     }
+    header(
+        o,
+        "hookwasm_handler_quarantined",
+        "gauge",
+        "1 while a handler is quarantined after repeated failures.",
+    );
+    for h in handlers {
+        let _ = writeln!(
+            o,
+            "hookwasm_handler_quarantined{{handler=\"{}\"}} {}",
+            h.name,
+            u8::from(h.quarantined)
+        );
+    }
+    header(
+        o,
+        "hookwasm_handler_quarantines_total",
+        "counter",
+        "Times a handler was quarantined.",
+    );
+    for h in handlers {
+        let _ = writeln!(
+            o,
+            "hookwasm_handler_quarantines_total{{handler=\"{}\"}} {}",
+            h.name, h.quarantines
+        );
+    }
     out
 }
 
@@ -236,6 +267,8 @@ mod tests {
                 name: "gate",
                 stats: &stats,
                 queue_depth: None,
+                quarantined: true,
+                quarantines: 2,
             }],
         );
         assert!(
@@ -266,6 +299,14 @@ mod tests {
         );
         assert!(
             text.contains("hookwasm_handler_denied_total{handler=\"gate\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookwasm_handler_quarantined{handler=\"gate\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookwasm_handler_quarantines_total{handler=\"gate\"} 2"),
             "{text}"
         );
     }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{FailurePolicy, Mode};
-use crate::dispatch::{Backpressure, Dispatcher, Refused};
+use crate::dispatch::{Backpressure, BreakerView, Dispatcher, Refused};
 use crate::event::Event;
 use crate::metrics::HandlerCounts;
 
@@ -131,6 +131,7 @@ struct HandlerView<'a> {
     failure_policy: FailurePolicy,
     limits: LimitsView,
     queue_depth: Option<usize>,
+    quarantine: BreakerView,
     counters: HandlerCounts,
 }
 
@@ -163,6 +164,7 @@ async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
                     memory_mib: spec.limits.memory_mib,
                 },
                 queue_depth: slot.queue_depth(),
+                quarantine: slot.breaker.view(),
                 counters: slot.stats.counts(),
             }
         })

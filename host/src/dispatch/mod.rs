@@ -5,6 +5,7 @@
 //! submission (or makes the producer wait) before anything is queued, so an event is either
 //! queued for every subscribed observer or for none.
 
+mod breaker;
 mod report;
 
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use tokio::task::JoinSet;
 use crate::config::{Config, EntryError, HandlerSpec, Mode};
 use crate::event::Event;
 use crate::metrics::{HandlerSample, HandlerStats, HostStats};
-use crate::sandbox::{Handler, LoadError, Sandbox, Status};
+use crate::sandbox::{Handler, Invocation, LoadError, Sandbox, Status};
 
+pub use breaker::{Admission, Breaker, BreakerView, Transition};
 pub use report::{Attributed, Decision, Report, Verdict};
 
 /// A loaded handler: its config entry, its compiled version and its counters.
@@ -30,15 +32,37 @@ pub struct Slot {
     pub handler: Handler,
     /// Invocation counters.
     pub stats: HandlerStats,
+    /// Quarantine after repeated failures.
+    pub breaker: Breaker,
     /// The observer's queue (observers only).
     queue: Option<mpsc::Sender<Event>>,
 }
 
 impl Slot {
-    /// Runs the handler on one event, records the outcome and logs a failure.
-    async fn invoke(&self, event: &Event) -> Report {
-        let invocation = self.handler.on_event(event).await;
+    /// Runs the handler on one event as `admission` allows (a quarantined handler is not run and
+    /// reports `quarantined`), records the outcome, and logs failures and quarantine changes.
+    async fn invoke(&self, event: &Event, admission: Admission) -> Report {
         let spec = &self.spec;
+        let invocation = match admission {
+            Admission::Refuse { retry_in } => Invocation {
+                status: Status::Quarantined,
+                outcome: None,
+                error: Some(format!(
+                    "quarantined after repeated failures; next probe in {} ms",
+                    retry_in.as_millis()
+                )),
+                fuel_consumed: 0,
+                duration: Duration::ZERO,
+            },
+            Admission::Run | Admission::Probe => {
+                let invocation = self.handler.on_event(event).await;
+                let transition = self
+                    .breaker
+                    .record(admission, invocation.status == Status::Ok);
+                log_transition(&spec.name, transition);
+                invocation
+            }
+        };
         let role = Some((spec.mode, spec.failure_policy));
         let report = Report::new(
             &spec.name,
@@ -54,7 +78,7 @@ impl Slot {
             report.fuel_consumed,
             Duration::from_secs_f64(report.duration_ms / 1e3),
         );
-        if report.status != Status::Ok {
+        if !matches!(report.status, Status::Ok | Status::Quarantined) {
             tracing::warn!(
                 handler = %spec.name,
                 version = %&self.handler.digest()[..12],
@@ -178,6 +202,7 @@ impl Dispatcher {
                     Mode::Gate => (None, None),
                 };
                 let slot = Arc::new(Slot {
+                    breaker: Breaker::new(spec.quarantine),
                     spec,
                     handler,
                     stats: HandlerStats::default(),
@@ -212,10 +237,15 @@ impl Dispatcher {
         let samples: Vec<HandlerSample<'_>> = self
             .slots
             .iter()
-            .map(|s| HandlerSample {
-                name: &s.spec.name,
-                stats: &s.stats,
-                queue_depth: s.queue_depth(),
+            .map(|s| {
+                let breaker = s.breaker.view();
+                HandlerSample {
+                    name: &s.spec.name,
+                    stats: &s.stats,
+                    queue_depth: s.queue_depth(),
+                    quarantined: breaker.state != "closed",
+                    quarantines: breaker.quarantines,
+                }
             })
             .collect();
         crate::metrics::render(&self.stats, &samples)
@@ -290,7 +320,8 @@ impl Dispatcher {
         for (index, slot) in self.slots.iter().enumerate() {
             if select(slot) && slot.wants(event) {
                 let (slot, event) = (slot.clone(), event.clone());
-                running.spawn(async move { (index, slot.invoke(&event).await) });
+                running
+                    .spawn(async move { (index, slot.invoke(&event, slot.breaker.admit()).await) });
             }
         }
         let mut reports: Vec<(usize, Report)> = running.join_all().await;
@@ -319,8 +350,9 @@ impl Dispatcher {
     }
 }
 
-/// An observer's worker: takes events from its queue one at a time, in order. On shutdown the
-/// queue is closed to new events and drained.
+/// An observer's worker: takes events from its queue one at a time, in order. While the
+/// handler is quarantined it holds the event in hand (and the rest in the queue) until the next
+/// probe may start. On shutdown the queue is closed to new events and drained.
 async fn observe(
     slot: Arc<Slot>,
     mut queue: mpsc::Receiver<Event>,
@@ -331,11 +363,42 @@ async fn observe(
             biased;
             event = queue.recv() => match event {
                 Some(event) => {
-                    slot.invoke(&event).await;
+                    let admission = admit_when_ready(&slot.breaker).await;
+                    slot.invoke(&event, admission).await;
                 }
                 None => return,
             },
             _ = stop.changed(), if !*stop.borrow() => queue.close(),
         }
+    }
+}
+
+/// Waits until the breaker lets an event through.
+async fn admit_when_ready(breaker: &Breaker) -> Admission {
+    loop {
+        match breaker.admit() {
+            Admission::Refuse { retry_in } => {
+                // A probe in progress elsewhere reports zero: check again shortly.
+                tokio::time::sleep(retry_in.max(Duration::from_millis(10))).await;
+            }
+            admission => return admission,
+        }
+    }
+}
+
+fn log_transition(handler: &str, transition: Option<Transition>) {
+    match transition {
+        Some(Transition::Opened { failures, backoff }) => tracing::warn!(
+            handler,
+            "quarantined after {failures} consecutive failures; probing again in {} ms",
+            backoff.as_millis()
+        ),
+        Some(Transition::Reopened { backoff }) => tracing::warn!(
+            handler,
+            "probe failed; quarantined again, probing in {} ms",
+            backoff.as_millis()
+        ),
+        Some(Transition::Closed) => tracing::info!(handler, "probe succeeded; back in service"),
+        None => {}
     }
 }

@@ -6,6 +6,7 @@
 //! [`Handler::on_event`] runs one event in a new instance and returns an [`Invocation`];
 //! `status.rs` turns whatever went wrong into a [`Status`].
 
+mod limits;
 mod output;
 mod state;
 mod status;
@@ -25,6 +26,7 @@ use crate::event::Event;
 use state::StoreState;
 use status::Budget;
 
+pub use limits::{MAX_ANNOTATIONS, MAX_MESSAGE_BYTES, MAX_WASM_STACK_BYTES};
 pub use output::{MAX_LINE_BYTES, MAX_LINES};
 pub use status::Status;
 
@@ -121,7 +123,10 @@ impl Sandbox {
     /// behind it, plus the `host` interface).
     pub fn new() -> anyhow::Result<Sandbox> {
         let mut config = EngineConfig::new();
-        config.consume_fuel(true).epoch_interruption(true);
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK_BYTES);
         let engine =
             Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         let mut linker = Linker::new(&engine);
@@ -293,7 +298,13 @@ impl Handler {
                 bindings.call_on_event(store, event.wit()).await
             })
             .await;
-        invocation.outcome = outcome;
+        match outcome.as_ref().and_then(limits::check_outcome) {
+            Some(oversize) => {
+                invocation.status = Status::Oversize;
+                invocation.error = Some(oversize);
+            }
+            None => invocation.outcome = outcome,
+        }
         invocation
     }
 
@@ -346,7 +357,10 @@ impl Handler {
         let panic = output.finish();
         let (status, error, value) = match result {
             Ok(Ok(Ok(value))) => (Status::Ok, None, Some(value)),
-            Ok(Ok(Err(message))) => (Status::Error, Some(message), None),
+            Ok(Ok(Err(message))) => match limits::check_message(&message, "error message") {
+                Some(oversize) => (Status::Oversize, Some(oversize), None),
+                None => (Status::Error, Some(message), None),
+            },
             Ok(Err(error)) => {
                 let (status, message) = status::classify(&error, store.data(), panic, budget);
                 (status, Some(message), None)

@@ -25,11 +25,15 @@ pub enum Status {
     MemoryLimit,
     /// The guest recursed past the wasm stack limit.
     StackOverflow,
+    /// The guest returned more than may cross the boundary (see `sandbox::limits`).
+    Oversize,
+    /// Not run: the handler is quarantined after repeated failures.
+    Quarantined,
 }
 
 impl Status {
     /// Every status, in the order metrics list them.
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 9] = [
         Status::Ok,
         Status::Error,
         Status::Trap,
@@ -37,6 +41,8 @@ impl Status {
         Status::Timeout,
         Status::MemoryLimit,
         Status::StackOverflow,
+        Status::Oversize,
+        Status::Quarantined,
     ];
 
     /// The name used in JSON output, logs and metrics.
@@ -49,6 +55,8 @@ impl Status {
             Status::Timeout => "timeout",
             Status::MemoryLimit => "memory-limit",
             Status::StackOverflow => "stack-overflow",
+            Status::Oversize => "oversize",
+            Status::Quarantined => "quarantined",
         }
     }
 }
