@@ -103,8 +103,17 @@ pub use crate::handler::Handler;
 ///
 /// Rarely needed: the config is already deserialised into the handler's type. Useful to log or
 /// fingerprint it.
+///
+/// # Panics
+///
+/// Outside WebAssembly (native unit tests), where there is no host to ask.
 pub fn raw_config() -> String {
-    bindings::hookwasm::handler::host::config()
+    #[cfg(target_arch = "wasm32")]
+    return bindings::hookwasm::handler::host::config();
+    #[cfg(not(target_arch = "wasm32"))]
+    panic!(
+        "hookwasm_sdk::raw_config() asks the hookwasm host, which only exists inside the component"
+    );
 }
 
 /// Exports a [`Handler`] type as the component's `init` and `on-event`. Invoke it once, at the

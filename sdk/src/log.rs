@@ -3,32 +3,52 @@
 //! Use the functions for fixed text and the crate-root macros ([`info!`](crate::info) and
 //! friends) for `format!`-style messages. Printing to stdout or stderr works too: the host
 //! forwards both into its log, but without a level.
+//!
+//! Outside WebAssembly (a handler's native unit tests) there is no host: lines go to stderr,
+//! prefixed with their level, so code that logs stays testable.
 
-use crate::bindings::hookwasm::handler::host::{self, Level};
+use crate::bindings::hookwasm::handler::host::Level;
 
 /// Logs at `trace` level.
 pub fn trace(message: &str) {
-    host::log(Level::Trace, message);
+    write(Level::Trace, message);
 }
 
 /// Logs at `debug` level.
 pub fn debug(message: &str) {
-    host::log(Level::Debug, message);
+    write(Level::Debug, message);
 }
 
 /// Logs at `info` level.
 pub fn info(message: &str) {
-    host::log(Level::Info, message);
+    write(Level::Info, message);
 }
 
 /// Logs at `warn` level.
 pub fn warn(message: &str) {
-    host::log(Level::Warn, message);
+    write(Level::Warn, message);
 }
 
 /// Logs at `error` level.
 pub fn error(message: &str) {
-    host::log(Level::Error, message);
+    write(Level::Error, message);
+}
+
+#[cfg(target_arch = "wasm32")]
+fn write(level: Level, message: &str) {
+    crate::bindings::hookwasm::handler::host::log(level, message);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn write(level: Level, message: &str) {
+    let level = match level {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+    };
+    eprintln!("[{level}] {message}");
 }
 
 /// Logs a `format!`-style message at `trace` level.
