@@ -66,6 +66,118 @@ pub struct HandlerSpec {
     pub queue_capacity: usize,
     /// When repeated failures take the handler out of service.
     pub quarantine: QuarantinePolicy,
+    /// What the handler may reach beyond logging and its config.
+    pub capabilities: Capabilities,
+}
+
+impl HandlerSpec {
+    /// A spec for running one module directly (`hookwasm call`): an observer subscribed to
+    /// everything, with the given config, limits and capabilities.
+    pub fn for_module(
+        module: &Path,
+        config: Value,
+        limits: Limits,
+        capabilities: Capabilities,
+    ) -> HandlerSpec {
+        let name = module
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "handler".into());
+        HandlerSpec {
+            name,
+            index: 0,
+            module: module.to_owned(),
+            sha256: None,
+            enabled: true,
+            mode: Mode::Observe,
+            filter: Filter::default(),
+            config,
+            limits,
+            failure_policy: FailurePolicy::Open,
+            queue_capacity: defaults::QUEUE_CAPACITY,
+            quarantine: QuarantinePolicy::default(),
+            capabilities,
+        }
+    }
+}
+
+/// Capabilities granted to a handler. The default grants nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Where outbound HTTP may go; empty means no outbound HTTP at all.
+    pub allowed_hosts: Vec<AllowedHost>,
+}
+
+/// One `allowedHosts` entry: `scheme://host[:port]`, where the host may start with `*.` to allow
+/// every subdomain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Lower-case host name or IP literal (without brackets), or `*.suffix`.
+    pub host: String,
+    /// The port, explicit or the scheme's default.
+    pub port: u16,
+}
+
+impl AllowedHost {
+    /// Parses `scheme://host[:port]`.
+    pub fn parse(text: &str) -> Result<AllowedHost, String> {
+        let bad = |why: &str| {
+            format!(
+                "`allowedHosts` entry {text:?} {why}; write it as scheme://host[:port], e.g. https://hooks.example.com"
+            )
+        };
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("has no scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(bad("has a scheme other than http or https")),
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+            return Err(bad("must be only a scheme, a host and an optional port"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| bad("has an invalid port"))?;
+                (host, port)
+            }
+            _ => (authority, default_port),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let wildcard_rest = host.strip_prefix("*.");
+        let bare = wildcard_rest.unwrap_or(&host);
+        if bare.is_empty() || bare.contains('*') {
+            return Err(bad("may use `*` only as a leading `*.`"));
+        }
+        Ok(AllowedHost { scheme, host, port })
+    }
+
+    /// Whether a request to `scheme://host:port` is allowed by this entry.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if !self.scheme.eq_ignore_ascii_case(scheme) || self.port != port {
+            return false;
+        }
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        match self.host.strip_prefix("*.") {
+            Some(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(suffix)
+                    && host[..host.len() - suffix.len()].ends_with('.')
+            }
+            None => self.host == host,
+        }
+    }
 }
 
 impl fmt::Display for Mode {
@@ -307,6 +419,16 @@ struct Entry {
     queue_capacity: Option<usize>,
     #[serde(default)]
     quarantine: QuarantinePolicy,
+    #[serde(default)]
+    capabilities: CapabilitiesEntry,
+}
+
+/// `capabilities` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CapabilitiesEntry {
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 fn enabled_by_default() -> bool {
@@ -450,6 +572,13 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
                 .into(),
         ));
     }
+    let allowed_hosts = entry
+        .capabilities
+        .allowed_hosts
+        .iter()
+        .map(|h| AllowedHost::parse(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(&fail)?;
     let failure_policy = match (entry.mode, entry.failure_policy) {
         (_, Some(policy)) => policy,
         (Mode::Gate, None) => FailurePolicy::Closed,
@@ -469,6 +598,7 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         failure_policy,
         queue_capacity,
         quarantine,
+        capabilities: Capabilities { allowed_hosts },
     })
 }
 
@@ -582,6 +712,33 @@ mod tests {
             err.to_string().contains("not valid JSON") && err.to_string().contains("line 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn allowed_hosts_match_scheme_host_and_port_exactly() {
+        let exact = AllowedHost::parse("https://Hooks.Example.com").expect("valid");
+        assert!(exact.allows("https", "hooks.example.com", 443));
+        assert!(!exact.allows("http", "hooks.example.com", 443));
+        assert!(!exact.allows("https", "hooks.example.com", 8443));
+        assert!(!exact.allows("https", "evil-hooks.example.com", 443));
+        let wildcard = AllowedHost::parse("https://*.example.com").expect("valid");
+        assert!(wildcard.allows("https", "a.b.example.com", 443));
+        assert!(!wildcard.allows("https", "example.com", 443));
+        assert!(!wildcard.allows("https", "notexample.com", 443));
+        let loopback = AllowedHost::parse("http://127.0.0.1:8080").expect("valid");
+        assert!(loopback.allows("http", "127.0.0.1", 8080));
+        let v6 = AllowedHost::parse("http://[::1]:9000").expect("valid");
+        assert!(v6.allows("http", "[::1]", 9000));
+        for bad in [
+            "hooks.example.com",
+            "ftp://x",
+            "https://a/b",
+            "https://x:99999",
+            "https://a.*.com",
+            "https://*",
+        ] {
+            assert!(AllowedHost::parse(bad).is_err(), "{bad} should be refused");
+        }
     }
 
     #[test]

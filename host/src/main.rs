@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use hookwasm::config::{Config, Limits, Mode, defaults};
+use hookwasm::config::{AllowedHost, Capabilities, Config, HandlerSpec, Limits, Mode, defaults};
 use hookwasm::dispatch::{self, Dispatcher, Report};
 use hookwasm::event::Event;
 use hookwasm::sandbox::Sandbox;
@@ -61,6 +61,9 @@ enum Command {
         /// Memory cap in MiB.
         #[arg(long, default_value_t = defaults::MEMORY_MIB)]
         memory_mib: u64,
+        /// Grant outbound HTTP to `scheme://host[:port]` (repeatable), as `allowedHosts` does.
+        #[arg(long = "allow-host", value_name = "URL")]
+        allow_hosts: Vec<String>,
     },
     /// Run every subscribed handler on each event of an NDJSON file (or `-`), printing a JSON
     /// line per invocation.
@@ -137,13 +140,21 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             fuel,
             timeout_ms,
             memory_mib,
+            allow_hosts,
         } => {
             let limits = Limits {
                 fuel,
                 timeout_ms,
                 memory_mib,
             };
-            call(&module, &event, &handler_config, limits).await
+            call(CallArgs {
+                module,
+                event,
+                handler_config,
+                limits,
+                allow_hosts,
+            })
+            .await
         }
         Command::Replay { config, events } => replay(&config, &events).await,
         Command::Events => {
@@ -260,35 +271,44 @@ async fn check(config_path: &Path) -> anyhow::Result<Exit> {
     )
 }
 
-async fn call(
-    module: &Path,
-    event_path: &Path,
-    handler_config: &str,
+/// What `hookwasm call` runs: one module, one event, limits and grants from the flags.
+struct CallArgs {
+    module: PathBuf,
+    event: PathBuf,
+    handler_config: String,
     limits: Limits,
-) -> anyhow::Result<Exit> {
-    let handler_config: serde_json::Value = serde_json::from_str(handler_config)
+    allow_hosts: Vec<String>,
+}
+
+async fn call(args: CallArgs) -> anyhow::Result<Exit> {
+    let handler_config: serde_json::Value = serde_json::from_str(&args.handler_config)
         .map_err(|e| anyhow::anyhow!("--handler-config is not valid JSON: {e}"))?;
+    let limits = args.limits;
     if limits.fuel == 0 || limits.timeout_ms == 0 || limits.memory_mib == 0 {
         anyhow::bail!("--fuel, --timeout-ms and --memory-mib must be greater than zero");
     }
-    let text = read_input(event_path)?;
+    let allowed_hosts = args
+        .allow_hosts
+        .iter()
+        .map(|h| AllowedHost::parse(h).map_err(|e| anyhow::anyhow!("--allow-host: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let text = read_input(&args.event)?;
     let event = Event::from_slice(text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", event_path.display()))?;
-    let name = module
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "handler".into());
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.event.display()))?;
+    let spec = HandlerSpec::for_module(
+        &args.module,
+        handler_config,
+        limits,
+        Capabilities { allowed_hosts },
+    );
     let sandbox = Sandbox::new()?;
     let handler = {
-        let (sandbox, module, name) = (sandbox.clone(), module.to_owned(), name.clone());
-        tokio::task::spawn_blocking(move || {
-            sandbox.load(&name, &module, None, &handler_config, limits)
-        })
-        .await??
+        let (sandbox, spec) = (sandbox.clone(), spec.clone());
+        tokio::task::spawn_blocking(move || sandbox.load(&spec)).await??
     };
     handler.init().await?;
     let invocation = handler.on_event(&event).await;
-    let report = Report::new(&name, handler.digest(), None, event.id(), invocation);
+    let report = Report::new(&spec.name, handler.digest(), None, event.id(), invocation);
     print_line(&report)?;
     Ok(if report.failed_or_denied() {
         Exit::HandlerFailed

@@ -113,14 +113,12 @@ pub async fn load_handlers(
     for spec in config.handlers.iter().filter(|s| s.enabled) {
         let result = async {
             let (sandbox, s) = (sandbox.clone(), spec.clone());
-            let handler = tokio::task::spawn_blocking(move || {
-                sandbox.load(&s.name, &s.module, s.sha256.as_deref(), &s.config, s.limits)
-            })
-            .await
-            .map_err(|e| LoadError::Compile {
-                path: spec.module.clone(),
-                message: format!("the compiler thread failed: {e}"),
-            })??;
+            let handler = tokio::task::spawn_blocking(move || sandbox.load(&s))
+                .await
+                .map_err(|e| LoadError::Compile {
+                    path: spec.module.clone(),
+                    message: format!("the compiler thread failed: {e}"),
+                })??;
             handler.init().await?;
             Ok::<_, LoadError>(handler)
         }

@@ -6,13 +6,14 @@
 //! [`Handler::on_event`] runs one event in a new instance and returns an [`Invocation`];
 //! `status.rs` turns whatever went wrong into a [`Status`].
 
+mod http;
 mod limits;
 mod output;
 mod state;
 mod status;
 pub mod wit;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,11 +22,12 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config as EngineConfig, Engine, Store, UpdateDeadline};
 
-use crate::config::Limits;
+use crate::config::{AllowedHost, HandlerSpec, Limits};
 use crate::event::Event;
 use state::StoreState;
 use status::Budget;
 
+pub use http::MAX_RESPONSE_BYTES;
 pub use limits::{MAX_ANNOTATIONS, MAX_MESSAGE_BYTES, MAX_WASM_STACK_BYTES};
 pub use output::{MAX_LINE_BYTES, MAX_LINES};
 pub use status::Status;
@@ -132,6 +134,8 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link wasi:http: {e}"))?;
         wit::EventHandler::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("cannot link the host interface: {e}"))?;
         Ok(Sandbox {
@@ -143,20 +147,14 @@ impl Sandbox {
 
     /// Reads, verifies and compiles a module and checks that it is a handler of our world. This
     /// is CPU-heavy (Cranelift): call it off the async executor.
-    pub fn load(
-        &self,
-        name: &str,
-        path: &Path,
-        sha256: Option<&str>,
-        config: &serde_json::Value,
-        limits: Limits,
-    ) -> Result<Handler, LoadError> {
+    pub fn load(&self, spec: &HandlerSpec) -> Result<Handler, LoadError> {
+        let path = spec.module.as_path();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
         })?;
         let digest = hex::encode(Sha256::digest(&bytes));
-        if let Some(expected) = sha256
+        if let Some(expected) = spec.sha256.as_deref()
             && expected != digest
         {
             return Err(LoadError::DigestMismatch {
@@ -208,10 +206,11 @@ impl Sandbox {
             .map_err(|e| wrong_world(format!("its imports cannot be satisfied ({e})")))?;
         let pre = wit::EventHandlerPre::new(pre).map_err(|e| wrong_world(e.to_string()))?;
         Ok(Handler(Arc::new(HandlerInner {
-            name: name.into(),
+            name: spec.name.as_str().into(),
             digest,
-            config_json: config.to_string().into(),
-            limits,
+            config_json: spec.config.to_string().into(),
+            limits: spec.limits,
+            allowed_hosts: spec.capabilities.allowed_hosts.clone().into(),
             engine: self.engine.clone(),
             pre,
         })))
@@ -227,6 +226,7 @@ struct HandlerInner {
     digest: String,
     config_json: Arc<str>,
     limits: Limits,
+    allowed_hosts: Arc<[AllowedHost]>,
     engine: Engine,
     pre: wit::EventHandlerPre<StoreState>,
 }
@@ -328,10 +328,15 @@ impl Handler {
         let output = output::GuestOutput::new(self.0.name.clone(), event_id);
         let memory_bytes =
             usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-        let mut store = Store::new(
-            &self.0.engine,
-            StoreState::new(self.0.config_json.clone(), output.clone(), memory_bytes),
+        let http =
+            http::HttpPolicy::new(self.0.name.clone(), self.0.allowed_hosts.clone(), deadline);
+        let state = StoreState::new(
+            self.0.config_json.clone(),
+            output.clone(),
+            memory_bytes,
+            http,
         );
+        let mut store = Store::new(&self.0.engine, state);
         store.limiter(|state| &mut state.memory);
         // Out of fuel is a trap, never a panic: set_fuel only fails when fuel is off.
         let _ = store.set_fuel(limits.fuel);

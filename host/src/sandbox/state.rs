@@ -7,13 +7,17 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::http::HttpPolicy;
 use super::output::GuestOutput;
 use super::wit;
 
 /// The per-invocation store data.
 pub struct StoreState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_policy: HttpPolicy,
     table: ResourceTable,
     config_json: Arc<str>,
     /// The guest's output, forwarded to the host's log.
@@ -24,10 +28,15 @@ pub struct StoreState {
 
 impl StoreState {
     /// State for one invocation of a handler whose config is `config_json`.
-    pub fn new(config_json: Arc<str>, output: GuestOutput, memory_bytes: usize) -> StoreState {
+    pub fn new(
+        config_json: Arc<str>,
+        output: GuestOutput,
+        memory_bytes: usize,
+        http_policy: HttpPolicy,
+    ) -> StoreState {
         // WASI is linked because every wasm32-wasip2 program imports it, but nothing real is
         // behind it: no preopened folders, no environment, no arguments, no stdin, no network.
-        // Stdout and stderr go to the host's log.
+        // Stdout and stderr go to the host's log. Outbound HTTP goes through `http_policy`.
         let wasi = WasiCtx::builder()
             .stdout(output.stdout())
             .stderr(output.stderr())
@@ -37,6 +46,8 @@ impl StoreState {
             .build();
         StoreState {
             wasi,
+            http: WasiHttpCtx::new(),
+            http_policy,
             table: ResourceTable::new(),
             config_json,
             output,
@@ -61,6 +72,16 @@ impl WasiView for StoreState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
         }
     }
 }
