@@ -1,5 +1,6 @@
-//! Dispatch benchmark: events/s and latency percentiles for one gate and one observer running a
-//! trivial handler (the `chaos` test guest with `behavior: ok`), through the library and through
+//! Dispatch benchmark: events/s and latency percentiles for a trivial handler (the `chaos` test
+//! guest with `behavior: ok`): invoked directly with and without fuel and deadlines (what the
+//! limits cost), as one gate and one observer through the library, and through
 //! `POST /v1/events` on loopback.
 //!
 //! Run: `cargo xtask build-guests && cargo bench -p hookwasm --bench dispatch`. It prints a table;
@@ -37,6 +38,16 @@ fn main() -> anyhow::Result<()> {
         "{:<34} {:>12} {:>10} {:>10} {:>10}",
         "case", "events/s", "p50 µs", "p99 µs", "max µs"
     );
+
+    for metering in [true, false] {
+        let latencies = runtime.block_on(direct(&chaos, metering))?;
+        let name = if metering {
+            "sandbox, fuel + deadline"
+        } else {
+            "sandbox, no fuel, no deadline"
+        };
+        row(name, SAMPLES, latencies.iter().sum(), latencies);
+    }
 
     let gate = runtime.block_on(dispatcher(&chaos, "gate"))?;
     let latencies = runtime.block_on(async {
@@ -142,6 +153,32 @@ async fn dispatcher(chaos: &Path, mode: &str) -> anyhow::Result<Dispatcher> {
         "cannot load the benchmark handler: {errors:?}"
     );
     Ok(Dispatcher::start(loaded))
+}
+
+/// One handler invoked directly, one event at a time: the cost of a fresh, limited sandbox.
+async fn direct(chaos: &Path, metering: bool) -> anyhow::Result<Vec<Duration>> {
+    let spec = hookwasm::config::HandlerSpec::for_module(
+        chaos,
+        serde_json::json!({ "behavior": "ok" }),
+        hookwasm::config::Limits::default(),
+        hookwasm::config::Capabilities::default(),
+    );
+    let handler = Sandbox::with_metering(metering)?.load(&spec)?;
+    let mut latencies = Vec::with_capacity(SAMPLES);
+    for i in 0..WARMUP + SAMPLES {
+        let event = event(i);
+        let started = Instant::now();
+        let invocation = handler.on_event(&event).await;
+        anyhow::ensure!(
+            invocation.status == hookwasm::sandbox::Status::Ok,
+            "{:?}",
+            invocation.error
+        );
+        if i >= WARMUP {
+            latencies.push(started.elapsed());
+        }
+    }
+    Ok(latencies)
 }
 
 fn invoked(dispatcher: &Dispatcher) -> u64 {

@@ -124,10 +124,16 @@ impl Sandbox {
     /// Builds the engine (fuel and epoch interruption on) and the linker (WASI with nothing
     /// behind it, plus the `host` interface).
     pub fn new() -> anyhow::Result<Sandbox> {
+        Sandbox::with_metering(true)
+    }
+
+    /// Like [`Sandbox::new`]; `metering: false` turns fuel and deadlines off so benchmarks can
+    /// show what they cost. Handlers then run unbounded in time: never do this in production.
+    pub fn with_metering(metering: bool) -> anyhow::Result<Sandbox> {
         let mut config = EngineConfig::new();
         config
-            .consume_fuel(true)
-            .epoch_interruption(true)
+            .consume_fuel(metering)
+            .epoch_interruption(metering)
             .max_wasm_stack(MAX_WASM_STACK_BYTES);
         let engine =
             Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
@@ -358,7 +364,9 @@ impl Handler {
         })
         .await;
 
-        let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let fuel_consumed = store
+            .get_fuel()
+            .map_or(0, |left| limits.fuel.saturating_sub(left));
         let panic = output.finish();
         let (status, error, value) = match result {
             Ok(Ok(Ok(value))) => (Status::Ok, None, Some(value)),
