@@ -2,6 +2,11 @@
 //!
 //! Everything here is generated; the rest of the crate re-exports the types with short names and
 //! adds helpers. The generated code is the only `unsafe` in the SDK (the canonical ABI glue).
+//!
+//! Because `generate!` runs in this crate rather than in each handler's, the generated code finds
+//! `wit_bindgen` through this crate's own dependency: no `runtime_path` is needed, and handlers
+//! need no wit-bindgen dependency. What expands in a handler's crate (`export_handler!`) only
+//! names paths under `$crate`.
 
 wit_bindgen::generate!({
     world: "event-handler",

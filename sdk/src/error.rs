@@ -19,10 +19,10 @@ pub struct Error {
 }
 
 impl Error {
-    /// An error with this message.
-    pub fn new(message: impl Display) -> Self {
+    /// An error with this message. Takes the `String` as is, where `.into()` and `?` copy it.
+    pub fn new(message: impl Into<String>) -> Self {
         Self {
-            message: message.to_string(),
+            message: message.into(),
         }
     }
 
@@ -39,7 +39,7 @@ impl Error {
 
 impl<E: Display> From<E> for Error {
     fn from(error: E) -> Self {
-        Self::new(error)
+        Self::new(error.to_string())
     }
 }
 

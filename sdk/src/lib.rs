@@ -1,4 +1,4 @@
-//! Write [hookwasm] event handlers in Rust.
+//! Write hookwasm event handlers in Rust.
 //!
 //! A handler is a type that implements [`Handler`] and is exported with [`export_handler!`];
 //! built for `wasm32-wasip2`, the crate becomes a WebAssembly component of the
@@ -73,8 +73,6 @@
 //! each in a fresh instance: the config is deserialised again every time, and no state survives
 //! from one event to the next. A panic traps the instance; the host records it as a failure of
 //! that one event.
-//!
-//! [hookwasm]: https://github.com/hookwasm
 
 #![deny(missing_docs)]
 
