@@ -10,7 +10,7 @@
 //! | `loop` | spins forever in `on-event` (fuel or the deadline must stop it) |
 //! | `init-error` | `init` returns `Err("chaos: init refused")` |
 //! | `init-loop` | `init` spins forever |
-//! | `alloc` | allocates and writes 1 MiB chunks until the allocator fails, then aborts (a trap) |
+//! | `alloc` | allocates 1 MiB chunks, touching every page, until the allocator fails and aborts (a trap) |
 //! | `recurse` | recurses without bound (a stack overflow) |
 //! | `big-string` | returns `Err` holding a 100 MiB string |
 //! | `log-flood` | calls the host's `log` 1,000,000 times, then allows, annotated `logged=1000000` |
@@ -29,7 +29,7 @@ use std::hint::black_box;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hookwasm_sdk::serde::Deserialize;
-use hookwasm_sdk::{Event, Handler, Outcome, Payload, Repository, Result, User};
+use hookwasm_sdk::{Error, Event, Handler, Outcome, Payload, Repository, Result, User};
 
 /// The config: which behavior, plus the deny reason for `deny`. Other keys are ignored, so a
 /// test can add any it wants to see echoed by `config`.
@@ -88,7 +88,7 @@ impl Handler for Chaos {
             Behavior::InitError | Behavior::InitLoop => Ok(Outcome::allow()),
             Behavior::Alloc => alloc_until_failure(),
             Behavior::Recurse => Ok(Outcome::allow().annotate("depth", recurse(0))),
-            Behavior::BigString => Err("x".repeat(100 << 20).into()),
+            Behavior::BigString => Err(Error::new("x".repeat(100 << 20))),
             Behavior::LogFlood => {
                 for i in 0..FLOOD_LINES {
                     hookwasm_sdk::info!("chaos: log flood {i}");
@@ -124,14 +124,20 @@ fn spin() -> ! {
     }
 }
 
-/// Allocates 1 MiB chunks, writing every byte, and keeps them all. When the allocator can grow
-/// no further, Rust's allocation-failure handler aborts: the instance traps, as a runaway handler
-/// would.
+/// Allocates 1 MiB chunks, writing one byte in every 4 KiB page of each, and keeps them all.
+/// The chunks are written through their spare capacity: a zero-fill of every byte would spend
+/// the fuel budget long before memory runs out. When the allocator can grow no further, Rust's
+/// allocation-failure handler aborts: the instance traps, as a runaway handler would.
 fn alloc_until_failure() -> ! {
+    const CHUNK: usize = 1 << 20;
+    const PAGE: usize = 4 << 10;
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     loop {
-        chunks.push(vec![0xA5; 1 << 20]);
-        black_box(&mut chunks);
+        let mut chunk = Vec::<u8>::with_capacity(CHUNK);
+        for byte in chunk.spare_capacity_mut().iter_mut().step_by(PAGE) {
+            byte.write(0xA5);
+        }
+        chunks.push(black_box(chunk));
     }
 }
 
