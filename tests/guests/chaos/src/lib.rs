@@ -387,3 +387,78 @@ fn verdict<E: std::fmt::Display>(result: std::result::Result<String, E>) -> Stri
         Err(error) => format!("denied: {error}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hookwasm_sdk::{RefChange, RefKind, RefUpdate};
+
+    use super::*;
+
+    fn event(subject: Option<&str>) -> Event {
+        Event {
+            id: "evt-1".into(),
+            source: "test".into(),
+            type_: "git.branch.deleted".into(),
+            time: "2025-01-02T03:04:05Z".into(),
+            subject: subject.map(Into::into),
+            payload: Payload::RefUpdate(RefUpdate {
+                kind: RefKind::Branch,
+                change: RefChange::Deleted,
+                push_id: "push-1".into(),
+                repository: Repository {
+                    url: "https://git.example.com/acme/widgets.git".into(),
+                    project: "acme".into(),
+                    name: "widgets".into(),
+                },
+                pusher: User {
+                    username: "alice".into(),
+                    email: None,
+                },
+                ref_name: "refs/heads/main".into(),
+                before: "1".repeat(40),
+                after: "0".repeat(40),
+                push_options: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn echo_reports_what_it_saw() {
+        let outcome = echo(&event(None));
+        assert_eq!(outcome.annotation("id"), Some("evt-1"));
+        assert_eq!(outcome.annotation("type"), Some("git.branch.deleted"));
+        assert_eq!(outcome.annotation("payload"), Some("ref-update"));
+        assert_eq!(outcome.annotation("ref"), Some("refs/heads/main"));
+        assert_eq!(outcome.annotation("subject"), None);
+        assert_eq!(outcome.annotation("digest").map(str::len), Some(16));
+    }
+
+    #[test]
+    fn the_digest_sees_every_difference() {
+        let digest = |event: &Event| echo(event).annotation("digest").map(str::to_owned);
+        let original = event(None);
+        assert_eq!(digest(&original), digest(&original.clone()));
+        assert_ne!(digest(&original), digest(&event(Some(""))));
+        let mut mutated = original.clone();
+        mutate(&mut mutated);
+        assert_ne!(digest(&original), digest(&mutated));
+        let mut email = original.clone();
+        if let Payload::RefUpdate(update) = &mut email.payload {
+            update.pusher.email = Some(String::new());
+        }
+        assert_ne!(digest(&original), digest(&email));
+    }
+
+    #[test]
+    fn strings_are_length_prefixed() {
+        let text = canonical(&event(Some("a\nid=1:x")));
+        assert!(text.contains("subject=8:a\nid=1:x\n"), "{text}");
+    }
+}
