@@ -87,6 +87,7 @@ impl Event {
             )));
         }
         let payload = payload(&event_type, data)?;
+        let json = Value::Object(attrs);
         let wit = wit::Event {
             id,
             source,
@@ -94,11 +95,9 @@ impl Event {
             time,
             subject,
             payload,
+            json: json.to_string(),
         };
-        Ok(Event(Arc::new(Inner {
-            json: Value::Object(attrs),
-            wit,
-        })))
+        Ok(Event(Arc::new(Inner { json, wit })))
     }
 
     /// The CloudEvents `id`: the idempotency key.

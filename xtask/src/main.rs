@@ -29,11 +29,12 @@ const WASM_CRATES: [&str; 5] = [
     "other-world",
 ];
 /// Native crates whose tests run: the host (unit + end-to-end) and the guests' pure logic.
-const TESTED: [&str; 4] = [
+const TESTED: [&str; 5] = [
     "hookwasm",
     "hookwasm-sdk",
     "console-logger",
     "branch-protection",
+    "chaos",
 ];
 const WASM_TARGET: &str = "wasm32-wasip2";
 const GUEST_TARGET_DIR: &str = "target/guests";
