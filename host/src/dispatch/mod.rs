@@ -144,6 +144,17 @@ pub enum Backpressure {
     Wait,
 }
 
+/// Which handlers a submission reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Gates and observers: the usual case.
+    All,
+    /// Only gates: a decision is needed now, and observers hear later.
+    Gates,
+    /// Only observers: the action already happened.
+    Observers,
+}
+
 /// Why a submission was refused. Nothing of it was queued or run.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -257,8 +268,24 @@ impl Dispatcher {
         events: &[Event],
         backpressure: Backpressure,
     ) -> Result<Vec<Decision>, Refused> {
+        self.submit_to(events, Route::All, backpressure).await
+    }
+
+    /// Like [`Dispatcher::submit`], for only the gates or only the observers: a git server asks
+    /// its gates before refs move (pre-receive) and tells its observers after (post-receive).
+    pub async fn submit_to(
+        &self,
+        events: &[Event],
+        route: Route,
+        backpressure: Backpressure,
+    ) -> Result<Vec<Decision>, Refused> {
         let mut permits = Vec::new();
-        for slot in &self.slots {
+        let observers = if route == Route::Gates {
+            &[][..]
+        } else {
+            &self.slots[..]
+        };
+        for slot in observers {
             let Some(queue) = &slot.queue else { continue };
             let wanted = events.iter().filter(|e| slot.wants(e)).count();
             if wanted == 0 {
@@ -289,7 +316,12 @@ impl Dispatcher {
 
         let mut decisions = Vec::with_capacity(events.len());
         for event in events {
-            let gates = self.run(event, |slot| slot.spec.mode == Mode::Gate).await;
+            let gates = match route {
+                Route::Observers => Vec::new(),
+                Route::All | Route::Gates => {
+                    self.run(event, |slot| slot.spec.mode == Mode::Gate).await
+                }
+            };
             let mut queued = 0;
             for (slot, reserved) in &mut permits {
                 if slot.wants(event)
