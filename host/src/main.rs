@@ -167,10 +167,23 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
     }
 }
 
+/// Where compiled modules are cached: `HOOKWASM_CACHE_DIR`, or `.hookwasm/cache` beside the
+/// config file.
+fn cache_dir(config_path: &Path) -> PathBuf {
+    match std::env::var_os("HOOKWASM_CACHE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => config_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(".hookwasm")
+            .join("cache"),
+    }
+}
+
 /// Loads the config and every enabled handler; any problem is an error listing all of them.
 async fn start(config_path: &Path) -> anyhow::Result<Dispatcher> {
     let config = Config::load(config_path)?;
-    let sandbox = Sandbox::new()?;
+    let sandbox = Sandbox::new()?.with_cache(&cache_dir(config_path));
     let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
     if !errors.is_empty() {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
@@ -242,7 +255,7 @@ async fn check(config_path: &Path) -> anyhow::Result<Exit> {
         Ok(config) => config,
         Err(e) => anyhow::bail!("{e}"),
     };
-    let sandbox = Sandbox::new()?;
+    let sandbox = Sandbox::new()?.with_cache(&cache_dir(config_path));
     let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
     for spec in config.handlers.iter().filter(|s| !s.enabled) {
         println!("disabled  {}", spec.name);

@@ -6,6 +6,7 @@
 //! [`Handler::on_event`] runs one event in a new instance and returns an [`Invocation`];
 //! `status.rs` turns whatever went wrong into a [`Status`].
 
+mod cache;
 mod http;
 mod limits;
 mod output;
@@ -43,6 +44,7 @@ pub const WORLD: &str = "hookwasm:handler/event-handler@0.1.0";
 pub struct Sandbox {
     engine: Engine,
     linker: Arc<Linker<StoreState>>,
+    cache: Option<cache::CompileCache>,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -148,7 +150,18 @@ impl Sandbox {
             _ticker: Arc::new(EpochTicker::start(engine.clone())),
             engine,
             linker: Arc::new(linker),
+            cache: None,
         })
+    }
+
+    /// Keeps compiled components in `dir`, so unchanged modules are not compiled again. A folder
+    /// that cannot be used is logged and skipped: the cache only saves time.
+    pub fn with_cache(mut self, dir: &std::path::Path) -> Sandbox {
+        match cache::CompileCache::open(dir, &self.engine) {
+            Ok(cache) => self.cache = Some(cache),
+            Err(e) => tracing::warn!(dir = %dir.display(), "compile cache disabled: {e}"),
+        }
+        self
     }
 
     /// Reads, verifies and compiles a module and checks that it is a handler of our world. This
@@ -183,10 +196,24 @@ impl Sandbox {
                 });
             }
         }
-        let component = Component::new(&self.engine, &bytes).map_err(|e| LoadError::Compile {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let component = match self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&self.engine, &digest))
+        {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(&self.engine, &bytes).map_err(|e| LoadError::Compile {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?;
+                if let Some(cache) = &self.cache {
+                    cache.put(&digest, &component);
+                }
+                component
+            }
+        };
         let wrong_world = |message: String| LoadError::WrongWorld {
             path: path.to_owned(),
             message,
