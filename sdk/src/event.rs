@@ -140,6 +140,7 @@ mod tests {
             time: "2025-01-01T00:00:00Z".into(),
             subject: None,
             payload,
+            json: String::new(),
         }
     }
 

@@ -131,6 +131,7 @@ mod tests {
             type_: format!("git.{noun}.{change}"),
             time: "2025-01-02T03:04:05Z".into(),
             subject: None,
+            json: String::new(),
             payload: Payload::RefUpdate(RefUpdate {
                 kind,
                 change,
@@ -320,6 +321,7 @@ mod tests {
             type_: "push.started".into(),
             time: "2025-01-02T03:04:05Z".into(),
             subject: None,
+            json: String::new(),
             payload: Payload::ProxyAction(ProxyAction {
                 operation: Operation::Push,
                 phase: Phase::Started,

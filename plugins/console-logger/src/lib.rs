@@ -143,6 +143,7 @@ mod tests {
             type_: event_type.into(),
             time: "2025-01-02T03:04:05Z".into(),
             subject: subject.map(Into::into),
+            json: String::new(),
             payload,
         }
     }

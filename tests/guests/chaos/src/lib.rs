@@ -401,6 +401,7 @@ mod tests {
             type_: "git.branch.deleted".into(),
             time: "2025-01-02T03:04:05Z".into(),
             subject: subject.map(Into::into),
+            json: String::new(),
             payload: Payload::RefUpdate(RefUpdate {
                 kind: RefKind::Branch,
                 change: RefChange::Deleted,
