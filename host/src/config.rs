@@ -68,6 +68,9 @@ pub struct HandlerSpec {
     pub quarantine: QuarantinePolicy,
     /// What the handler may reach beyond logging and its config.
     pub capabilities: Capabilities,
+    /// The entry as written (a bare path as `{"module": path}`): a reload compares these to
+    /// tell a changed entry from an unchanged one.
+    pub source: Value,
 }
 
 impl HandlerSpec {
@@ -97,6 +100,7 @@ impl HandlerSpec {
             queue_capacity: defaults::QUEUE_CAPACITY,
             quarantine: QuarantinePolicy::default(),
             capabilities,
+            source: Value::Null,
         }
     }
 }
@@ -506,11 +510,15 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         name: name_hint.clone(),
         message,
     };
-    let entry: Entry = match value {
-        // A bare path is shorthand for `{"module": path}` with every default.
-        Value::String(module) => serde_json::from_value(serde_json::json!({ "module": module }))
-            .map_err(|e| fail(e.to_string()))?,
-        Value::Object(_) => serde_json::from_value(value).map_err(|e| fail(e.to_string()))?,
+    // A bare path is shorthand for `{"module": path}` with every default.
+    let source = match value {
+        Value::String(module) => serde_json::json!({ "module": module }),
+        other => other,
+    };
+    let entry: Entry = match &source {
+        Value::Object(_) => {
+            serde_json::from_value(source.clone()).map_err(|e| fail(e.to_string()))?
+        }
         other => {
             return Err(fail(format!(
                 "expected a module path or an object with a `module` field, found {}",
@@ -599,6 +607,7 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         queue_capacity,
         quarantine,
         capabilities: Capabilities { allowed_hosts },
+        source,
     })
 }
 

@@ -11,6 +11,8 @@
 pub mod config;
 pub mod dispatch;
 pub mod event;
+pub mod git;
 pub mod metrics;
+pub mod reload;
 pub mod sandbox;
 pub mod server;

@@ -21,6 +21,10 @@ pub struct HostStats {
     pub events_invalid: AtomicU64,
     /// Submissions refused because an observer's queue was full.
     pub events_busy: AtomicU64,
+    /// Handler versions put in service by a reload.
+    pub reloads_ok: AtomicU64,
+    /// Reload attempts that left the running version in place.
+    pub reloads_failed: AtomicU64,
 }
 
 /// Counters of one handler.
@@ -126,6 +130,23 @@ pub fn render(host: &HostStats, handlers: &[HandlerSample<'_>]) -> String {
         o,
         "hookwasm_events_refused_total{{reason=\"busy\"}} {}",
         host.events_busy.load(Relaxed)
+    );
+
+    header(
+        o,
+        "hookwasm_reloads_total",
+        "counter",
+        "Handler reloads, by result.",
+    );
+    let _ = writeln!(
+        o,
+        "hookwasm_reloads_total{{result=\"ok\"}} {}",
+        host.reloads_ok.load(Relaxed)
+    );
+    let _ = writeln!(
+        o,
+        "hookwasm_reloads_total{{result=\"failed\"}} {}",
+        host.reloads_failed.load(Relaxed)
     );
 
     header(

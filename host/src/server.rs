@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{FailurePolicy, Mode};
-use crate::dispatch::{Backpressure, BreakerView, Dispatcher, Refused};
+use crate::dispatch::{Backpressure, BreakerView, Dispatcher, Refused, ReloadStatus};
 use crate::event::Event;
 use crate::metrics::HandlerCounts;
 
@@ -132,6 +132,8 @@ struct HandlerView<'a> {
     limits: LimitsView,
     queue_depth: Option<usize>,
     quarantine: BreakerView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_reload: Option<ReloadStatus>,
     counters: HandlerCounts,
 }
 
@@ -145,15 +147,16 @@ struct LimitsView {
 }
 
 async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
-    let handlers: Vec<HandlerView<'_>> = dispatcher
-        .slots()
+    let slots = dispatcher.slots();
+    let versions: Vec<_> = slots.iter().map(|slot| (slot, slot.version())).collect();
+    let handlers: Vec<HandlerView<'_>> = versions
         .iter()
-        .map(|slot| {
-            let spec = &slot.spec;
+        .map(|(slot, version)| {
+            let spec = &version.spec;
             HandlerView {
-                name: &spec.name,
+                name: slot.name(),
                 module: &spec.module,
-                digest: slot.handler.digest(),
+                digest: version.handler.digest(),
                 mode: spec.mode,
                 events: spec.filter.event_patterns(),
                 refs: spec.filter.ref_patterns(),
@@ -164,7 +167,8 @@ async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
                     memory_mib: spec.limits.memory_mib,
                 },
                 queue_depth: slot.queue_depth(),
-                quarantine: slot.breaker.view(),
+                quarantine: version.breaker.view(),
+                last_reload: slot.last_reload(),
                 counters: slot.stats.counts(),
             }
         })

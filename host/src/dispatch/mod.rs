@@ -4,14 +4,21 @@
 //! Observers are fire-and-forget for the producer, but never lossy: a full queue refuses the
 //! submission (or makes the producer wait) before anything is queued, so an event is either
 //! queued for every subscribed observer or for none.
+//!
+//! A handler lives in a [`Slot`] that outlasts its versions: the queue, the worker and the
+//! counters stay, while the [`Version`] (config entry, compiled module, breaker) can be swapped
+//! atomically by a reload. An invocation holds the version it started with, so events in flight
+//! finish on the old version and later ones run the new one.
 
 mod breaker;
 mod report;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -23,26 +30,114 @@ use crate::sandbox::{Handler, Invocation, LoadError, Sandbox, Status};
 pub use breaker::{Admission, Breaker, BreakerView, Transition};
 pub use report::{Attributed, Decision, Report, Verdict};
 
-/// A loaded handler: its config entry, its compiled version and its counters.
+/// One version of a handler: what a reload replaces as a whole.
 #[derive(Debug)]
-pub struct Slot {
+pub struct Version {
     /// The entry from `proxy.config.json`.
     pub spec: HandlerSpec,
     /// The compiled module.
     pub handler: Handler,
-    /// Invocation counters.
-    pub stats: HandlerStats,
-    /// Quarantine after repeated failures.
+    /// Quarantine after repeated failures; a new version starts in service.
     pub breaker: Breaker,
-    /// The observer's queue (observers only).
+}
+
+impl Version {
+    /// A version in service.
+    pub fn new(spec: HandlerSpec, handler: Handler) -> Version {
+        Version {
+            breaker: Breaker::new(spec.quarantine),
+            spec,
+            handler,
+        }
+    }
+
+    /// Whether this version subscribes to `event`.
+    fn wants(&self, event: &Event) -> bool {
+        self.spec.filter.matches(event.event_type(), event.refs())
+    }
+}
+
+/// The last attempt to load a new version of a handler, for `GET /v1/handlers`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadStatus {
+    /// When it was tried (RFC 3339).
+    pub at: String,
+    /// `ok` or `failed`.
+    pub result: &'static str,
+    /// The module digest that was tried.
+    pub digest: Option<String>,
+    /// Why it failed; the running version stayed in place.
+    pub error: Option<String>,
+}
+
+/// A handler in service: its current version, its queue (observers), counters and reload state.
+#[derive(Debug)]
+pub struct Slot {
+    name: String,
+    mode: Mode,
+    current: ArcSwap<Version>,
+    /// Invocation counters, kept across versions.
+    pub stats: HandlerStats,
     queue: Option<mpsc::Sender<Event>>,
+    close: watch::Sender<bool>,
+    last_reload: Mutex<Option<ReloadStatus>>,
 }
 
 impl Slot {
-    /// Runs the handler on one event as `admission` allows (a quarantined handler is not run and
+    /// The handler's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Observer or gate; changing it replaces the slot.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The version events run on now.
+    pub fn version(&self) -> Arc<Version> {
+        self.current.load_full()
+    }
+
+    /// Puts a new version in service; invocations already running finish on the old one.
+    pub fn swap(&self, version: Version) {
+        self.current.store(Arc::new(version));
+    }
+
+    /// Events waiting in the observer's queue.
+    pub fn queue_depth(&self) -> Option<usize> {
+        self.queue.as_ref().map(|q| q.max_capacity() - q.capacity())
+    }
+
+    /// The capacity of the observer's queue.
+    pub fn queue_capacity(&self) -> Option<usize> {
+        self.queue.as_ref().map(|q| q.max_capacity())
+    }
+
+    /// The last reload attempt, if any.
+    pub fn last_reload(&self) -> Option<ReloadStatus> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a reload attempt.
+    pub fn set_last_reload(&self, status: ReloadStatus) {
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
+
+    /// Whether the current version subscribes to `event`.
+    fn wants(&self, event: &Event) -> bool {
+        self.current.load().wants(event)
+    }
+
+    /// Runs `version` on one event as `admission` allows (a quarantined handler is not run and
     /// reports `quarantined`), records the outcome, and logs failures and quarantine changes.
-    async fn invoke(&self, event: &Event, admission: Admission) -> Report {
-        let spec = &self.spec;
+    async fn invoke(&self, event: &Event, version: &Version, admission: Admission) -> Report {
+        let spec = &version.spec;
+        let digest = version.handler.digest();
         let invocation = match admission {
             Admission::Refuse { retry_in } => Invocation {
                 status: Status::Quarantined,
@@ -55,50 +150,27 @@ impl Slot {
                 duration: Duration::ZERO,
             },
             Admission::Run | Admission::Probe => {
-                let invocation = self.handler.on_event(event).await;
-                let transition = self
-                    .breaker
-                    .record(admission, invocation.status == Status::Ok);
-                log_transition(&spec.name, transition);
+                let invocation = version.handler.on_event(event).await;
+                let ok = invocation.status == Status::Ok;
+                log_transition(&self.name, version.breaker.record(admission, ok));
                 invocation
             }
         };
         let role = Some((spec.mode, spec.failure_policy));
-        let report = Report::new(
-            &spec.name,
-            self.handler.digest(),
-            role,
-            event.id(),
-            invocation,
-        );
+        let report = Report::new(&self.name, digest, role, event.id(), invocation);
         let denied = spec.mode == Mode::Gate && report.verdict == Some(Verdict::Deny);
-        self.stats.record(
-            report.status,
-            denied,
-            report.fuel_consumed,
-            Duration::from_secs_f64(report.duration_ms / 1e3),
-        );
-        if !matches!(report.status, Status::Ok | Status::Quarantined) {
-            tracing::warn!(
-                handler = %spec.name,
-                version = %&self.handler.digest()[..12],
-                event = %event.id(),
-                cause = %report.status,
-                "handler failed: {}",
-                report.reason.as_deref().unwrap_or_default()
-            );
+        let duration = Duration::from_secs_f64(report.duration_ms / 1e3);
+        self.stats
+            .record(report.status, denied, report.fuel_consumed, duration);
+        let version = &digest[..12];
+        let event = event.id();
+        if matches!(report.status, Status::Ok | Status::Quarantined) {
+            tracing::debug!(handler = %self.name, version, event, status = %report.status, "handled");
+        } else {
+            let reason = report.reason.as_deref().unwrap_or_default();
+            tracing::warn!(handler = %self.name, version, event, cause = %report.status, "handler failed: {reason}");
         }
         report
-    }
-
-    /// Whether this handler subscribes to `event`.
-    fn wants(&self, event: &Event) -> bool {
-        self.spec.filter.matches(event.event_type(), event.refs())
-    }
-
-    /// Events waiting in the observer's queue.
-    pub fn queue_depth(&self) -> Option<usize> {
-        self.queue.as_ref().map(|q| q.max_capacity() - q.capacity())
     }
 }
 
@@ -111,19 +183,7 @@ pub async fn load_handlers(
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for spec in config.handlers.iter().filter(|s| s.enabled) {
-        let result = async {
-            let (sandbox, s) = (sandbox.clone(), spec.clone());
-            let handler = tokio::task::spawn_blocking(move || sandbox.load(&s))
-                .await
-                .map_err(|e| LoadError::Compile {
-                    path: spec.module.clone(),
-                    message: format!("the compiler thread failed: {e}"),
-                })??;
-            handler.init().await?;
-            Ok::<_, LoadError>(handler)
-        }
-        .await;
-        match result {
+        match load_handler(sandbox, spec).await {
             Ok(handler) => loaded.push((spec.clone(), handler)),
             Err(e) => errors.push(EntryError {
                 index: spec.index,
@@ -133,6 +193,19 @@ pub async fn load_handlers(
         }
     }
     (loaded, errors)
+}
+
+/// Loads one handler: compile off the executor, then `init`.
+pub async fn load_handler(sandbox: &Sandbox, spec: &HandlerSpec) -> Result<Handler, LoadError> {
+    let (sandbox, owned) = (sandbox.clone(), spec.clone());
+    let handler = tokio::task::spawn_blocking(move || sandbox.load(&owned))
+        .await
+        .map_err(|e| LoadError::Compile {
+            path: spec.module.clone(),
+            message: format!("the compiler thread failed: {e}"),
+        })??;
+    handler.init().await?;
+    Ok(handler)
 }
 
 /// How a submission behaves when an observer's queue is full.
@@ -186,54 +259,83 @@ pub struct Drained {
     pub abandoned: usize,
 }
 
-/// Routes events to the loaded handlers.
+/// Routes events to the handlers in service.
 #[derive(Debug)]
 pub struct Dispatcher {
-    slots: Vec<Arc<Slot>>,
+    slots: ArcSwap<Vec<Arc<Slot>>>,
     stats: Arc<HostStats>,
-    stop: watch::Sender<bool>,
-    workers: std::sync::Mutex<JoinSet<()>>,
+    workers: Mutex<JoinSet<()>>,
 }
 
 impl Dispatcher {
-    /// Starts a worker per observer. Must be called inside a tokio runtime.
+    /// Puts the loaded handlers in service, with a worker per observer. Must be called inside a
+    /// tokio runtime.
     pub fn start(handlers: Vec<(HandlerSpec, Handler)>) -> Dispatcher {
-        let (stop, _) = watch::channel(false);
-        let mut workers = JoinSet::new();
-        let slots = handlers
-            .into_iter()
-            .map(|(spec, handler)| {
-                let (queue, receiver) = match spec.mode {
-                    Mode::Observe => {
-                        let (tx, rx) = mpsc::channel(spec.queue_capacity);
-                        (Some(tx), Some(rx))
-                    }
-                    Mode::Gate => (None, None),
-                };
-                let slot = Arc::new(Slot {
-                    breaker: Breaker::new(spec.quarantine),
-                    spec,
-                    handler,
-                    stats: HandlerStats::default(),
-                    queue,
-                });
-                if let Some(rx) = receiver {
-                    workers.spawn(observe(slot.clone(), rx, stop.subscribe()));
-                }
-                slot
-            })
-            .collect();
-        Dispatcher {
-            slots,
+        let dispatcher = Dispatcher {
+            slots: ArcSwap::from_pointee(Vec::new()),
             stats: Arc::default(),
-            stop,
-            workers: std::sync::Mutex::new(workers),
+            workers: Mutex::new(JoinSet::new()),
+        };
+        for (spec, handler) in handlers {
+            dispatcher.add(Version::new(spec, handler));
         }
+        dispatcher
     }
 
-    /// The loaded handlers, in config order.
-    pub fn slots(&self) -> &[Arc<Slot>] {
-        &self.slots
+    /// The handlers in service, in config order: a snapshot.
+    pub fn slots(&self) -> Arc<Vec<Arc<Slot>>> {
+        self.slots.load_full()
+    }
+
+    /// The handler called `name`, if it is in service.
+    pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots.load().iter().find(|s| s.name == name).cloned()
+    }
+
+    /// Puts a new handler in service (an observer gets its queue and worker).
+    pub fn add(&self, version: Version) -> Arc<Slot> {
+        let (close, closed) = watch::channel(false);
+        let (queue, receiver) = match version.spec.mode {
+            Mode::Observe => {
+                let (tx, rx) = mpsc::channel(version.spec.queue_capacity);
+                (Some(tx), Some(rx))
+            }
+            Mode::Gate => (None, None),
+        };
+        let slot = Arc::new(Slot {
+            name: version.spec.name.clone(),
+            mode: version.spec.mode,
+            current: ArcSwap::from_pointee(version),
+            stats: HandlerStats::default(),
+            queue,
+            close,
+            last_reload: Mutex::new(None),
+        });
+        if let Some(rx) = receiver {
+            self.lock_workers().spawn(observe(slot.clone(), rx, closed));
+        }
+        self.slots.rcu(|slots| {
+            let mut slots = Vec::clone(slots);
+            slots.push(slot.clone());
+            slots
+        });
+        slot
+    }
+
+    /// Takes a handler out of service: new events no longer reach it, and an observer's worker
+    /// works through what is already queued, then stops. Returns how many events it still had
+    /// queued.
+    pub fn remove(&self, name: &str) -> Option<usize> {
+        let slot = self.slot(name)?;
+        self.slots.rcu(|slots| {
+            slots
+                .iter()
+                .filter(|s| s.name != name)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        let _ = slot.close.send(true);
+        Some(slot.queue_depth().unwrap_or(0))
     }
 
     /// Host-wide counters.
@@ -243,13 +345,13 @@ impl Dispatcher {
 
     /// Prometheus text for every counter.
     pub fn metrics(&self) -> String {
-        let samples: Vec<HandlerSample<'_>> = self
-            .slots
+        let slots = self.slots();
+        let samples: Vec<HandlerSample<'_>> = slots
             .iter()
             .map(|s| {
-                let breaker = s.breaker.view();
+                let breaker = s.version().breaker.view();
                 HandlerSample {
-                    name: &s.spec.name,
+                    name: &s.name,
                     stats: &s.stats,
                     queue_depth: s.queue_depth(),
                     quarantined: breaker.state != "closed",
@@ -279,11 +381,12 @@ impl Dispatcher {
         route: Route,
         backpressure: Backpressure,
     ) -> Result<Vec<Decision>, Refused> {
+        let slots = self.slots();
         let mut permits = Vec::new();
         let observers = if route == Route::Gates {
             &[][..]
         } else {
-            &self.slots[..]
+            &slots[..]
         };
         for slot in observers {
             let Some(queue) = &slot.queue else { continue };
@@ -293,7 +396,7 @@ impl Dispatcher {
             }
             if wanted > queue.max_capacity() {
                 return Err(Refused::TooLarge {
-                    handler: slot.spec.name.clone(),
+                    handler: slot.name.clone(),
                     wanted,
                     capacity: queue.max_capacity(),
                 });
@@ -305,10 +408,10 @@ impl Dispatcher {
             let Some(reserved) = reserved else {
                 self.stats.events_busy.fetch_add(1, Relaxed);
                 return Err(Refused::Busy {
-                    handler: slot.spec.name.clone(),
+                    handler: slot.name.clone(),
                 });
             };
-            permits.push((slot.clone(), reserved));
+            permits.push((slot, reserved));
         }
         self.stats
             .events_received
@@ -319,7 +422,7 @@ impl Dispatcher {
             let gates = match route {
                 Route::Observers => Vec::new(),
                 Route::All | Route::Gates => {
-                    self.run(event, |slot| slot.spec.mode == Mode::Gate).await
+                    run(&slots, event, |slot| slot.mode == Mode::Gate).await
                 }
             };
             let mut queued = 0;
@@ -340,31 +443,16 @@ impl Dispatcher {
     /// what `replay` does. Reports come back in config order.
     pub async fn run_all(&self, event: &Event) -> Vec<Report> {
         self.stats.events_received.fetch_add(1, Relaxed);
-        self.run(event, |_| true).await
-    }
-
-    /// Runs the handlers subscribed to `event` that `select` picks, in parallel; reports come
-    /// back in config order.
-    async fn run(&self, event: &Event, select: impl Fn(&Slot) -> bool) -> Vec<Report> {
-        let mut running = JoinSet::new();
-        for (index, slot) in self.slots.iter().enumerate() {
-            if select(slot) && slot.wants(event) {
-                let (slot, event) = (slot.clone(), event.clone());
-                running
-                    .spawn(async move { (index, slot.invoke(&event, slot.breaker.admit()).await) });
-            }
-        }
-        let mut reports: Vec<(usize, Report)> = running.join_all().await;
-        reports.sort_by_key(|(index, _)| *index);
-        reports.into_iter().map(|(_, report)| report).collect()
+        run(&self.slots(), event, |_| true).await
     }
 
     /// Stops accepting events for observers and lets them work through their queues for up to
     /// `grace`; what is left after that is counted, not delivered.
     pub async fn shutdown(&self, grace: Duration) -> Drained {
-        let _ = self.stop.send(true);
-        let mut workers =
-            std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        for slot in self.slots().iter() {
+            let _ = slot.close.send(true);
+        }
+        let mut workers = std::mem::take(&mut *self.lock_workers());
         let drained = tokio::time::timeout(grace, async {
             while workers.join_next().await.is_some() {}
         })
@@ -373,45 +461,74 @@ impl Dispatcher {
             return Drained::default();
         }
         // A worker still running is in the middle of an event: count that one too.
-        let queued: usize = self.slots.iter().filter_map(|s| s.queue_depth()).sum();
+        let queued: usize = self.slots().iter().filter_map(|s| s.queue_depth()).sum();
         let abandoned = queued + workers.len();
         workers.abort_all();
         Drained { abandoned }
     }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the handlers of `slots` subscribed to `event` that `select` picks, in parallel; reports
+/// come back in config order.
+async fn run(slots: &[Arc<Slot>], event: &Event, select: impl Fn(&Slot) -> bool) -> Vec<Report> {
+    let mut running = JoinSet::new();
+    for (index, slot) in slots.iter().enumerate() {
+        let version = slot.version();
+        if select(slot) && version.wants(event) {
+            let (slot, event) = (slot.clone(), event.clone());
+            running.spawn(async move {
+                let admission = version.breaker.admit();
+                (index, slot.invoke(&event, &version, admission).await)
+            });
+        }
+    }
+    let mut reports: Vec<(usize, Report)> = running.join_all().await;
+    reports.sort_by_key(|(index, _)| *index);
+    reports.into_iter().map(|(_, report)| report).collect()
 }
 
 /// An observer's worker: takes events from its queue one at a time, in order. While the
 /// handler is quarantined it holds the event in hand (and the rest in the queue) until the next
-/// probe may start. On shutdown the queue is closed to new events and drained.
+/// probe may start. When the slot closes (removal, shutdown) the queue stops taking events and
+/// is drained.
 async fn observe(
     slot: Arc<Slot>,
     mut queue: mpsc::Receiver<Event>,
-    mut stop: watch::Receiver<bool>,
+    mut closed: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             biased;
             event = queue.recv() => match event {
                 Some(event) => {
-                    let admission = admit_when_ready(&slot.breaker).await;
-                    slot.invoke(&event, admission).await;
+                    let (version, admission) = admit_when_ready(&slot).await;
+                    slot.invoke(&event, &version, admission).await;
                 }
                 None => return,
             },
-            _ = stop.changed(), if !*stop.borrow() => queue.close(),
+            _ = closed.changed(), if !*closed.borrow() => queue.close(),
         }
     }
 }
 
-/// Waits until the breaker lets an event through.
-async fn admit_when_ready(breaker: &Breaker) -> Admission {
+/// Waits until the current version's breaker lets an event through. The version is read again
+/// after each wait: a reload may have replaced a quarantined version.
+async fn admit_when_ready(slot: &Slot) -> (Arc<Version>, Admission) {
     loop {
-        match breaker.admit() {
+        let version = slot.version();
+        match version.breaker.admit() {
             Admission::Refuse { retry_in } => {
                 // A probe in progress elsewhere reports zero: check again shortly.
-                tokio::time::sleep(retry_in.max(Duration::from_millis(10))).await;
+                tokio::time::sleep(
+                    retry_in.clamp(Duration::from_millis(10), Duration::from_secs(1)),
+                )
+                .await;
             }
-            admission => return admission,
+            admission => return (version, admission),
         }
     }
 }

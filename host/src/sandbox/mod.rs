@@ -250,6 +250,11 @@ impl Sandbox {
     }
 }
 
+/// SHA-256 of a module file, lower-case hex: how a version is identified.
+pub fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
+    Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
+}
+
 /// A compiled, ready-to-instantiate handler version. Cheap to clone.
 #[derive(Clone)]
 pub struct Handler(Arc<HandlerInner>);

@@ -1,0 +1,234 @@
+//! Hot reload: watch the config file and every module file, and apply changes while events flow.
+//!
+//! A change is debounced (a build writes a file several times; editors replace files by
+//! rename), then the config is read again and applied as a diff, handler by handler:
+//! - a new entry is loaded and put in service;
+//! - a removed or disabled entry is taken out of service; an observer first works through what
+//!   is already queued;
+//! - a changed entry, or a module file whose digest changed, is compiled off the dispatch path
+//!   (from the compile cache when it can be), `init` runs, and only then is the new version
+//!   swapped in. Events in flight finish on the old version. If anything fails, the running
+//!   version stays and the failure is logged and shown in `GET /v1/handlers`;
+//! - a change of `mode` or `queueCapacity` replaces the handler (a queue cannot be resized).
+//!
+//! Unchanged handlers keep their queues, counters and quarantine state.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, HandlerSpec};
+use crate::dispatch::{self, Dispatcher, ReloadStatus, Version};
+use crate::sandbox::{self, Sandbox};
+
+/// Quiet time after the last file event before a reload starts.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Applies config and module changes to a running dispatcher.
+#[derive(Debug)]
+pub struct Reloader {
+    config_path: PathBuf,
+    sandbox: Sandbox,
+    dispatcher: Arc<Dispatcher>,
+}
+
+/// What one reload did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Handlers put in service.
+    pub added: Vec<String>,
+    /// Handlers taken out of service.
+    pub removed: Vec<String>,
+    /// Handlers whose new version is now in service.
+    pub swapped: Vec<String>,
+    /// Handlers (or the config file) whose change could not be applied, with why.
+    pub failed: Vec<(String, String)>,
+}
+
+impl Reloader {
+    /// A reloader for the dispatcher that serves `config_path`.
+    pub fn new(config_path: &Path, sandbox: Sandbox, dispatcher: Arc<Dispatcher>) -> Reloader {
+        Reloader {
+            config_path: config_path.to_owned(),
+            sandbox,
+            dispatcher,
+        }
+    }
+
+    /// Reads the config again and applies what changed.
+    pub async fn reload(&self) -> Summary {
+        let mut summary = Summary::default();
+        let config = match Config::load(&self.config_path) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!("config not reloaded, every handler keeps running as it was: {e}");
+                self.dispatcher.stats().reloads_failed.fetch_add(1, Relaxed);
+                summary
+                    .failed
+                    .push((self.config_path.display().to_string(), e.to_string()));
+                return summary;
+            }
+        };
+        let wanted: Vec<&HandlerSpec> = config.handlers.iter().filter(|s| s.enabled).collect();
+
+        for slot in self.dispatcher.slots().iter() {
+            if !wanted.iter().any(|s| s.name == slot.name()) {
+                self.remove(slot.name(), &mut summary);
+            }
+        }
+        for spec in wanted {
+            match self.dispatcher.slot(&spec.name) {
+                None => self.add(spec, &mut summary).await,
+                Some(slot) => {
+                    let running = slot.version();
+                    let replaced_queue = slot.mode() != spec.mode
+                        || (slot.queue_capacity().is_some()
+                            && slot.queue_capacity() != Some(spec.queue_capacity));
+                    let digest = sandbox::file_digest(&spec.module).ok();
+                    let changed = running.spec.source != spec.source
+                        || digest.as_deref() != Some(running.handler.digest());
+                    if replaced_queue {
+                        self.remove(&spec.name, &mut summary);
+                        self.add(spec, &mut summary).await;
+                    } else if changed {
+                        self.swap(&slot, &running, spec, &mut summary).await;
+                    }
+                }
+            }
+        }
+        summary
+    }
+
+    async fn add(&self, spec: &HandlerSpec, summary: &mut Summary) {
+        let started = Instant::now();
+        match dispatch::load_handler(&self.sandbox, spec).await {
+            Ok(handler) => {
+                let digest = handler.digest().to_owned();
+                let slot = self.dispatcher.add(Version::new(spec.clone(), handler));
+                slot.set_last_reload(status("ok", Some(digest.clone()), None));
+                tracing::info!(handler = %spec.name, version = %&digest[..12], ms = started.elapsed().as_millis(), "handler added");
+                self.dispatcher.stats().reloads_ok.fetch_add(1, Relaxed);
+                summary.added.push(spec.name.clone());
+            }
+            Err(e) => {
+                tracing::error!(handler = %spec.name, "handler not added: {e}");
+                self.dispatcher.stats().reloads_failed.fetch_add(1, Relaxed);
+                summary.failed.push((spec.name.clone(), e.to_string()));
+            }
+        }
+    }
+
+    fn remove(&self, name: &str, summary: &mut Summary) {
+        if let Some(queued) = self.dispatcher.remove(name) {
+            tracing::info!(
+                handler = name,
+                "handler removed; it still works through {queued} queued events"
+            );
+            summary.removed.push(name.to_owned());
+        }
+    }
+
+    async fn swap(
+        &self,
+        slot: &dispatch::Slot,
+        running: &Version,
+        spec: &HandlerSpec,
+        summary: &mut Summary,
+    ) {
+        let old = &running.handler.digest()[..12];
+        let started = Instant::now();
+        match dispatch::load_handler(&self.sandbox, spec).await {
+            Ok(handler) => {
+                let digest = handler.digest().to_owned();
+                slot.swap(Version::new(spec.clone(), handler));
+                slot.set_last_reload(status("ok", Some(digest.clone()), None));
+                tracing::info!(
+                    handler = %spec.name,
+                    "reloaded: {old} -> {} in {} ms",
+                    &digest[..12],
+                    started.elapsed().as_millis()
+                );
+                self.dispatcher.stats().reloads_ok.fetch_add(1, Relaxed);
+                summary.swapped.push(spec.name.clone());
+            }
+            Err(e) => {
+                let digest = sandbox::file_digest(&spec.module).ok();
+                tracing::error!(handler = %spec.name, "reload failed, version {old} keeps running: {e}");
+                slot.set_last_reload(status("failed", digest, Some(e.to_string())));
+                self.dispatcher.stats().reloads_failed.fetch_add(1, Relaxed);
+                summary.failed.push((spec.name.clone(), e.to_string()));
+            }
+        }
+    }
+
+    /// The files a reload depends on: the config and every module it names.
+    fn watched_files(&self) -> BTreeSet<PathBuf> {
+        let mut files = BTreeSet::from([absolute(&self.config_path)]);
+        if let Ok(config) = Config::load(&self.config_path) {
+            files.extend(config.handlers.iter().map(|s| absolute(&s.module)));
+        }
+        files
+    }
+
+    /// Watches the config and module files until the process ends, reloading after each burst
+    /// of changes. Folders are watched rather than files, so files replaced by rename and
+    /// modules that appear after the config names them are seen.
+    pub async fn watch(self: Arc<Self>) -> anyhow::Result<()> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event {
+                    let _ = tx.send(event.paths);
+                }
+            })?;
+        let mut folders = BTreeSet::new();
+        loop {
+            let wanted = self.watched_files();
+            let wanted_folders: BTreeSet<PathBuf> = wanted
+                .iter()
+                .filter_map(|f| f.parent().map(Path::to_path_buf))
+                .collect();
+            for folder in wanted_folders.difference(&folders) {
+                if let Err(e) = watcher.watch(folder, RecursiveMode::NonRecursive) {
+                    tracing::warn!(folder = %folder.display(), "cannot watch: {e}");
+                }
+            }
+            for folder in folders.difference(&wanted_folders) {
+                let _ = watcher.unwatch(folder);
+            }
+            folders = wanted_folders;
+            let files = wanted;
+
+            // Wait for a change to one of our files, then for the burst to end.
+            loop {
+                let Some(paths) = rx.recv().await else {
+                    return Ok(());
+                };
+                if paths.iter().any(|p| files.contains(&absolute(p))) {
+                    break;
+                }
+            }
+            while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            let summary = self.reload().await;
+            tracing::debug!(?summary, "reload done");
+        }
+    }
+}
+
+fn status(result: &'static str, digest: Option<String>, error: Option<String>) -> ReloadStatus {
+    ReloadStatus {
+        at: jiff::Timestamp::now().to_string(),
+        result,
+        digest,
+        error,
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
