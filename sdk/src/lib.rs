@@ -45,6 +45,7 @@
 //!   [`Event::ref_name`], [`Event::repository`], [`Event::user`] and [`Event::data`] to read.
 //! - [`Result`] and [`Error`]: `?` works on any error that implements `Display`.
 //! - [`log`] and the [`info!`]-style macros: the host's log, tagged with the handler's name.
+//! - [`http`]: blocking outbound requests, to the hosts the operator granted.
 //! - The WIT types under short names ([`Event`], [`Payload`], [`RefUpdate`], ...).
 //!
 //! # Config and serde
@@ -85,6 +86,7 @@ mod event;
 #[doc(hidden)]
 pub mod export;
 mod handler;
+pub mod http;
 pub mod log;
 mod outcome;
 
