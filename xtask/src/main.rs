@@ -14,26 +14,29 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Every guest crate: (package, folder the built `.wasm` is copied to).
-const GUESTS: [(&str, &str); 4] = [
+const GUESTS: [(&str, &str); 5] = [
     ("console-logger", "plugins"),
     ("branch-protection", "plugins"),
+    ("webhook", "plugins"),
     ("chaos", "tests/guests"),
     ("other-world", "tests/guests"),
 ];
 /// The crates that build for wasm, for clippy.
-const WASM_CRATES: [&str; 5] = [
+const WASM_CRATES: [&str; 6] = [
     "hookwasm-sdk",
     "console-logger",
     "branch-protection",
+    "webhook",
     "chaos",
     "other-world",
 ];
 /// Native crates whose tests run: the host (unit + end-to-end) and the guests' pure logic.
-const TESTED: [&str; 5] = [
+const TESTED: [&str; 6] = [
     "hookwasm",
     "hookwasm-sdk",
     "console-logger",
     "branch-protection",
+    "webhook",
     "chaos",
 ];
 const WASM_TARGET: &str = "wasm32-wasip2";
