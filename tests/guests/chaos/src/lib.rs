@@ -19,6 +19,8 @@
 //! | `echo` | allows, annotated with what it saw (see [`echo`]) |
 //! | `wasi-probe` | tries files, environment, arguments, sockets, clock and randomness, and annotates each result (see [`wasi_probe`]); never panics |
 //! | `config` | allows, annotated `config=<the raw config JSON>` |
+//! | `sleep` | sleeps in a host call for the config's `ms` (default 60000), then allows, annotated `slept=<ms>` (the deadline must cut it) |
+//! | `http` | sends a request with the SDK's `http` module (see [`HttpCall`]); allows, annotated `status` and `body`, or returns the SDK's error |
 //!
 //! Behaviors other than `init-error` and `init-loop` pass `init`. An unknown behavior fails
 //! `init` with serde's message, which lists the valid names.
@@ -26,19 +28,58 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::hint::black_box;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookwasm_sdk::serde::Deserialize;
-use hookwasm_sdk::{Error, Event, Handler, Outcome, Payload, Repository, Result, User};
+use hookwasm_sdk::{Error, Event, Handler, Outcome, Payload, Repository, Result, User, http};
 
-/// The config: which behavior, plus the deny reason for `deny`. Other keys are ignored, so a
-/// test can add any it wants to see echoed by `config`.
+/// The config: which behavior, plus the settings some behaviors read (`reason` for `deny`, `ms`
+/// for `sleep`, the [`HttpCall`] fields for `http`). Other keys are ignored, so a test can add
+/// any it wants to see echoed by `config`.
 #[derive(Debug, Deserialize)]
 #[serde(crate = "hookwasm_sdk::serde")]
 pub struct Chaos {
     behavior: Behavior,
     #[serde(default)]
     reason: Option<String>,
+    /// How long `sleep` sleeps.
+    #[serde(default = "default_sleep_ms")]
+    ms: u64,
+    #[serde(flatten)]
+    http: HttpCall,
+}
+
+/// Long enough that only the host's deadline can end a `sleep` under any sane limits.
+fn default_sleep_ms() -> u64 {
+    60_000
+}
+
+/// What `http` sends: `{"behavior": "http", "url": "...", "method": "POST", "body": "...",
+/// "timeoutMs": 500}`. Only `url` is required; `method` is `GET` (default) or `POST`; a POST's
+/// body is `body` when given, else the event's `json`, sent as `application/json`; `timeoutMs`
+/// sets the SDK's request timeout (the event's deadline applies either way).
+#[derive(Debug, Default, Deserialize)]
+#[serde(crate = "hookwasm_sdk::serde", rename_all = "camelCase")]
+pub struct HttpCall {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    method: HttpMethod,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// The methods `http` sends.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(crate = "hookwasm_sdk::serde")]
+enum HttpMethod {
+    #[default]
+    #[serde(rename = "GET", alias = "get")]
+    Get,
+    #[serde(rename = "POST", alias = "post")]
+    Post,
 }
 
 /// One misbehavior; see the crate docs.
@@ -61,6 +102,8 @@ enum Behavior {
     Echo,
     WasiProbe,
     Config,
+    Sleep,
+    Http,
 }
 
 /// How many log calls and stdout lines the floods make.
@@ -71,6 +114,9 @@ impl Handler for Chaos {
         match self.behavior {
             Behavior::InitError => Err("chaos: init refused".into()),
             Behavior::InitLoop => spin(),
+            Behavior::Http if self.http.url.is_none() => {
+                Err("chaos: `http` needs a `url` in its config".into())
+            }
             _ => Ok(()),
         }
     }
@@ -110,11 +156,49 @@ impl Handler for Chaos {
             Behavior::Echo => Ok(echo(event)),
             Behavior::WasiProbe => Ok(wasi_probe()),
             Behavior::Config => Ok(Outcome::allow().annotate("config", hookwasm_sdk::raw_config())),
+            Behavior::Sleep => {
+                // A host call (wasi:clocks), not a busy loop: no fuel burns while it waits.
+                std::thread::sleep(Duration::from_millis(self.ms));
+                Ok(Outcome::allow().annotate("slept", self.ms))
+            }
+            Behavior::Http => self.http.send(event),
         }
     }
 }
 
 hookwasm_sdk::export_handler!(Chaos);
+
+impl HttpCall {
+    /// Sends the request; any answer allows, annotated `status` and `body` (its first
+    /// [`BODY_PREVIEW`] bytes, lossy UTF-8). A failure returns the SDK's error as it is.
+    fn send(&self, event: &Event) -> Result<Outcome> {
+        let url = self
+            .url
+            .as_deref()
+            .ok_or("chaos: `http` needs a `url` in its config")?;
+        let mut request = match self.method {
+            HttpMethod::Get => http::Request::get(url),
+            HttpMethod::Post => http::Request::post(url)
+                .header("content-type", "application/json")
+                .body(self.body.as_deref().unwrap_or(&event.json)),
+        };
+        if let Some(ms) = self.timeout_ms {
+            request = request.timeout(Duration::from_millis(ms));
+        }
+        let response = request.send()?;
+        Ok(Outcome::allow()
+            .annotate("status", response.status)
+            .annotate("body", preview(&response.body)))
+    }
+}
+
+/// How much of a response body `http` annotates.
+const BODY_PREVIEW: usize = 200;
+
+/// The first [`BODY_PREVIEW`] bytes as text; a character cut in half becomes `U+FFFD`.
+fn preview(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(BODY_PREVIEW)]).into_owned()
+}
 
 /// Busy-loops forever; `black_box` keeps the optimiser from proving the loop does nothing.
 fn spin() -> ! {
@@ -455,6 +539,38 @@ mod tests {
             update.pusher.email = Some(String::new());
         }
         assert_ne!(digest(&original), digest(&email));
+    }
+
+    #[test]
+    fn http_settings_are_read_from_the_config() {
+        let chaos: Chaos = serde_json::from_str(
+            r#"{"behavior": "http", "url": "http://127.0.0.1:9/x", "method": "POST", "timeoutMs": 50}"#,
+        )
+        .expect("valid config");
+        assert_eq!(chaos.behavior, Behavior::Http);
+        assert_eq!(chaos.http.url.as_deref(), Some("http://127.0.0.1:9/x"));
+        assert_eq!(chaos.http.method, HttpMethod::Post);
+        assert_eq!(chaos.http.timeout_ms, Some(50));
+        assert_eq!(chaos.ms, 60_000);
+        let sleep: Chaos =
+            serde_json::from_str(r#"{"behavior": "sleep", "ms": 5}"#).expect("valid config");
+        assert_eq!((sleep.behavior, sleep.ms), (Behavior::Sleep, 5));
+        assert_eq!(sleep.http.method, HttpMethod::Get);
+        let missing_url: Chaos =
+            serde_json::from_str(r#"{"behavior": "http"}"#).expect("valid config");
+        assert_eq!(
+            missing_url.init().expect_err("no url").message(),
+            "chaos: `http` needs a `url` in its config"
+        );
+    }
+
+    #[test]
+    fn the_body_preview_is_cut_at_200_bytes() {
+        assert_eq!(preview(b"short"), "short");
+        assert_eq!(preview(&[b'a'; 300]).len(), 200);
+        let mut cut = vec![b'a'; 199];
+        cut.extend_from_slice("é".as_bytes());
+        assert_eq!(preview(&cut), format!("{}\u{fffd}", "a".repeat(199)));
     }
 
     #[test]
