@@ -1,1 +1,18 @@
-//! e2e
+//! End-to-end tests: the real `hookwasm` binary, real `.wasm` components built by
+//! `cargo xtask build-guests`, real HTTP on 127.0.0.1.
+//!
+//! Each test starts its own host (or runs one command) in its own temporary folder, so tests are
+//! independent and run in parallel. Read a test's name and its first lines to see what it
+//! proves; `support.rs` holds the plumbing.
+//!
+//! - `observers`: order, exactly-once delivery, backpressure and draining on shutdown;
+//! - `gates`: synchronous verdicts, merged from every gate;
+//! - `isolation`: one handler's failure or mutation never reaches another handler or the
+//!   producer;
+//! - `http_api`: the HTTP surface: bad requests, status endpoints, metrics;
+//! - `cli`: `call`, `replay` and `events`, their JSON output and exit codes;
+//! - `config_errors`: every broken config entry reported, by `check` and by `serve`.
+
+mod support;
+
+mod observers;
