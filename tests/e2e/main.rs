@@ -15,4 +15,6 @@
 
 mod support;
 
+mod gates;
+mod isolation;
 mod observers;
