@@ -15,6 +15,8 @@
 
 mod support;
 
+mod cli;
 mod gates;
+mod http_api;
 mod isolation;
 mod observers;
