@@ -16,6 +16,7 @@
 mod support;
 
 mod cli;
+mod config_errors;
 mod gates;
 mod http_api;
 mod isolation;
