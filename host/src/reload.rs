@@ -182,7 +182,10 @@ impl Reloader {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event {
+                // Reading a file (as a reload does) is an access event: only changes count.
+                if let Ok(event) = event
+                    && !matches!(event.kind, notify::EventKind::Access(_))
+                {
                     let _ = tx.send(event.paths);
                 }
             })?;
