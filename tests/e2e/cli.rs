@@ -277,6 +277,39 @@ fn replay_exits_1_when_a_handler_fails_and_2_on_a_bad_line() {
 }
 
 #[test]
+fn call_and_replay_stop_a_spinning_handler_at_its_deadline() {
+    // A handler that spins with fuel for many seconds but a 300 ms deadline must end as
+    // `timeout`, not run until its fuel is gone: the wall-clock limit holds in both commands.
+    const FUEL: u64 = 100_000_000_000; // several seconds of spinning
+    let work = Workdir::new();
+    let fuel = FUEL.to_string();
+    let event = work.write("event.json", custom("spin-1").to_string());
+    let run = call(
+        &Guest::Chaos.module(),
+        &event,
+        r#"{"behavior": "loop"}"#,
+        &["--fuel", &fuel, "--timeout-ms", "300"],
+    );
+    run.assert_code(1);
+    assert_eq!(run.report()["status"], "timeout", "{run}");
+
+    let mut spinner = chaos("spinner", "loop");
+    spinner["limits"] = json!({ "fuel": FUEL, "timeoutMs": 300 });
+    let config = work.config(&[spinner]);
+    let events = work.ndjson("events.ndjson", &[custom("spin-2")]);
+    let run = hookwasm(&[
+        "replay",
+        "--config",
+        &config.to_string_lossy(),
+        &events.to_string_lossy(),
+    ]);
+    run.assert_code(1);
+    let report = run.report();
+    assert_eq!(report["status"], "timeout", "{run}");
+    assert_eq!(report["reason"], "timeout: did not answer within 300 ms");
+}
+
+#[test]
 fn events_lists_every_typed_event_with_its_payload_schema() {
     let run = hookwasm(&["events"]);
     run.assert_code(0);
