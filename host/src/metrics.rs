@@ -104,173 +104,135 @@ pub struct HandlerSample<'a> {
 pub fn render(host: &HostStats, handlers: &[HandlerSample<'_>]) -> String {
     let mut out = String::new();
     let o = &mut out;
-    header(
+    let per_handler = |value: fn(&HandlerSample<'_>) -> u64| {
+        handlers
+            .iter()
+            .map(move |h| (format!("handler=\"{}\"", h.name), value(h)))
+            .collect::<Vec<_>>()
+    };
+
+    family(
         o,
         "hookwasm_events_received_total",
         "counter",
         "Events accepted for dispatch.",
+        [(String::new(), host.events_received.load(Relaxed))],
     );
-    let _ = writeln!(
-        o,
-        "hookwasm_events_received_total {}",
-        host.events_received.load(Relaxed)
-    );
-    header(
+    family(
         o,
         "hookwasm_events_refused_total",
         "counter",
         "Events refused, by reason.",
+        [
+            (
+                "reason=\"invalid\"".to_owned(),
+                host.events_invalid.load(Relaxed),
+            ),
+            ("reason=\"busy\"".to_owned(), host.events_busy.load(Relaxed)),
+        ],
     );
-    let _ = writeln!(
-        o,
-        "hookwasm_events_refused_total{{reason=\"invalid\"}} {}",
-        host.events_invalid.load(Relaxed)
-    );
-    let _ = writeln!(
-        o,
-        "hookwasm_events_refused_total{{reason=\"busy\"}} {}",
-        host.events_busy.load(Relaxed)
-    );
-
-    header(
+    family(
         o,
         "hookwasm_reloads_total",
         "counter",
         "Handler reloads, by result.",
+        [
+            ("result=\"ok\"".to_owned(), host.reloads_ok.load(Relaxed)),
+            (
+                "result=\"failed\"".to_owned(),
+                host.reloads_failed.load(Relaxed),
+            ),
+        ],
     );
-    let _ = writeln!(
-        o,
-        "hookwasm_reloads_total{{result=\"ok\"}} {}",
-        host.reloads_ok.load(Relaxed)
-    );
-    let _ = writeln!(
-        o,
-        "hookwasm_reloads_total{{result=\"failed\"}} {}",
-        host.reloads_failed.load(Relaxed)
-    );
-
-    header(
+    let by_status = handlers.iter().flat_map(|h| {
+        Status::ALL.map(|status| {
+            let count = h.stats.by_status[status_index(status)].load(Relaxed);
+            (format!("handler=\"{}\",status=\"{status}\"", h.name), count)
+        })
+    });
+    family(
         o,
         "hookwasm_handler_invocations_total",
         "counter",
         "Invocations by handler and status.",
+        by_status,
     );
-    for h in handlers {
-        for status in Status::ALL {
-            let count = h.stats.by_status[status_index(status)].load(Relaxed);
-            let _ = writeln!(
-                o,
-                "hookwasm_handler_invocations_total{{handler=\"{}\",status=\"{status}\"}} {count}",
-                h.name
-            );
-        }
-    }
-    header(
+    family(
         o,
         "hookwasm_handler_denied_total",
         "counter",
         "Invocations whose effective verdict was deny.",
+        per_handler(|h| h.stats.denied.load(Relaxed)),
     );
-    for h in handlers {
-        let _ = writeln!(
-            o,
-            "hookwasm_handler_denied_total{{handler=\"{}\"}} {}",
-            h.name,
-            h.stats.denied.load(Relaxed)
-        );
-    }
-    header(
+    family(
         o,
         "hookwasm_handler_fuel_consumed_total",
         "counter",
         "Fuel consumed, by handler.",
+        per_handler(|h| h.stats.fuel.load(Relaxed)),
     );
-    for h in handlers {
-        let _ = writeln!(
-            o,
-            "hookwasm_handler_fuel_consumed_total{{handler=\"{}\"}} {}",
-            h.name,
-            h.stats.fuel.load(Relaxed)
-        );
-    }
-    header(
-        o,
-        "hookwasm_handler_duration_seconds",
-        "histogram",
-        "Invocation wall-clock time, instantiation included.",
-    );
-    for h in handlers {
-        let name = h.name;
-        let mut cumulative = 0;
-        for (le, bucket) in DURATION_BUCKETS.iter().zip(&h.stats.buckets) {
-            cumulative += bucket.load(Relaxed);
-            let _ = writeln!(
-                o,
-                "hookwasm_handler_duration_seconds_bucket{{handler=\"{name}\",le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let count: u64 = h.stats.by_status.iter().map(|c| c.load(Relaxed)).sum();
-        let sum = h.stats.duration_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            o,
-            "hookwasm_handler_duration_seconds_bucket{{handler=\"{name}\",le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            o,
-            "hookwasm_handler_duration_seconds_sum{{handler=\"{name}\"}} {sum}"
-        );
-        let _ = writeln!(
-            o,
-            "hookwasm_handler_duration_seconds_count{{handler=\"{name}\"}} {count}"
-        );
-    }
-    header(
-        o,
-        "hookwasm_observer_queue_depth",
-        "gauge",
-        "Events waiting in an observer's queue.",
-    );
-    for h in handlers {
-        if let Some(depth) = h.queue_depth {
-            let _ = writeln!(
-                o,
-                "hookwasm_observer_queue_depth{{handler=\"{}\"}} {depth}",
-                h.name
-            );
-        }
-    }
-    header(
+    family(
         o,
         "hookwasm_handler_quarantined",
         "gauge",
         "1 while a handler is quarantined after repeated failures.",
+        per_handler(|h| u64::from(h.quarantined)),
     );
-    for h in handlers {
-        let _ = writeln!(
-            o,
-            "hookwasm_handler_quarantined{{handler=\"{}\"}} {}",
-            h.name,
-            u8::from(h.quarantined)
-        );
-    }
-    header(
+    family(
         o,
         "hookwasm_handler_quarantines_total",
         "counter",
         "Times a handler was quarantined.",
+        per_handler(|h| h.quarantines),
+    );
+    let depths = handlers
+        .iter()
+        .filter_map(|h| Some((format!("handler=\"{}\"", h.name), h.queue_depth? as u64)));
+    family(
+        o,
+        "hookwasm_observer_queue_depth",
+        "gauge",
+        "Events waiting in an observer's queue.",
+        depths,
+    );
+
+    let name = "hookwasm_handler_duration_seconds";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Invocation wall-clock time, instantiation included.\n# TYPE {name} histogram"
     );
     for h in handlers {
-        let _ = writeln!(
-            o,
-            "hookwasm_handler_quarantines_total{{handler=\"{}\"}} {}",
-            h.name, h.quarantines
-        );
+        let label = format!("handler=\"{}\"", h.name);
+        let mut cumulative = 0;
+        for (le, bucket) in DURATION_BUCKETS.iter().zip(&h.stats.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(o, "{name}_bucket{{{label},le=\"{le}\"}} {cumulative}");
+        }
+        let count: u64 = h.stats.by_status.iter().map(|c| c.load(Relaxed)).sum();
+        let sum = h.stats.duration_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(o, "{name}_bucket{{{label},le=\"+Inf\"}} {count}");
+        let _ = writeln!(o, "{name}_sum{{{label}}} {sum}");
+        let _ = writeln!(o, "{name}_count{{{label}}} {count}");
     }
     out
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// One metric family: its header, then a sample per label set (labels without braces).
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
 }
 
 #[cfg(test)]
