@@ -811,3 +811,164 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
         rest = rest.get(size + 2..)?;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hot reload: hosts with their own environment, signals, files written the way tools write them
+// ---------------------------------------------------------------------------------------------
+
+/// A compile cache shared by every host of the tests that are not about the cache itself, so a
+/// module is compiled once per test run instead of once per test (Cranelift in a debug build
+/// takes seconds per module).
+pub fn shared_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-compile-cache")
+}
+
+/// `RUST_LOG` that adds the per-invocation `handled` lines (debug) to the usual info level.
+pub const LOG_HANDLED: &str = "info,hookwasm=debug";
+
+/// Runs `hookwasm ARGS` to completion with extra environment variables (they override the
+/// defaults of every test, `RUST_LOG` included).
+pub fn hookwasm_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = command(args);
+    command.envs(env.iter().copied());
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the hookwasm binary");
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let status = wait_with_deadline(ChildGuard(child), EXIT_DEADLINE, args);
+    Run {
+        code: status.code(),
+        stdout: stdout.join().expect("the stdout reader does not panic"),
+        stderr: stderr.join().expect("the stderr reader does not panic"),
+    }
+}
+
+impl Host {
+    /// Like [`Host::serve_with`], with extra environment variables (they override the defaults
+    /// of every test, `RUST_LOG` included).
+    pub fn serve_env(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Host {
+        let config = config.to_string_lossy();
+        let mut args = vec!["serve", "--config", &config, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut command = command(&args);
+        command.envs(env.iter().copied());
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start `hookwasm serve`");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(LogBuffer::default());
+        let reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    match line {
+                        Ok(line) => log.push(line),
+                        Err(_) => break,
+                    }
+                }
+                log.close();
+            })
+        };
+        let mut host = Host {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            reader: Some(reader),
+        };
+        let addr = host.log.wait_for(STARTUP_DEADLINE, |line| {
+            let message = LogLine::parse(line).message()?.to_owned();
+            let addr = message.strip_prefix("listening on http://")?;
+            addr.parse::<SocketAddr>().ok()
+        });
+        match addr {
+            Some(addr) => host.addr = addr,
+            None => panic!(
+                "`hookwasm serve` did not start listening within {STARTUP_DEADLINE:?}:\n{}",
+                host.log.snapshot().join("\n")
+            ),
+        }
+        host
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, …) to the host process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the host is running");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("cannot run `kill`");
+        assert!(sent.success(), "`kill -{signal} {pid}` failed");
+    }
+
+    /// Waits until a log line makes `find` return something, and returns it; fails with `what`
+    /// and the log after [`POLL_DEADLINE`].
+    pub fn wait_for_log<T>(&self, what: &str, find: impl Fn(&LogLine) -> Option<T>) -> T {
+        self.log
+            .wait_for(POLL_DEADLINE, |line| find(&LogLine::parse(line)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "timed out after {POLL_DEADLINE:?} waiting for a log line: {what}\n--- host log:\n{}",
+                    self.log.snapshot().join("\n")
+                )
+            })
+    }
+}
+
+/// Writes `bytes` over `path` in place (truncate, then write), as `cp` or a plain editor save
+/// does.
+pub fn write_in_place(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// Replaces `path` by rename, as editors and build tools do: the new contents go to a temporary
+/// file in the same folder, which is then renamed over `path`.
+pub fn write_by_rename(path: &Path, bytes: &[u8]) {
+    let name = path
+        .file_name()
+        .expect("a file path")
+        .to_string_lossy()
+        .into_owned();
+    let partial = path.with_file_name(format!(".{name}.partial"));
+    std::fs::write(&partial, bytes)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", partial.display()));
+    std::fs::rename(&partial, path)
+        .unwrap_or_else(|e| panic!("cannot rename onto {}: {e}", path.display()));
+}
+
+/// `component` with a custom section `name` holding `payload` appended: the same program, but
+/// another file, so another digest (and another compile-cache entry).
+pub fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut contents = Vec::new();
+    leb128(name.len(), &mut contents);
+    contents.extend_from_slice(name.as_bytes());
+    contents.extend_from_slice(payload);
+    let mut out = component.to_vec();
+    out.push(0x00);
+    leb128(contents.len(), &mut out);
+    out.extend_from_slice(&contents);
+    out
+}
+
+/// SHA-256 of bytes, lower-case hex: the digest the host reports for a module file.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
