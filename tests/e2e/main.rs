@@ -12,6 +12,8 @@
 //! - `http_api`: the HTTP surface: bad requests, status endpoints, metrics;
 //! - `cli`: `call`, `replay` and `events`, their JSON output and exit codes;
 //! - `config_errors`: every broken config entry reported, by `check` and by `serve`.
+//! - `reload`: `serve --watch` and SIGHUP swap modules and apply config edits while events
+//!   flow, losing nothing; the compile cache is one entry per module and rebuilds broken ones.
 
 mod support;
 
@@ -21,3 +23,4 @@ mod gates;
 mod http_api;
 mod isolation;
 mod observers;
+mod reload;
