@@ -925,6 +925,64 @@ fn a_module_named_before_it_exists_is_added_when_it_appears() {
     late_is_added(&host);
 }
 
+#[test]
+fn a_module_whose_folder_does_not_exist_yet_is_added_when_it_appears() {
+    // As above, but the module's folder does not exist yet either, as with a first
+    // `cargo build` into a fresh target folder: creating the folder and then the module must
+    // add the handler.
+    //
+    // Fails today (host bug): `Reloader::watch` (host/src/reload.rs, the loop around
+    // `watcher.watch(folder, …)`) logs `cannot watch: No path was found` for the missing
+    // folder, then records it in `folders` anyway, so it is never tried again; and no existing
+    // ancestor is watched, so the folder's creation is not seen either. The failed add is
+    // retried only if something else triggers a reload (a config edit, SIGHUP).
+    let work = Workdir::new();
+    let host = name_a_module_before_it_exists(&work, "build/out/late.wasm");
+    let out = work.path().join("build/out");
+    std::fs::create_dir_all(&out).expect("create build/out");
+    write_by_rename(&out.join("late.wasm"), &read(&Guest::ConsoleLogger.path()));
+    late_is_added(&host);
+}
+
+#[test]
+fn a_module_folder_deleted_and_rebuilt_is_still_watched() {
+    // `cargo clean && cargo build` while `serve --watch` runs: the module's folder disappears,
+    // then comes back with a new build of the module. The new version must go into service.
+    //
+    // Fails today (host bug): the kernel drops the watch of a deleted folder, but
+    // `Reloader::watch` (host/src/reload.rs) still counts the folder in `folders` and never
+    // watches it again, so the rebuilt module goes unseen (the old version keeps running and
+    // `lastReload` keeps saying the module cannot be read).
+    let work = Workdir::new();
+    let out = work.path().join("out");
+    std::fs::create_dir_all(&out).expect("create out/");
+    let original = read(&Guest::ConsoleLogger.path());
+    std::fs::write(out.join("h.wasm"), &original).expect("write h.wasm");
+    let config = work.write(
+        "proxy.config.json",
+        config_text(&[json!({ "name": "h", "module": "out/h.wasm" })]),
+    );
+    let host = serve_watch(&config);
+    std::fs::remove_dir_all(&out).expect("remove out/");
+    // `cargo clean` is over long before the build writes the module again: the host notices
+    // the module is gone, and h keeps running meanwhile.
+    host.wait_until("the host has noticed the module is gone", || {
+        let entry = host.handler("h");
+        entry["lastReload"]["result"] == "failed"
+            && entry["lastReload"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot read module"))
+    });
+    assert_eq!(host.handler("h")["digest"], sha256_hex(&original).as_str());
+    std::fs::create_dir_all(&out).expect("create out/ again");
+    let rebuilt = with_custom_section(&original, "hookwasm-e2e", b"rebuilt");
+    write_by_rename(&out.join("h.wasm"), &rebuilt);
+    let digest = sha256_hex(&rebuilt);
+    wait_compiled(&host, "the rebuilt module is in service", || {
+        host.handler("h")["digest"] == digest.as_str()
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // SIGHUP
 // ---------------------------------------------------------------------------------------------
@@ -984,6 +1042,74 @@ fn sighup_reloads_without_watch() {
         reloads(&host, "ok") == 2.0
     });
     assert_eq!(reloads(&host, "failed"), 0.0);
+}
+
+#[test]
+fn sighup_during_a_watched_reload_does_not_add_a_handler_twice() {
+    // With `--watch`, an operator edits the config and also sends SIGHUP (say, `systemctl
+    // reload`). The signal's reload and the watcher's must not both add the new handler: one
+    // handler, one queue, each event handled once. A fresh compile cache and a module digest
+    // of its own make the add slow (a real compile), as for a newly built module.
+    //
+    // Fails today (host bug): nothing serialises `Reloader::reload` (host/src/reload.rs):
+    // `reload_on_sighup` (host/src/main.rs) and the watcher's loop call it concurrently; both
+    // find no slot `twin` while the other compiles, both call `Dispatcher::add`
+    // (host/src/dispatch/mod.rs), which does not check names, and `twin` is in service twice:
+    // two queues, every event delivered to it twice, two entries in GET /v1/handlers.
+    let work = Workdir::new();
+    let dir = modules(&work);
+    let original = read(&Guest::ConsoleLogger.path());
+    let unique = format!("{:?} {}", std::time::SystemTime::now(), std::process::id());
+    std::fs::write(
+        dir.join("twin.wasm"),
+        with_custom_section(&original, "hookwasm-e2e", unique.as_bytes()),
+    )
+    .expect("write twin.wasm");
+    let config = work.write("proxy.config.json", config_text(&[]));
+    let cache = work.path().join("cache");
+    let host = Host::serve_env(
+        &config,
+        &["--watch"],
+        &[
+            ("RUST_LOG", LOG_HANDLED),
+            ("HOOKWASM_CACHE_DIR", &cache.to_string_lossy()),
+        ],
+    );
+    wait_watching(&host, &config);
+    let idle = host.log().with_message("reload done").len();
+    write_by_rename(
+        &config,
+        config_text(&[json!({ "name": "twin", "module": "modules/twin.wasm" })]).as_bytes(),
+    );
+    let sighups = || host.log().with_message("SIGHUP: reloading").len();
+    host.signal("HUP");
+    host.wait_until("the host took the signal", || sighups() == 1);
+    wait_compiled(&host, "the watcher's reload is done", || {
+        host.log().with_message("reload done").len() > idle
+    });
+    // The host takes the next signal only once the reload of the last one is over: a second
+    // SIGHUP, once taken, shows the first one's reload is done too.
+    host.signal("HUP");
+    wait_compiled(&host, "the first signal's reload is done", || {
+        sighups() == 2
+    });
+    assert!(find_handler(&host, "twin").is_some());
+    let response = host.post_events(&custom(&event_id(0)));
+    assert_eq!(response.status, 202, "{response}");
+    let handlers = host.handlers();
+    let twins = handlers.iter().filter(|h| h["name"] == "twin").count();
+    let log = host.log();
+    assert_eq!(
+        twins,
+        1,
+        "one handler named twin in GET /v1/handlers; `handler added` logged {} times",
+        messages_about(&log, "twin", "handler added").len()
+    );
+    assert_eq!(
+        response.json()["observersQueued"],
+        1,
+        "the event is queued once: {response}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
