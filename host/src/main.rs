@@ -8,10 +8,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use hookwasm::config::{AllowedHost, Capabilities, Config, HandlerSpec, Limits, Mode, defaults};
 use hookwasm::dispatch::{self, Dispatcher, Report};
 use hookwasm::event::Event;
+use hookwasm::git;
+use hookwasm::reload::Reloader;
 use hookwasm::sandbox::Sandbox;
 
 /// Runs lifecycle event handlers compiled to WebAssembly components, each in its own sandbox.
@@ -35,6 +37,9 @@ enum Command {
         /// On shutdown, how long observers may work through their queues (seconds).
         #[arg(long, default_value_t = 10)]
         drain_secs: u64,
+        /// Reload the config and modules when they change (SIGHUP reloads in any case).
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate the config and load every handler; report every problem at once.
     Check {
@@ -76,6 +81,41 @@ enum Command {
     },
     /// Print the known event types with the JSON Schema of each payload.
     Events,
+    /// Run as git's pre-receive or post-receive hook: read the push's ref updates on stdin, ask
+    /// the gates before the refs move (pre-receive) or tell the observers after (post-receive).
+    /// Forwards to a running `hookwasm serve` when HOOKWASM_URL is set.
+    GitHook {
+        /// Which hook git is running.
+        hook: Hook,
+        /// The config file listing `eventHandlers` [default: $HOOKWASM_CONFIG].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Install pre-receive and post-receive hooks running hookwasm into a repository (bare or
+    /// not), keeping the hooks already there; run again to update, --uninstall to remove.
+    InstallGitHooks {
+        /// The repository.
+        repo: PathBuf,
+        /// The config file the hooks use [default: $HOOKWASM_CONFIG, else proxy.config.json].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Make the hooks forward to the `hookwasm serve` at this http:// URL (they set
+        /// HOOKWASM_URL).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Remove hookwasm's hooks and put back the hooks they chained.
+        #[arg(long, conflicts_with_all = ["config", "url"])]
+        uninstall: bool,
+    },
+}
+
+/// The git hooks hookwasm implements.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Hook {
+    /// Before refs move: gates decide.
+    PreReceive,
+    /// After refs moved: observers hear.
+    PostReceive,
 }
 
 /// How a command ended.
@@ -88,7 +128,12 @@ enum Exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Whatever a git hook writes reaches the pusher as `remote:` lines: warnings only.
+    let default_level = match cli.command {
+        Command::GitHook { .. } => "warn",
+        _ => "info",
+    };
+    init_logging(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,10 +155,10 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 }
 
 /// Logs go to stderr: human-readable by default, JSON with `HOOKWASM_LOG_FORMAT=json`; the level
-/// comes from `RUST_LOG` (default `info`).
-fn init_logging() {
+/// comes from `RUST_LOG` (default `default_level`).
+fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -131,7 +176,8 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             config,
             listen,
             drain_secs,
-        } => serve(&config, listen, Duration::from_secs(drain_secs)).await,
+            watch,
+        } => serve(&config, listen, Duration::from_secs(drain_secs), watch).await,
         Command::Check { config } => check(&config).await,
         Command::Call {
             module,
@@ -164,6 +210,13 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             );
             Ok(Exit::Success)
         }
+        Command::GitHook { hook, config } => git_hook(hook, config).await,
+        Command::InstallGitHooks {
+            repo,
+            config,
+            url,
+            uninstall,
+        } => install_git_hooks(&repo, config, url, uninstall),
     }
 }
 
@@ -181,7 +234,7 @@ fn cache_dir(config_path: &Path) -> PathBuf {
 }
 
 /// Loads the config and every enabled handler; any problem is an error listing all of them.
-async fn start(config_path: &Path) -> anyhow::Result<Dispatcher> {
+async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher)> {
     let config = Config::load(config_path)?;
     let sandbox = Sandbox::new()?.with_cache(&cache_dir(config_path));
     let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
@@ -204,11 +257,23 @@ async fn start(config_path: &Path) -> anyhow::Result<Dispatcher> {
             "loaded"
         );
     }
-    Ok(Dispatcher::start(loaded))
+    Ok((sandbox, Dispatcher::start(loaded)))
 }
 
-async fn serve(config: &Path, listen: SocketAddr, drain: Duration) -> anyhow::Result<Exit> {
-    let dispatcher = Arc::new(start(config).await?);
+async fn serve(
+    config: &Path,
+    listen: SocketAddr,
+    drain: Duration,
+    watch: bool,
+) -> anyhow::Result<Exit> {
+    let (sandbox, dispatcher) = start(config).await?;
+    let dispatcher = Arc::new(dispatcher);
+    let reloader = Arc::new(Reloader::new(config, sandbox, dispatcher.clone()));
+    if watch {
+        tokio::spawn(reloader.clone().watch());
+        tracing::info!("watching {} and its modules for changes", config.display());
+    }
+    tokio::spawn(reload_on_sighup(reloader));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -230,6 +295,23 @@ async fn serve(config: &Path, listen: SocketAddr, drain: Duration) -> anyhow::Re
         tracing::info!("every queued event was delivered");
     }
     Ok(Exit::Success)
+}
+
+/// `kill -HUP` reloads the config and modules, with or without `--watch`.
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            reloader.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reloader;
 }
 
 async fn shutdown_signal() {
@@ -331,7 +413,7 @@ async fn call(args: CallArgs) -> anyhow::Result<Exit> {
 }
 
 async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
-    let dispatcher = start(config).await?;
+    let (_, dispatcher) = start(config).await?;
     let text = read_input(events_path)?;
     // Validate every line first, so a typo on line 900 does not leave 899 events half-replayed.
     let mut events = Vec::new();
@@ -375,4 +457,87 @@ fn print_line(report: &Report) -> anyhow::Result<()> {
     stdout.write_all(b"\n")?;
     stdout.flush()?;
     Ok(())
+}
+
+/// A git hook: read and classify git's input, then dispatch in process or forward to `serve`.
+/// A rejection prints each reason on stderr (the pusher sees them as `remote:` lines) and exits 1
+/// so git refuses the push. Mistakes are found before any handler is loaded.
+async fn git_hook(hook: Hook, config: Option<PathBuf>) -> anyhow::Result<Exit> {
+    let input = read_input(Path::new("-"))?;
+    let updates = git::parse_updates(&input)?;
+    let forward = match std::env::var("HOOKWASM_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    {
+        Some(url) => Some(git::Forwarder::new(&url)?),
+        None => None,
+    };
+    let config = config.or_else(|| std::env::var_os("HOOKWASM_CONFIG").map(PathBuf::from));
+    if forward.is_none() && config.is_none() {
+        anyhow::bail!(
+            "no config: pass --config, or set HOOKWASM_CONFIG (or HOOKWASM_URL to forward to hookwasm serve)"
+        );
+    }
+    let repo = git::Repo::from_hook()?;
+    let updates = git::classify_all(&repo, updates)?;
+    let push = git::Push::new(repo.path(), |name| std::env::var(name).ok())?;
+    // The sandbox drives the handlers' deadlines (its epoch ticker): it lives until the end.
+    let (_sandbox, target) = match (forward, config) {
+        (Some(forwarder), _) => (None, git::Target::Forward(forwarder)),
+        (None, Some(config)) => {
+            let (sandbox, dispatcher) = start(&config).await?;
+            (Some(sandbox), git::Target::InProcess(dispatcher))
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    match hook {
+        Hook::PreReceive => match git::pre_receive(&target, &push, &updates).await? {
+            git::Decision::Allowed => Ok(Exit::Success),
+            git::Decision::Rejected(denials) => {
+                for denial in denials {
+                    eprintln!(
+                        "hookwasm: rejected by {}: {}",
+                        denial.handler, denial.reason
+                    );
+                }
+                Ok(Exit::HandlerFailed)
+            }
+        },
+        Hook::PostReceive => {
+            git::post_receive(&target, &push, &updates).await?;
+            Ok(Exit::Success)
+        }
+    }
+}
+
+fn install_git_hooks(
+    repo: &Path,
+    config: Option<PathBuf>,
+    url: Option<String>,
+    uninstall: bool,
+) -> anyhow::Result<Exit> {
+    let changes = if uninstall {
+        git::install::uninstall(repo)?
+    } else {
+        let config = config
+            .or_else(|| std::env::var_os("HOOKWASM_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("proxy.config.json"));
+        // Checked now: a hook with a broken config would refuse every push.
+        Config::load(&config)?;
+        if let Some(url) = &url {
+            git::Forwarder::new(url)?;
+        }
+        let command = git::install::HookCommand {
+            program: std::env::current_exe()
+                .map_err(|e| anyhow::anyhow!("cannot find the hookwasm binary's path: {e}"))?,
+            config: std::path::absolute(&config)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?,
+            url,
+        };
+        git::install::install(repo, &command)?
+    };
+    for change in changes {
+        println!("{change}");
+    }
+    Ok(Exit::Success)
 }
