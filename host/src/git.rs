@@ -415,8 +415,8 @@ impl Push {
 
 /// Who pushed, as the server knows it: `GIT_PUSHER_NAME` (with `GIT_PUSHER_EMAIL`) when the
 /// server sets them, else `REMOTE_USER` (git-http-backend behind an authenticating web server),
-/// else `GL_USERNAME` (GitLab, Gitolite), else the system user running the hook (`USER`, the ssh
-/// account), else `unknown`. The e-mail comes only from `GIT_PUSHER_EMAIL`.
+/// else `GL_USERNAME` (GitLab server hooks), else the system user running the hook (`USER`, the
+/// ssh account), else `unknown`. The e-mail comes only from `GIT_PUSHER_EMAIL`.
 pub fn pusher(env: impl Fn(&str) -> Option<String>) -> (String, Option<String>) {
     let username = ["GIT_PUSHER_NAME", "REMOTE_USER", "GL_USERNAME", "USER"]
         .into_iter()
