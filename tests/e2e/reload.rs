@@ -838,6 +838,22 @@ fn config_edits_add_remove_and_change_handlers_live_without_losing_events() {
     );
 }
 
+/// Compiles `module` into the shared cache (once per cache), so that a test waiting for it to
+/// serve waits for the reload only.
+fn warm_shared_cache(work: &Workdir, module: &[u8]) {
+    let path = work.write("warm.wasm", module);
+    let config = work.write(
+        "warm.config.json",
+        config_text(&[json!({ "name": "warm", "module": path })]),
+    );
+    let cache = shared_cache_dir();
+    hookwasm_env(
+        &["check", "--config", &config.to_string_lossy()],
+        &[("HOOKWASM_CACHE_DIR", &cache.to_string_lossy())],
+    )
+    .assert_code(0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Modules that appear later
 // ---------------------------------------------------------------------------------------------
@@ -898,9 +914,10 @@ fn name_a_module_before_it_exists(work: &Workdir, module: &str) -> Host {
     host
 }
 
-/// Waits until `late` is in service and handles an event.
+/// Waits until `late` is in service and handles an event. Its module is the one `a` runs, so
+/// it comes from the compile cache.
 fn late_is_added(host: &Host) {
-    wait_compiled(host, "late is added once its module exists", || {
+    host.wait_until("late is added once its module exists", || {
         find_handler(host, "late").is_some()
     });
     let entry = host.handler("late");
@@ -954,9 +971,11 @@ fn a_module_folder_deleted_and_rebuilt_is_still_watched() {
     // watches it again, so the rebuilt module goes unseen (the old version keeps running and
     // `lastReload` keeps saying the module cannot be read).
     let work = Workdir::new();
+    let original = read(&Guest::ConsoleLogger.path());
+    let rebuilt = with_custom_section(&original, "hookwasm-e2e", b"rebuilt");
+    warm_shared_cache(&work, &rebuilt);
     let out = work.path().join("out");
     std::fs::create_dir_all(&out).expect("create out/");
-    let original = read(&Guest::ConsoleLogger.path());
     std::fs::write(out.join("h.wasm"), &original).expect("write h.wasm");
     let config = work.write(
         "proxy.config.json",
@@ -975,10 +994,9 @@ fn a_module_folder_deleted_and_rebuilt_is_still_watched() {
     });
     assert_eq!(host.handler("h")["digest"], sha256_hex(&original).as_str());
     std::fs::create_dir_all(&out).expect("create out/ again");
-    let rebuilt = with_custom_section(&original, "hookwasm-e2e", b"rebuilt");
     write_by_rename(&out.join("h.wasm"), &rebuilt);
     let digest = sha256_hex(&rebuilt);
-    wait_compiled(&host, "the rebuilt module is in service", || {
+    host.wait_until("the rebuilt module is in service", || {
         host.handler("h")["digest"] == digest.as_str()
     });
 }
