@@ -838,6 +838,81 @@ fn config_edits_add_remove_and_change_handlers_live_without_losing_events() {
     );
 }
 
+#[test]
+fn changing_an_observers_queue_capacity_loses_nothing_and_keeps_order() {
+    // A new `queueCapacity` replaces the observer (a queue cannot be resized). Under a steady
+    // stream, with a backlog in the old queue, the observer must still see every accepted event
+    // once and in the order accepted: the replacement must not start on new events while the
+    // old queue still drains.
+    //
+    // Fails today (host bug): `Reloader::reload` (host/src/reload.rs, the `replaced_queue`
+    // branch) calls `remove` and only then `add`, which compiles and runs `init`: events
+    // accepted in between are queued for no one, and a failed add leaves no handler at all.
+    // Then the old slot's worker drains its backlog while the new slot's worker already runs
+    // later events, so the two interleave and events are handled out of order.
+    let work = Workdir::new();
+    let dir = modules(&work);
+    std::fs::write(dir.join("chaos.wasm"), read(&Guest::Chaos.path())).expect("write chaos.wasm");
+    let slow = |capacity: usize| {
+        json!({
+            "name": "slow",
+            "module": "modules/chaos.wasm",
+            "config": { "behavior": "sleep", "ms": 50 },
+            "queueCapacity": capacity,
+        })
+    };
+    let config = work.write("proxy.config.json", config_text(&[slow(64)]));
+    let host = serve_watch(&config);
+    let stream = Stream::start(&host);
+    host.wait_until("slow has a backlog", || {
+        host.handler("slow")["queueDepth"].as_u64().unwrap_or(0) >= 10
+    });
+    write_by_rename(&config, config_text(&[slow(32)]).as_bytes());
+    host.wait_until("slow is replaced", || {
+        find_handler(&host, "slow").is_some_and(|h| h["lastReload"]["result"] == "ok")
+    });
+    let from = stream.posted_from_now();
+    wait_handled_from(&host, "slow", from);
+    let posted = stream.stop();
+    let accepted: Vec<usize> = posted
+        .iter()
+        .filter(|p| p.accepted())
+        .map(|p| p.n)
+        .collect();
+    let queued = posted
+        .iter()
+        .filter(|p| p.accepted())
+        .filter_map(|p| p.json()["observersQueued"].as_u64())
+        .sum::<u64>() as usize;
+    host.wait_until("slow has handled every event queued for it", || {
+        handled_by(&host.log(), "slow").len() >= queued
+    });
+    let stopped = host.terminate();
+    let not_queued: Vec<usize> = posted
+        .iter()
+        .filter(|p| p.accepted() && p.json()["observersQueued"] != 1)
+        .map(|p| p.n)
+        .collect();
+    assert!(
+        not_queued.is_empty(),
+        "events accepted while slow was being replaced reached no observer: {not_queued:?}"
+    );
+    let seen: Vec<usize> = handled_by(&stopped.log, "slow")
+        .iter()
+        .map(|h| h.n)
+        .collect();
+    let out_of_order: Vec<(usize, usize)> = seen
+        .windows(2)
+        .filter(|w| w[0] > w[1])
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        out_of_order.is_empty(),
+        "events handled out of order across the replacement (earlier, later): {out_of_order:?}"
+    );
+    assert_eq!(seen, accepted, "every accepted event once, in order");
+}
+
 /// Compiles `module` into the shared cache (once per cache), so that a test waiting for it to
 /// serve waits for the reload only.
 fn warm_shared_cache(work: &Workdir, module: &[u8]) {
