@@ -583,6 +583,60 @@ fn module_swaps_under_a_steady_stream_lose_nothing_and_broken_versions_never_run
     );
 }
 
+#[test]
+fn a_module_that_does_not_match_its_pinned_sha256_is_refused_until_the_pin_changes() {
+    // An entry pins its module's sha256: a rebuilt module with another digest must not run
+    // (the running version stays, and the mismatch is shown), until the config pins the new
+    // digest.
+    let work = Workdir::new();
+    let dir = modules(&work);
+    let logger = dir.join("logger.wasm");
+    let original = read(&Guest::ConsoleLogger.path());
+    std::fs::write(&logger, &original).expect("write logger.wasm");
+    let pinned = |digest: &str| json!({ "name": "pinned", "module": "modules/logger.wasm", "sha256": digest });
+    let first = sha256_hex(&original);
+    let config = work.write("proxy.config.json", config_text(&[pinned(&first)]));
+    let host = serve_watch(&config);
+
+    let next = with_custom_section(&original, "hookwasm-e2e", b"pinned");
+    let digest = sha256_hex(&next);
+    write_by_rename(&logger, &next);
+    wait_compiled(&host, "the unpinned module is refused", || {
+        host.handler("pinned")["lastReload"]["result"] == "failed"
+    });
+    let entry = host.handler("pinned");
+    assert_eq!(
+        entry["digest"],
+        first.as_str(),
+        "the pinned version keeps running"
+    );
+    assert_eq!(entry["lastReload"]["digest"], digest.as_str());
+    let error = entry["lastReload"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("has sha256 {digest}")) && error.contains("but the config pins"),
+        "{error}"
+    );
+    let response = host.post_events(&custom(&event_id(0)));
+    assert_eq!(response.status, 202, "{response}");
+    assert_eq!(
+        wait_handled_from(&host, "pinned", 0).version,
+        short(&first),
+        "events run the pinned version"
+    );
+
+    write_by_rename(&config, config_text(&[pinned(&digest)]).as_bytes());
+    wait_compiled(&host, "the newly pinned module is in service", || {
+        let entry = host.handler("pinned");
+        entry["digest"] == digest.as_str() && entry["lastReload"]["result"] == "ok"
+    });
+    let response = host.post_events(&custom(&event_id(1)));
+    assert_eq!(response.status, 202, "{response}");
+    assert_eq!(
+        wait_handled_from(&host, "pinned", 1).version,
+        short(&digest)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Config edits
 // ---------------------------------------------------------------------------------------------
