@@ -14,6 +14,9 @@
 //! - `config_errors`: every broken config entry reported, by `check` and by `serve`.
 //! - `reload`: `serve --watch` and SIGHUP swap modules and apply config edits while events
 //!   flow, losing nothing; the compile cache is one entry per module and rebuilds broken ones.
+//! - `sandbox_limits`: each misbehaving guest (spin, sleep, allocate, recurse, panic, floods,
+//!   huge answers, endless `init`, WASI probes) ends as one cause; the host and the other
+//!   handlers carry on.
 
 mod support;
 
@@ -24,3 +27,4 @@ mod http_api;
 mod isolation;
 mod observers;
 mod reload;
+mod sandbox_limits;

@@ -972,3 +972,117 @@ pub fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sandbox tests: hosts on the shared compile cache, the webhook plugin, process facts
+// ---------------------------------------------------------------------------------------------
+
+/// `plugins/webhook.wasm`: an observer POSTing each event, signed (Standard Webhooks).
+pub fn webhook_module() -> String {
+    let path = workspace_root().join("plugins/webhook.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask build-guests` first",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
+/// Fills [`shared_cache_dir`] with every guest the sandbox tests run, once per test run: the
+/// first caller compiles them all in one `hookwasm check` while the others wait, instead of
+/// every host compiling the same modules at the same time.
+fn warm_shared_cache() {
+    static WARM: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    WARM.get_or_init(|| {
+        let work = Workdir::new();
+        let config = work.config(&[
+            console_logger(),
+            protect_main(),
+            chaos("chaos", "ok"),
+            json!({
+                "name": "webhook",
+                "module": webhook_module(),
+                "config": {
+                    "url": "http://127.0.0.1:9/",
+                    "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                },
+            }),
+        ]);
+        let dir = shared_cache_dir().to_string_lossy().into_owned();
+        let config = config.to_string_lossy();
+        hookwasm_env(
+            &["check", "--config", &config],
+            &[("HOOKWASM_CACHE_DIR", &dir)],
+        )
+        .assert_code(0);
+    });
+}
+
+/// Runs `hookwasm ARGS` to completion, with the shared compile cache.
+pub fn hookwasm_cached(args: &[&str]) -> Run {
+    warm_shared_cache();
+    let dir = shared_cache_dir().to_string_lossy().into_owned();
+    hookwasm_env(args, &[("HOOKWASM_CACHE_DIR", &dir)])
+}
+
+/// The resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+}
+
+impl Host {
+    /// Like [`Host::serve`], with the shared compile cache.
+    pub fn serve_cached(config: &Path) -> Host {
+        Host::serve_cached_with(config, &[], &[])
+    }
+
+    /// Like [`Host::serve_env`], with the shared compile cache.
+    pub fn serve_cached_with(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Host {
+        warm_shared_cache();
+        let dir = shared_cache_dir().to_string_lossy().into_owned();
+        let mut all = vec![("HOOKWASM_CACHE_DIR", dir.as_str())];
+        all.extend_from_slice(env);
+        Host::serve_env(config, extra, &all)
+    }
+
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the host is running").id()
+    }
+
+    /// The host's resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Like [`Host::wait_until`], with a deadline of its own, for slow work (floods).
+    pub fn wait_until_within(
+        &self,
+        deadline: Duration,
+        what: &str,
+        mut condition: impl FnMut() -> bool,
+    ) {
+        let start = Instant::now();
+        while !condition() {
+            assert!(
+                start.elapsed() < deadline,
+                "timed out after {deadline:?} waiting until {what}\n--- host log:\n{}",
+                self.log.snapshot().join("\n")
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
