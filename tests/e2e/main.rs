@@ -17,6 +17,7 @@
 //! - `sandbox_limits`: each misbehaving guest (spin, sleep, allocate, recurse, panic, floods,
 //!   huge answers, endless `init`, WASI probes) ends as one cause; the host and the other
 //!   handlers carry on.
+//! - `quarantine`: repeated failures open the breaker, a probe closes it, over HTTP.
 
 mod support;
 
@@ -26,5 +27,7 @@ mod gates;
 mod http_api;
 mod isolation;
 mod observers;
+mod quarantine;
+mod receiver;
 mod reload;
 mod sandbox_limits;
