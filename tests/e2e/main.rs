@@ -18,9 +18,11 @@
 //!   huge answers, endless `init`, WASI probes) ends as one cause; the host and the other
 //!   handlers carry on.
 //! - `quarantine`: repeated failures open the breaker, a probe closes it, over HTTP.
+//! - `capabilities`: outbound HTTP only where granted; the webhook plugin's signed deliveries.
 
 mod support;
 
+mod capabilities;
 mod cli;
 mod config_errors;
 mod gates;
