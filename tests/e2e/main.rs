@@ -26,6 +26,7 @@ mod capabilities;
 mod cli;
 mod config_errors;
 mod gates;
+mod git;
 mod http_api;
 mod isolation;
 mod observers;
