@@ -2,8 +2,8 @@
 //! `hookwasm install-git-hooks`, and a clone that pushes to it.
 //!
 //! What observers receive is recorded by the chaos guest's `http` behavior, which POSTs each
-//! event it is given (the whole CloudEvent, as the host accepted it) to a small HTTP receiver on
-//! 127.0.0.1 that this file runs. So every assertion is about what a handler actually got, with
+//! event it is given (the whole CloudEvent, as the host accepted it) to a [`Receiver`] on
+//! 127.0.0.1. So every assertion is about what a handler actually got, with
 //! its `before`/`after` ids, and none depends on log formats. Deny reasons are read from git's
 //! own output: the pusher's `remote:` lines.
 //!
@@ -11,16 +11,14 @@
 //! config, identity and default branch given on the command line). The hooks share one compile
 //! cache, so only the first push of the whole run compiles the modules.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Guest, Workdir, chaos_gate, hookwasm, protect_main};
+use crate::receiver::Receiver;
+use crate::support::{Guest, Workdir, chaos_gate, hookwasm, hookwasm_with_stdin, protect_main};
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
@@ -448,8 +446,8 @@ fn failing_gates_follow_their_failure_policy() {
 #[test]
 fn install_chains_existing_hooks_is_idempotent_and_uninstalls() {
     let work = Workdir::new();
-    let receiver = Receiver::start();
-    let config = work.config(&[receiver.observer()]);
+    let recorder = Recorder::start();
+    let config = work.config(&[recorder.observer()]);
     let bare = init_bare(work.path());
     let hooks = bare.join("hooks");
     let seen = work.path().join("seen");
@@ -513,7 +511,7 @@ fn install_chains_existing_hooks_is_idempotent_and_uninstalls() {
         line,
         "the old post-receive got git's input"
     );
-    let events = receiver.take();
+    let events = recorder.take();
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_ref_event(
         &events[0],
@@ -533,7 +531,7 @@ fn install_chains_existing_hooks_is_idempotent_and_uninstalls() {
         "{refused}"
     );
     assert!(
-        receiver.take().is_empty(),
+        recorder.take().is_empty(),
         "no handler hears of a push the old hook refused"
     );
 
@@ -552,7 +550,7 @@ fn install_chains_existing_hooks_is_idempotent_and_uninstalls() {
     assert!(!hooks.join("post-receive.hookwasm-chained").exists());
     let two = commit(&clone, "two");
     push(&clone, &["origin", "main"]).assert_accepted();
-    assert!(receiver.take().is_empty(), "hookwasm is gone");
+    assert!(recorder.take().is_empty(), "hookwasm is gone");
     assert!(read(&seen.join("post")).ends_with(&format!("{one} {two} refs/heads/main\n")));
 }
 
@@ -597,10 +595,7 @@ fn bad_hook_input_is_refused_in_one_sentence() {
     let work = Workdir::new();
     let config = work.config(&[]);
     let config = config.to_string_lossy().into_owned();
-    let run = crate::support::hookwasm_with_stdin(
-        &["git-hook", "pre-receive", "--config", &config],
-        "main\n",
-    );
+    let run = hookwasm_with_stdin(&["git-hook", "pre-receive", "--config", &config], "main\n");
     run.assert_code(2);
     assert_eq!(
         run.error().trim_end(),
@@ -608,7 +603,7 @@ fn bad_hook_input_is_refused_in_one_sentence() {
          pre-receive and post-receive hooks"
     );
     let line = format!("{ZERO} {} refs/heads/main\n", "1".repeat(40));
-    let run = crate::support::hookwasm_with_stdin(&["git-hook", "post-receive"], &line);
+    let run = hookwasm_with_stdin(&["git-hook", "post-receive"], &line);
     run.assert_code(2);
     assert_eq!(
         run.error().trim_end(),
@@ -621,21 +616,21 @@ fn bad_hook_input_is_refused_in_one_sentence() {
 // Plumbing
 // ---------------------------------------------------------------------------------------------
 
-/// A bare repository `acme/widgets.git` with hookwasm's hooks, a clone of it, and a receiver
-/// that records what the recording observer was given. `gates` come first in the config.
+/// A bare repository `acme/widgets.git` with hookwasm's hooks, a clone of it, and a
+/// [`Recorder`] observer. `gates` come first in the config.
 struct GitServer {
     _work: Workdir,
     bare: PathBuf,
     clone: PathBuf,
-    receiver: Receiver,
+    recorder: Recorder,
 }
 
 impl GitServer {
     fn new(gates: &[Value]) -> GitServer {
         let work = Workdir::new();
-        let receiver = Receiver::start();
+        let recorder = Recorder::start();
         let mut handlers = gates.to_vec();
-        handlers.push(receiver.observer());
+        handlers.push(recorder.observer());
         let config = work.config(&handlers);
         let bare = init_bare(work.path());
         let repo = bare.to_string_lossy().into_owned();
@@ -646,7 +641,7 @@ impl GitServer {
             _work: work,
             bare,
             clone,
-            receiver,
+            recorder,
         }
     }
 
@@ -682,7 +677,7 @@ impl GitServer {
 
     /// The events the observer received since the last call, in the order it received them.
     fn observed(&self) -> Vec<Value> {
-        self.receiver.take()
+        self.recorder.take()
     }
 }
 
@@ -858,93 +853,43 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111)
 }
 
-/// An HTTP receiver on 127.0.0.1 recording the JSON body of every request, for the chaos
-/// guest's `http` behavior to deliver events to.
-struct Receiver {
-    url: String,
-    bodies: Arc<Mutex<Vec<Value>>>,
+/// The recording observer: the chaos guest's `http` behavior POSTs every event it is given (the
+/// CloudEvent as the host accepted it) to a [`Receiver`] on 127.0.0.1.
+struct Recorder {
+    receiver: Receiver,
+    /// Requests already returned by [`Recorder::take`].
+    taken: Cell<usize>,
 }
 
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let recorded = bodies.clone();
-        // The thread ends with the test process; each connection is answered in turn.
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Some(body) = read_request(&stream) {
-                    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    recorded
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(value);
-                }
-                let mut stream = stream;
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-            }
-        });
-        Receiver { url, bodies }
+impl Recorder {
+    fn start() -> Recorder {
+        Recorder {
+            receiver: Receiver::answering(200),
+            taken: Cell::new(0),
+        }
     }
 
-    /// An observer that POSTs every event it receives here.
+    /// The observer's config entry.
     fn observer(&self) -> Value {
         json!({
             "name": "recorder",
             "module": Guest::Chaos.module(),
-            "config": { "behavior": "http", "method": "POST", "url": format!("{}/events", self.url) },
-            "capabilities": { "allowedHosts": [self.url] },
+            "config": { "behavior": "http", "method": "POST", "url": self.receiver.url("/events") },
+            "capabilities": { "allowedHosts": [self.receiver.origin()] },
             "limits": { "timeoutMs": 5000 },
         })
     }
 
-    /// Everything recorded so far, emptied.
+    /// The events received since the last call, in order. A hook waits for its observers before
+    /// it exits, so after a push everything it delivered is here.
     fn take(&self) -> Vec<Value> {
-        std::mem::take(&mut *self.bodies.lock().unwrap_or_else(|p| p.into_inner()))
+        let requests = self.receiver.requests();
+        let new = &requests[self.taken.get()..];
+        self.taken.set(requests.len());
+        new.iter()
+            .map(|r| {
+                serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+            })
+            .collect()
     }
-}
-
-/// Reads one HTTP/1.1 request and returns its body (`Content-Length` or chunked).
-fn read_request(stream: &TcpStream) -> Option<Vec<u8>> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    let mut reader = BufReader::new(stream);
-    let mut length = None;
-    let mut chunked = false;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.trim().eq_ignore_ascii_case("chunked");
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).ok()?;
-            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk).ok()?;
-            if size == 0 {
-                return Some(body);
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    }
-    body.resize(length.unwrap_or(0), 0);
-    reader.read_exact(&mut body).ok()?;
-    Some(body)
 }
