@@ -450,9 +450,36 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// Like [`Config::load`], but keeps the valid entries when some are broken and returns the
+    /// broken ones beside them, so `check` can also load the valid ones and report everything
+    /// in one run. An unreadable file or invalid JSON is still an error.
+    pub fn load_partial(path: &Path) -> Result<(Config, Vec<EntryError>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse_partial(&text, path)
+    }
+
     /// Parses config text as if it were read from `path` (relative module paths resolve against
     /// the folder of `path`).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let (config, errors) = Config::parse_partial(text, path)?;
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Entries {
+                path: path.to_owned(),
+                errors,
+            })
+        }
+    }
+
+    /// Parses config text, keeping the valid entries and returning the broken ones beside them.
+    pub fn parse_partial(
+        text: &str,
+        path: &Path,
+    ) -> Result<(Config, Vec<EntryError>), ConfigError> {
         let syntax = |message: String| ConfigError::Syntax {
             path: path.to_owned(),
             message,
@@ -489,17 +516,11 @@ impl Config {
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() {
-            Ok(Config {
-                path: path.to_owned(),
-                handlers,
-            })
-        } else {
-            Err(ConfigError::Entries {
-                path: path.to_owned(),
-                errors,
-            })
-        }
+        let config = Config {
+            path: path.to_owned(),
+            handlers,
+        };
+        Ok((config, errors))
     }
 }
 
@@ -522,7 +543,7 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         other => {
             return Err(fail(format!(
                 "expected a module path or an object with a `module` field, found {}",
-                json_kind(&other)
+                json_kind(other)
             )));
         }
     };

@@ -333,12 +333,12 @@ async fn shutdown_signal() {
 }
 
 async fn check(config_path: &Path) -> anyhow::Result<Exit> {
-    let config = match Config::load(config_path) {
-        Ok(config) => config,
-        Err(e) => anyhow::bail!("{e}"),
-    };
+    // Broken entries and modules that fail to load are reported together, in entry order.
+    let (config, mut errors) = Config::load_partial(config_path)?;
     let sandbox = Sandbox::new()?.with_cache(&cache_dir(config_path));
-    let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
+    let (loaded, load_errors) = dispatch::load_handlers(&sandbox, &config).await;
+    errors.extend(load_errors);
+    errors.sort_by_key(|e| e.index);
     for spec in config.handlers.iter().filter(|s| !s.enabled) {
         println!("disabled  {}", spec.name);
     }
@@ -396,7 +396,11 @@ async fn call(args: CallArgs) -> anyhow::Result<Exit> {
         limits,
         Capabilities { allowed_hosts },
     );
-    let sandbox = Sandbox::new()?;
+    // `call` has no config folder: it caches only where HOOKWASM_CACHE_DIR says.
+    let mut sandbox = Sandbox::new()?;
+    if let Some(dir) = std::env::var_os("HOOKWASM_CACHE_DIR") {
+        sandbox = sandbox.with_cache(Path::new(&dir));
+    }
     let handler = {
         let (sandbox, spec) = (sandbox.clone(), spec.clone());
         tokio::task::spawn_blocking(move || sandbox.load(&spec)).await??

@@ -301,12 +301,14 @@ impl std::fmt::Display for Run {
 }
 
 /// The `hookwasm` binary with the environment every test uses: JSON logs at `info`, no
-/// backtraces asked for.
+/// backtraces asked for, and one compile cache for the whole suite, so each module is compiled
+/// once rather than once per test (tests of the cache itself set their own folder).
 fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookwasm"));
     command
         .args(args)
         .env("HOOKWASM_LOG_FORMAT", "json")
+        .env("HOOKWASM_CACHE_DIR", shared_cache_dir())
         .env("RUST_LOG", "info")
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE");

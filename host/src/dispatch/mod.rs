@@ -500,7 +500,13 @@ async fn observe(
     mut queue: mpsc::Receiver<Event>,
     mut closed: watch::Receiver<bool>,
 ) {
+    let mut closing = false;
     loop {
+        // Look at the signal every turn: it may have come while an event was running.
+        if !closing && *closed.borrow_and_update() {
+            queue.close();
+            closing = true;
+        }
         tokio::select! {
             biased;
             event = queue.recv() => match event {
@@ -510,7 +516,13 @@ async fn observe(
                 }
                 None => return,
             },
-            _ = closed.changed(), if !*closed.borrow() => queue.close(),
+            changed = closed.changed(), if !closing => {
+                // The dispatcher is gone: nothing more can arrive, so drain and stop.
+                if changed.is_err() {
+                    queue.close();
+                    closing = true;
+                }
+            }
         }
     }
 }

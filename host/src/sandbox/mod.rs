@@ -36,6 +36,9 @@ pub use status::Status;
 /// How often the engine's epoch advances: the granularity of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// How long after its deadline a guest blocked in a host call is cut off.
+const HOST_CALL_GRACE: Duration = Duration::from_millis(20);
+
 /// The world every handler must implement, for error messages.
 pub const WORLD: &str = "hookwasm:handler/event-handler@0.1.0";
 
@@ -113,7 +116,9 @@ pub enum LoadError {
         message: String,
     },
     /// The handler's `init` refused its config, or failed.
-    #[error("init failed ({status}): {message}")]
+    #[error(
+        "init failed ({status}): {message}; fix the entry's `config` (or the module) and reload"
+    )]
     Init {
         /// How `init` ended.
         status: Status,
@@ -244,6 +249,7 @@ impl Sandbox {
             config_json: spec.config.to_string().into(),
             limits: spec.limits,
             allowed_hosts: spec.capabilities.allowed_hosts.clone().into(),
+            _ticker: self._ticker.clone(),
             engine: self.engine.clone(),
             pre,
         })))
@@ -267,6 +273,8 @@ struct HandlerInner {
     allowed_hosts: Arc<[AllowedHost]>,
     engine: Engine,
     pre: wit::EventHandlerPre<StoreState>,
+    /// Deadlines need the ticker running for as long as any handler can run.
+    _ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -314,10 +322,7 @@ impl Handler {
         let config = self.0.config_json.to_string();
         let (invocation, _) = self
             .run(None, async |bindings, store| {
-                bindings
-                    .call_init(store, &config)
-                    .await
-                    .map(|r| r.map(|()| ()))
+                bindings.call_init(store, &config).await
             })
             .await;
         match invocation.status {
@@ -390,7 +395,9 @@ impl Handler {
         });
 
         let pre = &self.0.pre;
-        let result = tokio::time::timeout_at(deadline.into(), async {
+        // Guest code is interrupted at the deadline by the epoch callback, which keeps the fuel
+        // count exact; this outer timeout, a little later, catches a guest waiting in a host call.
+        let result = tokio::time::timeout_at((deadline + HOST_CALL_GRACE).into(), async {
             let bindings = pre.instantiate_async(&mut store).await?;
             call(&bindings, &mut store).await
         })
