@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Guest, Host, LOG_HANDLED, Log, LogLine, POLL_DEADLINE, Workdir, custom, hookwasm, hookwasm_env,
-    http, ref_update, sha256_hex, shared_cache_dir, with_custom_section, write_by_rename,
-    write_in_place,
+    Guest, Host, LOG_HANDLED, Log, LogLine, POLL_DEADLINE, Workdir, custom, hookwasm_env,
+    hookwasm_without, http, ref_update, sha256_hex, shared_cache_dir, with_custom_section,
+    write_by_rename, write_in_place,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1325,7 +1325,7 @@ fn the_compile_cache_holds_one_entry_per_module_and_rebuilds_broken_ones() {
     let config_arg = config.to_string_lossy().into_owned();
     let (logger_digest, chaos_digest) = (sha256_hex(&logger), sha256_hex(&chaos));
 
-    let run = hookwasm(&["check", "--config", &config_arg]);
+    let run = hookwasm_without(&["check", "--config", &config_arg], &["HOOKWASM_CACHE_DIR"]);
     run.assert_code(0);
     let default_dir = work.path().join(".hookwasm/cache");
     let entries = cache_entries(&default_dir);

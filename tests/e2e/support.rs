@@ -1088,3 +1088,26 @@ impl Host {
         }
     }
 }
+
+/// Runs `hookwasm ARGS` to completion with these variables removed from the environment every
+/// test uses (say, `HOOKWASM_CACHE_DIR`, to see where the cache goes by default).
+pub fn hookwasm_without(args: &[&str], unset: &[&str]) -> Run {
+    let mut command = command(args);
+    for name in unset {
+        command.env_remove(name);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the hookwasm binary");
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let status = wait_with_deadline(ChildGuard(child), EXIT_DEADLINE, args);
+    Run {
+        code: status.code(),
+        stdout: stdout.join().expect("the stdout reader does not panic"),
+        stderr: stderr.join().expect("the stderr reader does not panic"),
+    }
+}
