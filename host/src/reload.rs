@@ -35,6 +35,8 @@ pub struct Reloader {
     config_path: PathBuf,
     sandbox: Sandbox,
     dispatcher: Arc<Dispatcher>,
+    /// One reload at a time: the watcher and SIGHUP may ask at once.
+    running: tokio::sync::Mutex<()>,
 }
 
 /// What one reload did.
@@ -57,11 +59,13 @@ impl Reloader {
             config_path: config_path.to_owned(),
             sandbox,
             dispatcher,
+            running: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Reads the config again and applies what changed.
     pub async fn reload(&self) -> Summary {
+        let _one_at_a_time = self.running.lock().await;
         let mut summary = Summary::default();
         let config = match Config::load(&self.config_path) {
             Ok(config) => config,
@@ -93,8 +97,7 @@ impl Reloader {
                     let changed = running.spec.source != spec.source
                         || digest.as_deref() != Some(running.handler.digest());
                     if replaced_queue {
-                        self.remove(&spec.name, &mut summary);
-                        self.add(spec, &mut summary).await;
+                        self.replace(spec, &mut summary).await;
                     } else if changed {
                         self.swap(&slot, &running, spec, &mut summary).await;
                     }
@@ -117,6 +120,26 @@ impl Reloader {
             }
             Err(e) => {
                 tracing::error!(handler = %spec.name, "handler not added: {e}");
+                self.dispatcher.stats().reloads_failed.fetch_add(1, Relaxed);
+                summary.failed.push((spec.name.clone(), e.to_string()));
+            }
+        }
+    }
+
+    /// A change of mode or queue capacity: a new slot takes the old one's place once the new
+    /// version is ready; the old one drains first. A failure leaves the old one in service.
+    async fn replace(&self, spec: &HandlerSpec, summary: &mut Summary) {
+        match dispatch::load_handler(&self.sandbox, spec).await {
+            Ok(handler) => {
+                let digest = handler.digest().to_owned();
+                let slot = self.dispatcher.replace(Version::new(spec.clone(), handler));
+                slot.set_last_reload(status("ok", Some(digest), None));
+                tracing::info!(handler = %spec.name, "handler replaced (mode or queue capacity changed)");
+                self.dispatcher.stats().reloads_ok.fetch_add(1, Relaxed);
+                summary.swapped.push(spec.name.clone());
+            }
+            Err(e) => {
+                tracing::error!(handler = %spec.name, "handler not replaced, the old one keeps running: {e}");
                 self.dispatcher.stats().reloads_failed.fetch_add(1, Relaxed);
                 summary.failed.push((spec.name.clone(), e.to_string()));
             }
@@ -189,34 +212,46 @@ impl Reloader {
                     let _ = tx.send(event.paths);
                 }
             })?;
-        let mut folders = BTreeSet::new();
+        let mut folders: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut seen_at_last_reload = None;
         loop {
-            let wanted = self.watched_files();
-            let wanted_folders: BTreeSet<PathBuf> = wanted
-                .iter()
-                .filter_map(|f| f.parent().map(Path::to_path_buf))
-                .collect();
-            for folder in wanted_folders.difference(&folders) {
+            // Watch the folder of every file, or its nearest existing ancestor while the folder
+            // does not exist. Watches are set again each turn: a folder that was deleted and
+            // created again has lost its watch.
+            let files = self.watched_files();
+            for folder in std::mem::take(&mut folders) {
+                let _ = watcher.unwatch(&folder);
+            }
+            folders = files.iter().filter_map(|f| existing_ancestor(f)).collect();
+            for folder in &folders {
                 if let Err(e) = watcher.watch(folder, RecursiveMode::NonRecursive) {
                     tracing::warn!(folder = %folder.display(), "cannot watch: {e}");
                 }
             }
-            for folder in folders.difference(&wanted_folders) {
-                let _ = watcher.unwatch(folder);
-            }
-            folders = wanted_folders;
-            let files = wanted;
 
-            // Wait for a change to one of our files, then for the burst to end.
-            loop {
-                let Some(paths) = rx.recv().await else {
-                    return Ok(());
-                };
-                if paths.iter().any(|p| files.contains(&absolute(p))) {
-                    break;
+            // A file written after the last reload started but before its folder was watched
+            // sent no event to us: compare what the files look like now.
+            let missed = seen_at_last_reload
+                .as_ref()
+                .is_some_and(|seen| *seen != snapshot(&files));
+            // Wait for a change to one of our files or to a folder on the way to one, then for
+            // the burst to end.
+            if !missed {
+                loop {
+                    let Some(paths) = rx.recv().await else {
+                        return Ok(());
+                    };
+                    let ours = |p: &PathBuf| {
+                        let p = absolute(p);
+                        files.iter().any(|f| f.starts_with(&p))
+                    };
+                    if paths.iter().any(ours) {
+                        break;
+                    }
                 }
             }
             while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            seen_at_last_reload = Some(snapshot(&files));
             let summary = self.reload().await;
             tracing::debug!(?summary, "reload done");
         }
@@ -230,6 +265,22 @@ fn status(result: &'static str, digest: Option<String>, error: Option<String>) -
         digest,
         error,
     }
+}
+
+/// When each file was last modified (`None`: it does not exist).
+fn snapshot(files: &BTreeSet<PathBuf>) -> Vec<Option<std::time::SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// The file's folder, or the closest folder above it that exists.
+fn existing_ancestor(file: &Path) -> Option<PathBuf> {
+    file.ancestors()
+        .skip(1)
+        .find(|p| p.is_dir())
+        .map(Path::to_path_buf)
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -81,6 +81,8 @@ pub struct Slot {
     pub stats: HandlerStats,
     queue: Option<mpsc::Sender<Event>>,
     close: watch::Sender<bool>,
+    /// Set when the observer's worker has finished its queue and stopped.
+    finished: watch::Sender<bool>,
     last_reload: Mutex<Option<ReloadStatus>>,
 }
 
@@ -294,6 +296,22 @@ impl Dispatcher {
 
     /// Puts a new handler in service (an observer gets its queue and worker).
     pub fn add(&self, version: Version) -> Arc<Slot> {
+        self.insert(version, None)
+    }
+
+    /// Puts `version` in service in place of the handler of the same name, in one step, so no
+    /// event falls between them. The old handler works through what it has queued first: the
+    /// new observer's worker starts only when the old one has finished, which keeps order.
+    pub fn replace(&self, version: Version) -> Arc<Slot> {
+        let old = self.slot(&version.spec.name);
+        let slot = self.insert(version, old.clone());
+        if let Some(old) = old {
+            let _ = old.close.send(true);
+        }
+        slot
+    }
+
+    fn insert(&self, version: Version, replacing: Option<Arc<Slot>>) -> Arc<Slot> {
         let (close, closed) = watch::channel(false);
         let (queue, receiver) = match version.spec.mode {
             Mode::Observe => {
@@ -309,14 +327,29 @@ impl Dispatcher {
             stats: HandlerStats::default(),
             queue,
             close,
+            finished: watch::channel(false).0,
             last_reload: Mutex::new(None),
         });
         if let Some(rx) = receiver {
-            self.lock_workers().spawn(observe(slot.clone(), rx, closed));
+            let mut predecessor = replacing.as_ref().map(|old| old.finished.subscribe());
+            let worker = slot.clone();
+            self.lock_workers().spawn(async move {
+                if let Some(done) = predecessor.as_mut() {
+                    // A closed channel means the old worker is gone, which is just as good.
+                    let _ = done.wait_for(|finished| *finished).await;
+                }
+                observe(worker, rx, closed).await;
+            });
         }
         self.slots.rcu(|slots| {
             let mut slots = Vec::clone(slots);
-            slots.push(slot.clone());
+            match replacing
+                .as_ref()
+                .and_then(|old| slots.iter().position(|s| Arc::ptr_eq(s, old)))
+            {
+                Some(at) => slots[at] = slot.clone(),
+                None => slots.push(slot.clone()),
+            }
             slots
         });
         slot
@@ -514,7 +547,10 @@ async fn observe(
                     let (version, admission) = admit_when_ready(&slot).await;
                     slot.invoke(&event, &version, admission).await;
                 }
-                None => return,
+                None => {
+                    let _ = slot.finished.send(true);
+                    return;
+                }
             },
             changed = closed.changed(), if !closing => {
                 // The dispatcher is gone: nothing more can arrive, so drain and stop.
