@@ -485,13 +485,9 @@ async fn git_hook(hook: Hook, config: Option<PathBuf>) -> anyhow::Result<Exit> {
     let repo = git::Repo::from_hook()?;
     let updates = git::classify_all(&repo, updates)?;
     let push = git::Push::new(repo.path(), |name| std::env::var(name).ok())?;
-    // The sandbox drives the handlers' deadlines (its epoch ticker): it lives until the end.
-    let (_sandbox, target) = match (forward, config) {
-        (Some(forwarder), _) => (None, git::Target::Forward(forwarder)),
-        (None, Some(config)) => {
-            let (sandbox, dispatcher) = start(&config).await?;
-            (Some(sandbox), git::Target::InProcess(dispatcher))
-        }
+    let target = match (forward, config) {
+        (Some(forwarder), _) => git::Target::Forward(forwarder),
+        (None, Some(config)) => git::Target::InProcess(start(&config).await?.1),
         (None, None) => unreachable!("checked above"),
     };
     match hook {
