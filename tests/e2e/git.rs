@@ -8,8 +8,8 @@
 //! own output: the pusher's `remote:` lines.
 //!
 //! Git runs isolated from the machine's configuration (`GIT_CONFIG_GLOBAL=/dev/null`, no system
-//! config, identity and default branch given on the command line). The hooks share one compile
-//! cache, so only the first push of the whole run compiles the modules.
+//! config, identity and default branch given on the command line). The hooks use the suite's
+//! shared compile cache, so modules are compiled once per run.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,9 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 
 use crate::receiver::Receiver;
-use crate::support::{Guest, Workdir, chaos_gate, hookwasm, hookwasm_with_stdin, protect_main};
+use crate::support::{
+    Guest, Workdir, chaos_gate, hookwasm, hookwasm_with_stdin, protect_main, shared_cache_dir,
+};
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
@@ -710,11 +712,6 @@ fn commit(clone: &Path, message: &str) -> String {
     git(clone, &["rev-parse", "HEAD"])
 }
 
-/// Shared by every hook of the run: the modules are compiled once.
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("hookwasm-git-cache")
-}
-
 /// `git` in `dir`, isolated from the machine's configuration. Pushes pass the environment on to
 /// the hooks: JSON logs at `info`, the shared compile cache, and the pusher's identity.
 fn git_command(dir: &Path) -> Command {
@@ -727,7 +724,7 @@ fn git_command(dir: &Path) -> Command {
         .env("LC_ALL", "C")
         .env("HOOKWASM_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
-        .env("HOOKWASM_CACHE_DIR", cache_dir())
+        .env("HOOKWASM_CACHE_DIR", shared_cache_dir())
         .env("GIT_PUSHER_NAME", "ada")
         .env("GIT_PUSHER_EMAIL", "ada@example.com")
         .env_remove("HOOKWASM_URL")
