@@ -899,11 +899,9 @@ fn changing_an_observers_queue_capacity_loses_nothing_and_keeps_order() {
     // once and in the order accepted: the replacement must not start on new events while the
     // old queue still drains.
     //
-    // Fails today (host bug): `Reloader::reload` (host/src/reload.rs, the `replaced_queue`
-    // branch) calls `remove` and only then `add`, which compiles and runs `init`: events
-    // accepted in between are queued for no one, and a failed add leaves no handler at all.
-    // Then the old slot's worker drains its backlog while the new slot's worker already runs
-    // later events, so the two interleave and events are handled out of order.
+    // Regression: the reloader used to remove the old slot and only then load the new version,
+    // so events accepted meanwhile reached no observer, and the old queue drained alongside the
+    // new one, out of order (fixed by `Dispatcher::replace`).
     let work = Workdir::new();
     let dir = modules(&work);
     std::fs::write(dir.join("chaos.wasm"), read(&Guest::Chaos.path())).expect("write chaos.wasm");
@@ -1077,11 +1075,8 @@ fn a_module_whose_folder_does_not_exist_yet_is_added_when_it_appears() {
     // `cargo build` into a fresh target folder: creating the folder and then the module must
     // add the handler.
     //
-    // Fails today (host bug): `Reloader::watch` (host/src/reload.rs, the loop around
-    // `watcher.watch(folder, …)`) logs `cannot watch: No path was found` for the missing
-    // folder, then records it in `folders` anyway, so it is never tried again; and no existing
-    // ancestor is watched, so the folder's creation is not seen either. The failed add is
-    // retried only if something else triggers a reload (a config edit, SIGHUP).
+    // Regression: the watcher used to give up on a folder it could not watch, and watched no
+    // ancestor, so the module was never seen.
     let work = Workdir::new();
     let host = name_a_module_before_it_exists(&work, "build/out/late.wasm");
     let out = work.path().join("build/out");
@@ -1095,10 +1090,8 @@ fn a_module_folder_deleted_and_rebuilt_is_still_watched() {
     // `cargo clean && cargo build` while `serve --watch` runs: the module's folder disappears,
     // then comes back with a new build of the module. The new version must go into service.
     //
-    // Fails today (host bug): the kernel drops the watch of a deleted folder, but
-    // `Reloader::watch` (host/src/reload.rs) still counts the folder in `folders` and never
-    // watches it again, so the rebuilt module goes unseen (the old version keeps running and
-    // `lastReload` keeps saying the module cannot be read).
+    // Regression: the kernel drops the watch of a deleted folder, and the watcher used to go
+    // on believing it watched it, so the rebuilt module went unseen.
     let work = Workdir::new();
     let original = read(&Guest::ConsoleLogger.path());
     let rebuilt = with_custom_section(&original, "hookwasm-e2e", b"rebuilt");
@@ -1198,11 +1191,8 @@ fn sighup_during_a_watched_reload_does_not_add_a_handler_twice() {
     // handler, one queue, each event handled once. A fresh compile cache and a module digest
     // of its own make the add slow (a real compile), as for a newly built module.
     //
-    // Fails today (host bug): nothing serialises `Reloader::reload` (host/src/reload.rs):
-    // `reload_on_sighup` (host/src/main.rs) and the watcher's loop call it concurrently; both
-    // find no slot `twin` while the other compiles, both call `Dispatcher::add`
-    // (host/src/dispatch/mod.rs), which does not check names, and `twin` is in service twice:
-    // two queues, every event delivered to it twice, two entries in GET /v1/handlers.
+    // Regression: the two reloads used to run at once, both found no `twin` while the other
+    // compiled, and both added it: two queues, every event delivered twice.
     let work = Workdir::new();
     let dir = modules(&work);
     let original = read(&Guest::ConsoleLogger.path());
