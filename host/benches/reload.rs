@@ -189,10 +189,10 @@ impl Setup {
 /// Time from write to serving, alternating two digests, then with a new digest each time.
 async fn write_to_serving(logger: &[u8]) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let setup = Setup::new(logger, "observe", serde_json::Value::Null).await?;
-    let watcher = tokio::spawn(setup.reloader.clone().watch());
+    let watcher = tokio::spawn(setup.reloader.clone().watch()?);
     let versions = [logger.to_vec(), variant(logger, "b")];
-    // The watcher registers its folders after it starts: write until it sees a change. This
-    // also puts the second digest in the compile cache.
+    // Write until the watcher sees a change; this also puts the second digest in the compile
+    // cache.
     let wanted = digest(&versions[1]);
     'live: loop {
         write_by_rename(&setup.module(), &versions[1])?;

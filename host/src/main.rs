@@ -270,10 +270,10 @@ async fn serve(
     let dispatcher = Arc::new(dispatcher);
     let reloader = Arc::new(Reloader::new(config, sandbox, dispatcher.clone()));
     if watch {
-        tokio::spawn(reloader.clone().watch());
+        tokio::spawn(reloader.clone().watch()?);
         tracing::info!("watching {} and its modules for changes", config.display());
     }
-    tokio::spawn(reload_on_sighup(reloader));
+    reload_on_sighup(reloader)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -297,21 +297,23 @@ async fn serve(
     Ok(Exit::Success)
 }
 
-/// `kill -HUP` reloads the config and modules, with or without `--watch`.
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
+/// `kill -HUP` reloads the config and modules, with or without `--watch`. The handler is in
+/// place when this returns (before it, SIGHUP would end the process).
+fn reload_on_sighup(reloader: Arc<Reloader>) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
-        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading");
-            reloader.reload().await;
-        }
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| anyhow::anyhow!("cannot handle SIGHUP: {e}"))?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading");
+                reloader.reload().await;
+            }
+        });
     }
     #[cfg(not(unix))]
     let _ = reloader;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -198,62 +198,78 @@ impl Reloader {
         files
     }
 
-    /// Watches the config and module files until the process ends, reloading after each burst
-    /// of changes. Folders are watched rather than files, so files replaced by rename and
-    /// modules that appear after the config names them are seen.
-    pub async fn watch(self: Arc<Self>) -> anyhow::Result<()> {
+    /// Starts watching the config and module files; the returned future reloads after each
+    /// burst of changes until the process ends. The watches are in place when this returns, so
+    /// a change made right after is seen. Folders are watched rather than files, so files
+    /// replaced by rename and modules that appear after the config names them are seen.
+    pub fn watch(self: Arc<Self>) -> anyhow::Result<impl Future<Output = ()> + Send> {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Reading a file (as a reload does) is an access event: only changes count.
-                if let Ok(event) = event
-                    && !matches!(event.kind, notify::EventKind::Access(_))
-                {
-                    let _ = tx.send(event.paths);
-                }
-            })?;
-        let mut folders: BTreeSet<PathBuf> = BTreeSet::new();
-        let mut seen_at_last_reload = None;
-        loop {
-            // Watch the folder of every file, or its nearest existing ancestor while the folder
-            // does not exist. Watches are set again each turn: a folder that was deleted and
-            // created again has lost its watch.
-            let files = self.watched_files();
-            for folder in std::mem::take(&mut folders) {
-                let _ = watcher.unwatch(&folder);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Reading a file (as a reload does) is an access event: only changes count.
+            if let Ok(event) = event
+                && !matches!(event.kind, notify::EventKind::Access(_))
+            {
+                let _ = tx.send(event.paths);
             }
-            folders = files.iter().filter_map(|f| existing_ancestor(f)).collect();
-            for folder in &folders {
-                if let Err(e) = watcher.watch(folder, RecursiveMode::NonRecursive) {
-                    tracing::warn!(folder = %folder.display(), "cannot watch: {e}");
-                }
-            }
-
-            // A file written after the last reload started but before its folder was watched
-            // sent no event to us: compare what the files look like now.
-            let missed = seen_at_last_reload
-                .as_ref()
-                .is_some_and(|seen| *seen != snapshot(&files));
-            // Wait for a change to one of our files or to a folder on the way to one, then for
-            // the burst to end.
-            if !missed {
-                loop {
-                    let Some(paths) = rx.recv().await else {
-                        return Ok(());
-                    };
-                    let ours = |p: &PathBuf| {
-                        let p = absolute(p);
-                        files.iter().any(|f| f.starts_with(&p))
-                    };
-                    if paths.iter().any(ours) {
-                        break;
+        })?;
+        let mut watches = Watches {
+            watcher,
+            folders: BTreeSet::new(),
+        };
+        let mut files = self.watched_files();
+        watches.arm(&files);
+        Ok(async move {
+            let mut seen_at_last_reload = None;
+            loop {
+                // A file written after the last reload started but before its folder was
+                // watched sent no event to us: compare what the files look like now.
+                let missed = seen_at_last_reload
+                    .as_ref()
+                    .is_some_and(|seen| *seen != snapshot(&files));
+                if !missed {
+                    // Wait for a change to one of our files or to a folder on the way to one.
+                    loop {
+                        let Some(paths) = rx.recv().await else { return };
+                        let ours = |p: &PathBuf| {
+                            let p = absolute(p);
+                            files.iter().any(|f| f.starts_with(&p))
+                        };
+                        if paths.iter().any(ours) {
+                            break;
+                        }
                     }
                 }
+                // Then for the burst to end.
+                while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                seen_at_last_reload = Some(snapshot(&files));
+                let summary = self.reload().await;
+                tracing::debug!(?summary, "reload done");
+                files = self.watched_files();
+                watches.arm(&files);
             }
-            while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-            seen_at_last_reload = Some(snapshot(&files));
-            let summary = self.reload().await;
-            tracing::debug!(?summary, "reload done");
+        })
+    }
+}
+
+/// The folders being watched.
+struct Watches {
+    watcher: notify::RecommendedWatcher,
+    folders: BTreeSet<PathBuf>,
+}
+
+impl Watches {
+    /// Watches the folder of every file, or its nearest existing ancestor while the folder does
+    /// not exist. Everything is watched afresh: a folder deleted and created again has lost its
+    /// watch.
+    fn arm(&mut self, files: &BTreeSet<PathBuf>) {
+        for folder in std::mem::take(&mut self.folders) {
+            let _ = self.watcher.unwatch(&folder);
+        }
+        self.folders = files.iter().filter_map(|f| existing_ancestor(f)).collect();
+        for folder in &self.folders {
+            if let Err(e) = self.watcher.watch(folder, RecursiveMode::NonRecursive) {
+                tracing::warn!(folder = %folder.display(), "cannot watch: {e}");
+            }
         }
     }
 }
