@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{FailurePolicy, Mode};
-use crate::dispatch::{Backpressure, BreakerView, Dispatcher, Refused, ReloadStatus};
+use crate::dispatch::{Backpressure, BreakerView, Dispatcher, Refused, ReloadStatus, Route};
 use crate::event::Event;
 use crate::metrics::HandlerCounts;
 
@@ -54,7 +54,15 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// One CloudEvent (an object) or a batch (an array). Answers 200 with the merged gate verdict
 /// when a gate ran, 202 when the events were only queued for observers.
-async fn post_events(State(dispatcher): State<Arc<Dispatcher>>, body: Bytes) -> Response {
+async fn post_events(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let route = match route(query.as_deref()) {
+        Ok(route) => route,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
     let events = match parse_events(&body) {
         Ok(events) => events,
         Err(message) => {
@@ -63,7 +71,10 @@ async fn post_events(State(dispatcher): State<Arc<Dispatcher>>, body: Bytes) -> 
         }
     };
     let batch = events.len() > 1 || body.trim_ascii_start().starts_with(b"[");
-    match dispatcher.submit(&events, Backpressure::Refuse).await {
+    match dispatcher
+        .submit_to(&events, route, Backpressure::Refuse)
+        .await
+    {
         Ok(mut decisions) => {
             let gated = decisions.iter().any(|d| !d.gates.is_empty());
             let status = if gated {
@@ -89,6 +100,29 @@ async fn post_events(State(dispatcher): State<Arc<Dispatcher>>, body: Bytes) -> 
         }
         Err(refused) => error(StatusCode::PAYLOAD_TOO_LARGE, refused.to_string()),
     }
+}
+
+/// `?route=gates` or `?route=observers` reaches only those handlers (a git server asks its gates
+/// before refs move and tells its observers after); `all`, the default, reaches both.
+fn route(query: Option<&str>) -> Result<Route, String> {
+    let mut route = Route::All;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        route = match pair.split_once('=') {
+            Some(("route", "all")) => Route::All,
+            Some(("route", "gates")) => Route::Gates,
+            Some(("route", "observers")) => Route::Observers,
+            _ => {
+                return Err(format!(
+                    "unknown query {pair:?}; the only parameter is route=all|gates|observers"
+                ));
+            }
+        };
+    }
+    Ok(route)
 }
 
 /// Parses and validates the whole body before anything is dispatched: all events or none.

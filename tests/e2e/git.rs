@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 
 use crate::receiver::Receiver;
 use crate::support::{
-    Guest, Workdir, chaos_gate, hookwasm, hookwasm_with_stdin, protect_main, shared_cache_dir,
+    Guest, Host, LogLine, Workdir, chaos_gate, hookwasm, hookwasm_with_stdin, protect_main,
+    shared_cache_dir,
 };
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
@@ -435,6 +436,74 @@ fn failing_gates_follow_their_failure_policy() {
         "refs/heads/main",
         ZERO,
         &one,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarded to `hookwasm serve`
+// ---------------------------------------------------------------------------------------------
+
+/// Installed with `--url`, the hooks load no handler: they forward to a running `hookwasm
+/// serve`. Its gates refuse a force-push of `main` with their reason in git's output; its
+/// observers hear what post-receive sends and the rejection, never what pre-receive asked the
+/// gates about.
+#[test]
+fn hooks_forward_to_a_running_serve() {
+    let work = Workdir::new();
+    let recorder = Recorder::start();
+    let config = work.config(&[protect_main(), recorder.observer()]);
+    let host = Host::serve(&config);
+    let bare = init_bare(work.path());
+    let url = format!("http://{}", host.addr());
+    let (repo, config) = (bare.to_string_lossy(), config.to_string_lossy());
+    hookwasm(&[
+        "install-git-hooks",
+        &repo,
+        "--config",
+        &config,
+        "--url",
+        &url,
+    ])
+    .assert_code(0);
+    let clone = init_clone(work.path(), &bare);
+
+    let one = commit(&clone, "one");
+    let pushed = push(&clone, &["origin", "main"]);
+    pushed.assert_accepted();
+    let loaded_in_hook = pushed
+        .remote_lines()
+        .iter()
+        .any(|line| LogLine::parse(line).message() == Some("loaded"));
+    assert!(
+        !loaded_in_hook,
+        "the hook loaded handlers itself:\n{pushed}"
+    );
+    let events = recorder.wait_for(1);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_ref_event(
+        &events[0],
+        "git.branch.created",
+        "refs/heads/main",
+        ZERO,
+        &one,
+    );
+
+    git(&clone, &["commit", "-q", "--amend", "-m", "rewritten"]);
+    let refused = push(&clone, &["--force", "origin", "main"]);
+    refused.assert_rejected("main");
+    assert!(
+        refused.remote_lines().contains(
+            &"hookwasm: rejected by protect-main: force-push to protected branch \
+              refs/heads/main is not allowed (branch-protection rule \"main\")"
+                .to_owned()
+        ),
+        "{refused}"
+    );
+    assert_eq!(types(&recorder.wait_for(1)), ["git.push.rejected"]);
+    assert_eq!(
+        git(&bare, &["rev-parse", "refs/heads/main"]),
+        one,
+        "main did not move"
     );
 }
 
@@ -875,6 +944,15 @@ impl Recorder {
             "capabilities": { "allowedHosts": [self.receiver.origin()] },
             "limits": { "timeoutMs": 5000 },
         })
+    }
+
+    /// Waits until `n` events arrived since the last call (observers of a `serve` run after the
+    /// push returned), then returns them all.
+    fn wait_for(&self, n: usize) -> Vec<Value> {
+        let wanted = self.taken.get() + n;
+        self.receiver
+            .wait_until(&format!("{n} more events"), |r| r.len() >= wanted);
+        self.take()
     }
 
     /// The events received since the last call, in order. A hook waits for its observers before
