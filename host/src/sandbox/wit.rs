@@ -10,5 +10,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use hookwasm::handler::host::Level;
-pub use hookwasm::handler::types::*;
+pub use self::hookwasm::handler::host::Level;
+pub use self::hookwasm::handler::types::*;
