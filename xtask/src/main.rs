@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
             let mut test = vec!["test"];
             test.extend(TESTED.iter().flat_map(|c| ["-p", c]));
             test.extend(args[1..].iter().map(String::as_str));
-            cargo(&test)
+            cargo_test(&test)
         }
         Some("build-guests") => build_guests(),
         _ => bail!(
@@ -158,6 +158,40 @@ fn add_wasm_target() -> anyhow::Result<()> {
         // Without rustup the toolchain came from elsewhere; the build will say if the target is missing.
         Err(_) => Ok(()),
     }
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one line totalling every test
+/// binary's results: cargo's own last line is often a doc-test run with nothing in it.
+fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let mut child = Command::new(cargo)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().context("cargo test has no stdout")?;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.context("cannot read cargo test's output")?;
+        println!("{line}");
+        // "test result: ok. 35 passed; 0 failed; 0 ignored; …"
+        if let Some(counts) = line.strip_prefix("test result: ") {
+            for part in counts.split(['.', ';']) {
+                match part.trim().split_once(' ') {
+                    Some((n, "passed")) => passed += n.parse::<u64>().unwrap_or(0),
+                    Some((n, "failed")) => failed += n.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait().context("cargo test did not finish")?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
