@@ -475,48 +475,7 @@ impl Host {
 
     /// Like [`Host::serve`], with extra arguments (e.g. `--drain-secs`).
     pub fn serve_with(config: &Path, extra: &[&str]) -> Host {
-        let config = config.to_string_lossy();
-        let mut args = vec!["serve", "--config", &config, "--listen", "127.0.0.1:0"];
-        args.extend_from_slice(extra);
-        let mut child = command(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start `hookwasm serve`");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(LogBuffer::default());
-        let reader = {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    match line {
-                        Ok(line) => log.push(line),
-                        Err(_) => break,
-                    }
-                }
-                log.close();
-            })
-        };
-        let mut host = Host {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-            reader: Some(reader),
-        };
-        let addr = host.log.wait_for(STARTUP_DEADLINE, |line| {
-            let message = LogLine::parse(line).message()?.to_owned();
-            let addr = message.strip_prefix("listening on http://")?;
-            addr.parse::<SocketAddr>().ok()
-        });
-        match addr {
-            Some(addr) => host.addr = addr,
-            None => panic!(
-                "`hookwasm serve` did not start listening within {STARTUP_DEADLINE:?}:\n{}",
-                host.log.snapshot().join("\n")
-            ),
-        }
-        host
+        Host::serve_env(config, extra, &[])
     }
 
     /// The address it listens on.
