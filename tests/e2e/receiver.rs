@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::support::POLL_DEADLINE;
+use crate::support::{POLL_DEADLINE, dechunk};
 
 /// Largest request head or body the receiver reads.
 const MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -305,22 +305,6 @@ fn read_request(stream: &mut TcpStream) -> Option<Received> {
         arrived: Instant::now(),
         answered: None,
     })
-}
-
-/// A whole chunked body decoded, or `None` while it is incomplete.
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
 }
 
 /// A gate a held request waits at until the test opens it (or [`POLL_DEADLINE`] passes, so a

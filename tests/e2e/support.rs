@@ -322,7 +322,13 @@ pub fn hookwasm(args: &[&str]) -> Run {
 
 /// Runs `hookwasm ARGS` with `stdin` as its standard input.
 pub fn hookwasm_with_stdin(args: &[&str], stdin: &str) -> Run {
-    let mut child = command(args)
+    run_to_completion(command(args), args, stdin)
+}
+
+/// Runs a prepared `hookwasm` command to the end (or to [`EXIT_DEADLINE`]) with `stdin` as its
+/// input, collecting its output.
+fn run_to_completion(mut command: Command, args: &[&str], stdin: &str) -> Run {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -758,7 +764,8 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
     })
 }
 
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+/// A whole chunked HTTP body decoded, or `None` while it is incomplete.
+pub fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
@@ -792,20 +799,7 @@ pub const LOG_HANDLED: &str = "info,hookwasm=debug";
 pub fn hookwasm_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = command(args);
     command.envs(env.iter().copied());
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the hookwasm binary");
-    let stdout = drain(child.stdout.take().expect("stdout is piped"));
-    let stderr = drain(child.stderr.take().expect("stderr is piped"));
-    let status = wait_with_deadline(ChildGuard(child), EXIT_DEADLINE, args);
-    Run {
-        code: status.code(),
-        stdout: stdout.join().expect("the stdout reader does not panic"),
-        stderr: stderr.join().expect("the stderr reader does not panic"),
-    }
+    run_to_completion(command, args, "")
 }
 
 impl Host {
@@ -1055,18 +1049,5 @@ pub fn hookwasm_without(args: &[&str], unset: &[&str]) -> Run {
     for name in unset {
         command.env_remove(name);
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the hookwasm binary");
-    let stdout = drain(child.stdout.take().expect("stdout is piped"));
-    let stderr = drain(child.stderr.take().expect("stderr is piped"));
-    let status = wait_with_deadline(ChildGuard(child), EXIT_DEADLINE, args);
-    Run {
-        code: status.code(),
-        stdout: stdout.join().expect("the stdout reader does not panic"),
-        stderr: stderr.join().expect("the stderr reader does not panic"),
-    }
+    run_to_completion(command, args, "")
 }
