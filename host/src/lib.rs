@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod event;
 pub mod git;
 pub mod metrics;
+pub mod outbox;
 pub mod reload;
 pub mod sandbox;
 pub mod server;

@@ -1,0 +1,205 @@
+//! The outbox: observers' deliveries are written down before the producer hears "accepted", then
+//! worked off from the store, retried with backoff, and dead-lettered when they keep failing.
+//!
+//! [`Store`] is the whole contract between the dispatcher and the database, kept small so a server
+//! database can take SQLite's place later. [`sqlite::SqliteStore`] is the implementation: a file
+//! (durable) or an in-memory database (the same code, nothing survives the process).
+//!
+//! A delivery's life: `pending` (due at `due_at`) → `claimed` by a worker under a lease → `done`,
+//! or back to `pending` with a later `due_at` (a retry), or `dead` (attempts exhausted). A
+//! claimed delivery whose lease ran out (its process died) is claimable again.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Milliseconds since the Unix epoch: how the store keeps time.
+pub type Millis = i64;
+
+/// What every [`Store`] method returns: a boxed future, so the trait works behind `dyn`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The store failed: the database is unreachable, full, corrupt or from a newer hookwasm.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("outbox {0}")]
+pub struct StoreError(pub String);
+
+/// An event to accept, with the observers it must reach.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// CloudEvents `source`; with `id` it identifies the event.
+    pub source: String,
+    /// CloudEvents `id`.
+    pub id: String,
+    /// The event as accepted (CloudEvent JSON), handed to the observer on every attempt.
+    pub json: String,
+    /// The observers subscribed to it, by name; one delivery each.
+    pub handlers: Vec<String>,
+}
+
+/// What [`Store::accept`] did with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The event (same `source` and `id`) was already stored: nothing new was written unless
+    /// the acceptance asked to redeliver.
+    pub duplicate: bool,
+    /// The new deliveries' ids, in the order of [`NewEvent::handlers`]; empty for a duplicate
+    /// that was not redelivered.
+    pub deliveries: Vec<i64>,
+}
+
+/// How [`Store::accept`] treats an event it already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDuplicate {
+    /// Store and deliver it once: a producer's retry is not a new event (`serve`, `git-hook`).
+    Skip,
+    /// Deliver it again (`replay`: running old events again is the point): new deliveries are
+    /// added, and the stored JSON is replaced by the one given (its `accepted_at` stays).
+    Redeliver,
+}
+
+/// A delivery handed to a worker: one attempt of one event for one observer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The delivery's id: stable across attempts, shown in dead letters.
+    pub id: i64,
+    /// The observer.
+    pub handler: String,
+    /// The event's CloudEvents `id`: the same on every attempt.
+    pub event_id: String,
+    /// The event as accepted.
+    pub event_json: String,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// When the event was accepted.
+    pub accepted_at: Millis,
+}
+
+/// Deliveries of one observer, by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    /// The observer.
+    pub handler: String,
+    /// Waiting for a first attempt or a retry.
+    pub pending: u64,
+    /// Being attempted now (or by a process that died, until its lease runs out).
+    pub claimed: u64,
+    /// Delivered, not yet pruned.
+    pub done: u64,
+    /// Attempts exhausted.
+    pub dead: u64,
+    /// Of those pending or claimed, how many have failed at least once.
+    pub retrying: u64,
+    /// When the oldest pending or claimed delivery's event was accepted.
+    pub oldest_open_at: Option<Millis>,
+}
+
+/// A delivery whose attempts ran out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The delivery's id: what `retry` and `discard` take.
+    pub id: i64,
+    /// The observer.
+    pub handler: String,
+    /// The event's CloudEvents `id`.
+    pub event_id: String,
+    /// The event's CloudEvents `type`.
+    pub event_type: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub cause: String,
+    /// When the event was accepted.
+    pub accepted_at: Millis,
+    /// When the delivery was given up.
+    pub dead_at: Millis,
+}
+
+/// Which dead letters an operator command applies to; every field that is set must match, and
+/// an empty selector matches all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// One delivery.
+    pub id: Option<i64>,
+    /// One observer's.
+    pub handler: Option<String>,
+    /// One event's (CloudEvents `id`).
+    pub event_id: Option<String>,
+}
+
+/// The outbox's storage. Every method commits before its future resolves: once `accept` returns,
+/// the event survives the process being killed.
+///
+/// `complete`, `retry_later` and `dead_letter` act only on a delivery that is still `claimed`; on
+/// any other (an operator discarded or retried it meanwhile, or it is gone) they change nothing
+/// and still succeed. Leases are not fenced: a worker whose lease ran out, and whose delivery was
+/// claimed again, can still finish it; delivery is at least once.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Stores each event (unless it is a duplicate, see `on_duplicate`) with one `pending`
+    /// delivery per handler, due now. With a `lease`, the new deliveries start `claimed` by the
+    /// caller for that long, as attempt 1 (the caller runs them itself: `replay`). An event with
+    /// no handlers is stored without deliveries, so that a repeat is still a duplicate.
+    fn accept(
+        &self,
+        events: Vec<NewEvent>,
+        on_duplicate: OnDuplicate,
+        lease: Option<Duration>,
+        now: Millis,
+    ) -> StoreFuture<'_, Vec<Accepted>>;
+
+    /// Claims `handler`'s next delivery that is due (lowest id first; a claimed one whose
+    /// lease has run out counts as due): marks it `claimed` until `now + lease` and counts the
+    /// attempt. `None` when nothing is due.
+    fn claim(
+        &self,
+        handler: String,
+        lease: Duration,
+        now: Millis,
+    ) -> StoreFuture<'_, Option<Delivery>>;
+
+    /// The attempt succeeded: the delivery is `done`.
+    fn complete(&self, delivery: i64, now: Millis) -> StoreFuture<'_, ()>;
+
+    /// The attempt failed and another is due at `retry_at`.
+    fn retry_later(
+        &self,
+        delivery: i64,
+        cause: String,
+        retry_at: Millis,
+        now: Millis,
+    ) -> StoreFuture<'_, ()>;
+
+    /// The attempt failed and no more are allowed: the delivery is `dead` with `cause`.
+    fn dead_letter(&self, delivery: i64, cause: String, now: Millis) -> StoreFuture<'_, ()>;
+
+    /// Deliveries by observer and state, every observer that has any, by name.
+    fn counts(&self) -> StoreFuture<'_, Vec<Counts>>;
+
+    /// Dead letters matching `selector`, lowest delivery id (so earliest accepted) first, at most
+    /// `limit`.
+    fn dead_letters(&self, selector: Selector, limit: usize) -> StoreFuture<'_, Vec<DeadLetter>>;
+
+    /// Makes the matching dead letters `pending` again, due now, with their attempts reset.
+    /// Returns how many.
+    fn retry_dead(&self, selector: Selector, now: Millis) -> StoreFuture<'_, u64>;
+
+    /// Deletes the matching dead letters. Returns how many.
+    fn discard_dead(&self, selector: Selector) -> StoreFuture<'_, u64>;
+
+    /// Deletes deliveries `done` before `before`, and events left with no delivery.
+    /// Returns how many deliveries.
+    fn prune(&self, before: Millis) -> StoreFuture<'_, u64>;
+}
+
+/// The current time as the store counts it.
+pub fn now() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}

@@ -1,0 +1,1423 @@
+//! The outbox in SQLite: one file, written by one thread per process with group commit.
+//!
+//! Every [`Store`] call becomes a job sent to a writer thread that owns the connection. The thread
+//! waits for a job, takes whatever else is already queued (up to [`MAX_BATCH`]), and runs them all
+//! in one transaction, each inside its own savepoint so that one failing job is rolled back alone.
+//! The callers hear back once the transaction has committed. So a thousand concurrent `accept`s
+//! cost a few commits (and fsyncs), not a thousand, and no tokio worker ever waits on the disk.
+//!
+//! Several processes may share the file (`hookwasm serve`, a `git-hook` process, the
+//! `hookwasm dead-letters` CLI): WAL lets readers run beside the writer, and a writer that finds
+//! the file locked waits up to [`BUSY_TIMEOUT`] for it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::{
+    Accepted, Counts, DeadLetter, Delivery, Millis, NewEvent, OnDuplicate, Selector, Store,
+    StoreError, StoreFuture,
+};
+
+/// The schema this code reads and writes, kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a write waits for another process to release the file before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most jobs one transaction takes: bounds how long a batch holds the write lock.
+const MAX_BATCH: usize = 512;
+
+/// The tables and indexes; every statement is idempotent, so running it on an existing database
+/// changes nothing.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    json TEXT NOT NULL,
+    accepted_at INTEGER NOT NULL,
+    UNIQUE (source, id)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    event_seq INTEGER NOT NULL REFERENCES events (seq),
+    handler TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'done', 'dead')),
+    attempts INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    last_error TEXT,
+    updated_at INTEGER NOT NULL
+);
+-- claim: a handler's open deliveries in id order, due_at checked without reading the row.
+CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (handler, id, due_at)
+    WHERE state IN ('pending', 'claimed');
+-- prune: done deliveries by age.
+CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (updated_at) WHERE state = 'done';
+-- dead_letters, retry_dead, discard_dead: only the (few) dead rows.
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (id) WHERE state = 'dead';
+-- Finding an event's deliveries: orphan events after prune and discard, foreign key checks.
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
+";
+
+/// A handler's next due delivery; served by the `deliveries_open` index without sorting.
+const NEXT_DUE: &str = "SELECT id FROM deliveries
+    WHERE handler = ?1 AND state IN ('pending', 'claimed') AND due_at <= ?2
+    ORDER BY id LIMIT 1";
+
+/// The dead deliveries a [`Selector`] picks: `?1` id, `?2` handler, `?3` event id, each NULL
+/// when unset.
+const DEAD_MATCHING: &str = "state = 'dead'
+    AND (?1 IS NULL OR id = ?1)
+    AND (?2 IS NULL OR handler = ?2)
+    AND (?3 IS NULL OR event_seq IN (SELECT seq FROM events WHERE id = ?3))";
+
+/// When a commit counts as written (`eventDelivery.sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sync {
+    /// Survives the process crashing (kill -9); a power loss or OS crash may lose the last
+    /// commits. No fsync per commit, only at checkpoints.
+    Normal,
+    /// Also survives a power loss: every commit is fsynced (group commit shares one fsync among
+    /// all the calls that arrived together).
+    #[default]
+    Full,
+}
+
+impl Sync {
+    /// The `PRAGMA synchronous` value.
+    fn pragma(self) -> &'static str {
+        match self {
+            Sync::Normal => "NORMAL",
+            Sync::Full => "FULL",
+        }
+    }
+}
+
+/// The outbox in a SQLite file or in memory. Dropping it finishes the queued calls and closes
+/// the database (it waits for the batch being written).
+#[derive(Debug)]
+pub struct SqliteStore {
+    /// The writer thread's queue; `None` only while dropping.
+    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    /// The writer thread; `None` only while dropping.
+    writer: Option<JoinHandle<()>>,
+    /// The file (or `:memory:`), for error messages.
+    label: Arc<str>,
+}
+
+impl SqliteStore {
+    /// Opens the outbox file at `path`, creating it (and its folders) if missing.
+    pub fn open(path: &Path, sync: Sync) -> Result<SqliteStore, StoreError> {
+        let label = path.display().to_string();
+        let cannot_open = |e: &dyn std::fmt::Display| {
+            StoreError(format!(
+                "{label} cannot be opened: {e}; check the path and permissions of \
+                 `eventDelivery.path`"
+            ))
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| cannot_open(&e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| cannot_open(&e))?;
+        configure(&conn, sync).map_err(|e| cannot_open(&e))?;
+        require_wal(&conn, &label)?;
+        create_schema(&conn, &label)?;
+        Ok(Self::start(conn, label))
+    }
+
+    /// An outbox in memory: the same code, and nothing survives the process.
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        let label = ":memory:".to_string();
+        let conn = Connection::open_in_memory()
+            .and_then(|conn| configure(&conn, Sync::Normal).map(|()| conn))
+            .map_err(|e| StoreError(format!("{label} cannot be created: {e}")))?;
+        create_schema(&conn, &label)?;
+        Ok(Self::start(conn, label))
+    }
+
+    /// Hands the connection to a new writer thread.
+    fn start(conn: Connection, label: String) -> SqliteStore {
+        let (jobs, queue) = mpsc::channel();
+        let thread_label = label.clone();
+        let writer = std::thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || write_loop(&conn, &queue, &thread_label))
+            .expect("the OS refused to start the outbox writer thread");
+        SqliteStore {
+            jobs: Some(jobs),
+            writer: Some(writer),
+            label: label.into(),
+        }
+    }
+
+    /// Runs `op` on the writer thread in the next batch; resolves once the batch has committed.
+    /// `what` names the operation in error messages.
+    fn submit<T, F>(&self, what: &'static str, op: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Call {
+            what,
+            op: Some(op),
+            result: None,
+            reply,
+        });
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        let label = Arc::clone(&self.label);
+        let stopped = move || {
+            StoreError(format!(
+                "{label}: the writer thread has stopped (see the earlier error); restart hookwasm"
+            ))
+        };
+        Box::pin(async move {
+            if !sent {
+                return Err(stopped());
+            }
+            answer.await.map_err(|_| stopped())?
+        })
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what is queued and return.
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn accept(
+        &self,
+        events: Vec<NewEvent>,
+        on_duplicate: OnDuplicate,
+        lease: Option<Duration>,
+        now: Millis,
+    ) -> StoreFuture<'_, Vec<Accepted>> {
+        // Parsing the types here keeps JSON work off the writer thread.
+        let typed = match with_types(events) {
+            Ok(typed) => typed,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        self.submit("accept events", move |conn| {
+            typed
+                .iter()
+                .map(|(event, kind)| accept_one(conn, event, kind, on_duplicate, lease, now))
+                .collect()
+        })
+    }
+
+    fn claim(
+        &self,
+        handler: String,
+        lease: Duration,
+        now: Millis,
+    ) -> StoreFuture<'_, Option<Delivery>> {
+        self.submit("claim a delivery", move |conn| {
+            claim(conn, &handler, lease, now)
+        })
+    }
+
+    fn complete(&self, delivery: i64, now: Millis) -> StoreFuture<'_, ()> {
+        self.submit("complete a delivery", move |conn| {
+            let sql = "UPDATE deliveries SET state = 'done', updated_at = ?2
+                WHERE id = ?1 AND state = 'claimed'";
+            conn.prepare_cached(sql)?.execute(params![delivery, now])?;
+            Ok(())
+        })
+    }
+
+    fn retry_later(
+        &self,
+        delivery: i64,
+        cause: String,
+        retry_at: Millis,
+        now: Millis,
+    ) -> StoreFuture<'_, ()> {
+        self.submit("schedule a retry", move |conn| {
+            let sql = "UPDATE deliveries
+                SET state = 'pending', due_at = ?3, last_error = ?2, updated_at = ?4
+                WHERE id = ?1 AND state = 'claimed'";
+            conn.prepare_cached(sql)?
+                .execute(params![delivery, cause, retry_at, now])?;
+            Ok(())
+        })
+    }
+
+    fn dead_letter(&self, delivery: i64, cause: String, now: Millis) -> StoreFuture<'_, ()> {
+        self.submit("dead-letter a delivery", move |conn| {
+            let sql = "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
+                WHERE id = ?1 AND state = 'claimed'";
+            conn.prepare_cached(sql)?
+                .execute(params![delivery, cause, now])?;
+            Ok(())
+        })
+    }
+
+    fn counts(&self) -> StoreFuture<'_, Vec<Counts>> {
+        self.submit("count deliveries", counts)
+    }
+
+    fn dead_letters(&self, selector: Selector, limit: usize) -> StoreFuture<'_, Vec<DeadLetter>> {
+        self.submit("list dead letters", move |conn| {
+            dead_letters(conn, &selector, limit)
+        })
+    }
+
+    fn retry_dead(&self, selector: Selector, now: Millis) -> StoreFuture<'_, u64> {
+        self.submit("retry dead letters", move |conn| {
+            let sql = format!(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?4,
+                    updated_at = ?4
+                 WHERE {DEAD_MATCHING}"
+            );
+            let (id, handler, event_id) = selector_params(&selector);
+            let changed = conn
+                .prepare_cached(&sql)?
+                .execute(params![id, handler, event_id, now])?;
+            Ok(changed as u64)
+        })
+    }
+
+    fn discard_dead(&self, selector: Selector) -> StoreFuture<'_, u64> {
+        self.submit("discard dead letters", move |conn| {
+            let sql = format!("DELETE FROM deliveries WHERE {DEAD_MATCHING} RETURNING event_seq");
+            let (id, handler, event_id) = selector_params(&selector);
+            let events = conn
+                .prepare_cached(&sql)?
+                .query_map(params![id, handler, event_id], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            delete_orphans(conn, &events)?;
+            Ok(events.len() as u64)
+        })
+    }
+
+    fn prune(&self, before: Millis) -> StoreFuture<'_, u64> {
+        self.submit("prune delivered events", move |conn| {
+            let sql = "DELETE FROM deliveries WHERE state = 'done' AND updated_at < ?1
+                RETURNING event_seq";
+            let events = conn
+                .prepare_cached(sql)?
+                .query_map(params![before], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            delete_orphans(conn, &events)?;
+            Ok(events.len() as u64)
+        })
+    }
+}
+
+/// Connection settings: wait for other processes, WAL, durability, foreign keys.
+fn configure(conn: &Connection, sync: Sync) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", sync.pragma())?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(())
+}
+
+/// Refuses a file that stayed in another journal mode (a file system without the shared memory
+/// WAL needs, or a database another program keeps in rollback mode).
+fn require_wal(conn: &Connection, label: &str) -> Result<(), StoreError> {
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .map_err(|e| StoreError(format!("{label} cannot be read: {e}")))?;
+    if mode.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    Err(StoreError(format!(
+        "{label} cannot be switched to WAL (it is in {mode} mode); put `eventDelivery.path` on a \
+         local file system"
+    )))
+}
+
+/// Creates the tables on a new database; refuses one written by a newer schema.
+fn create_schema(conn: &Connection, label: &str) -> Result<(), StoreError> {
+    let failed = |e: rusqlite::Error| {
+        StoreError(format!(
+            "{label} cannot be set up: {e}; check that `eventDelivery.path` names an outbox \
+             file (or a new one) on a disk with free space"
+        ))
+    };
+    // IMMEDIATE: two processes creating the same new file do it one after the other.
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(failed)?;
+    let result = read_version(conn, label).and_then(|version| {
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        conn.execute_batch(SCHEMA).map_err(failed)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(failed)
+    });
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    conn.execute_batch(end).map_err(failed)?;
+    result
+}
+
+/// The file's schema version; an error if it is newer than this code knows.
+fn read_version(conn: &Connection, label: &str) -> Result<i64, StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| {
+            StoreError(format!(
+                "{label} cannot be read: {e}; check that `eventDelivery.path` names an outbox \
+                 file (or a new one)"
+            ))
+        })?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError(format!(
+            "{label} was written by a newer hookwasm (schema version {version}, this one knows \
+             up to {SCHEMA_VERSION}); upgrade hookwasm or point `eventDelivery.path` elsewhere"
+        )));
+    }
+    Ok(version)
+}
+
+/// The writer thread: one batch per turn until every handle is dropped and the queue is empty.
+fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, label: &str) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(conn, &mut batch, label);
+        for job in batch {
+            job.reply(outcome.clone().err());
+        }
+    }
+}
+
+/// Runs the batch in one transaction, each job in its own savepoint. `Err` when the batch did
+/// not commit: then every job's writes are gone and each caller hears this error.
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>], label: &str) -> Result<(), StoreError> {
+    let result = run_jobs(conn, batch, label).and_then(|()| {
+        conn.execute_batch("COMMIT")
+            .map_err(|e| write_failed(label, &e))
+    });
+    if result.is_err() && !conn.is_autocommit() {
+        // Leave no transaction open for the next batch; its writes are lost either way.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+/// Opens the batch's transaction and runs every job in it, each inside a savepoint.
+fn run_jobs(conn: &Connection, batch: &mut [Box<dyn Job>], label: &str) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| write_failed(label, &e))?;
+    for job in batch.iter_mut() {
+        conn.execute_batch("SAVEPOINT job")
+            .map_err(|e| write_failed(label, &e))?;
+        let ok = job.run(conn, label);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (disk full, I/O error): the jobs before
+            // this one lost their writes too.
+            return Err(StoreError(format!(
+                "{label}: SQLite rolled the transaction back (see the error before this one); \
+                 check free disk space"
+            )));
+        }
+        let end = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        conn.execute_batch(end)
+            .map_err(|e| write_failed(label, &e))?;
+    }
+    Ok(())
+}
+
+/// A write that failed as a whole, with what to check.
+fn write_failed(label: &str, e: &rusqlite::Error) -> StoreError {
+    StoreError(format!(
+        "{label}: writing failed: {e}; check free disk space and that no other process keeps \
+         the file locked"
+    ))
+}
+
+/// A queued store call, run by the writer thread.
+trait Job: Send {
+    /// Runs inside the batch's transaction; `false` when it failed (its savepoint is then
+    /// rolled back).
+    fn run(&mut self, conn: &Connection, label: &str) -> bool;
+
+    /// Answers the caller: its own result, or `batch_error` if the batch did not commit.
+    fn reply(self: Box<Self>, batch_error: Option<StoreError>);
+}
+
+/// A [`Job`] made of an operation and the channel its caller waits on.
+struct Call<T, F> {
+    /// Names the operation in error messages.
+    what: &'static str,
+    /// The operation; taken when it runs.
+    op: Option<F>,
+    /// Its result, once it ran.
+    result: Option<Result<T, StoreError>>,
+    /// The caller.
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Call<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection, label: &str) -> bool {
+        let Some(op) = self.op.take() else {
+            return false;
+        };
+        let what = self.what;
+        let result = op(conn).map_err(|e| StoreError(format!("{label}: {what} failed: {e}")));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn reply(self: Box<Self>, batch_error: Option<StoreError>) {
+        let answer = match (self.result, batch_error) {
+            (Some(Err(own)), _) => Err(own),
+            (_, Some(batch)) => Err(batch),
+            (Some(Ok(value)), None) => Ok(value),
+            (None, None) => Err(StoreError(format!("{} was not run", self.what))),
+        };
+        // The caller may have stopped waiting; the work is done either way.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Pairs each event with its CloudEvents `type`, read from its JSON.
+fn with_types(events: Vec<NewEvent>) -> Result<Vec<(NewEvent, String)>, StoreError> {
+    events
+        .into_iter()
+        .map(|event| {
+            let kind = event_type(&event.json).ok_or_else(|| {
+                StoreError(format!(
+                    "cannot store event {} from {}: its JSON has no string `type` (a bug: only \
+                     validated CloudEvents reach the outbox)",
+                    event.id, event.source
+                ))
+            })?;
+            Ok((event, kind))
+        })
+        .collect()
+}
+
+/// The `type` attribute of a CloudEvent's JSON.
+fn event_type(json: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_str::<Typed>(json).ok().map(|t| t.kind)
+}
+
+/// Stores one event and its deliveries, or recognises it as a duplicate.
+fn accept_one(
+    conn: &Connection,
+    event: &NewEvent,
+    kind: &str,
+    on_duplicate: OnDuplicate,
+    lease: Option<Duration>,
+    now: Millis,
+) -> rusqlite::Result<Accepted> {
+    let inserted: Option<i64> = conn
+        .prepare_cached(
+            "INSERT INTO events (source, id, type, json, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (source, id) DO NOTHING RETURNING seq",
+        )?
+        .query_row(
+            params![event.source, event.id, kind, event.json, now],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let (seq, duplicate) = match (inserted, on_duplicate) {
+        (Some(seq), _) => (seq, false),
+        (None, OnDuplicate::Skip) => {
+            return Ok(Accepted {
+                duplicate: true,
+                deliveries: Vec::new(),
+            });
+        }
+        (None, OnDuplicate::Redeliver) => (refresh_event(conn, event, kind)?, true),
+    };
+    let deliveries = event
+        .handlers
+        .iter()
+        .map(|handler| insert_delivery(conn, seq, handler, lease, now))
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Accepted {
+        duplicate,
+        deliveries,
+    })
+}
+
+/// Replaces a stored event's JSON with the one being redelivered; returns its `seq`.
+fn refresh_event(conn: &Connection, event: &NewEvent, kind: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "UPDATE events SET json = ?3, type = ?4 WHERE source = ?1 AND id = ?2 RETURNING seq",
+    )?
+    .query_row(params![event.source, event.id, event.json, kind], |row| {
+        row.get(0)
+    })
+}
+
+/// One new delivery: pending and due now, or claimed by the caller as attempt 1 under `lease`.
+fn insert_delivery(
+    conn: &Connection,
+    event_seq: i64,
+    handler: &str,
+    lease: Option<Duration>,
+    now: Millis,
+) -> rusqlite::Result<i64> {
+    let (state, attempts, due_at) = match lease {
+        None => ("pending", 0, now),
+        Some(lease) => ("claimed", 1, lease_end(now, lease)),
+    };
+    conn.prepare_cached(
+        "INSERT INTO deliveries (event_seq, handler, state, attempts, due_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![event_seq, handler, state, attempts, due_at, now])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// When a lease taken at `now` runs out.
+fn lease_end(now: Millis, lease: Duration) -> Millis {
+    let lease = Millis::try_from(lease.as_millis()).unwrap_or(Millis::MAX);
+    now.saturating_add(lease)
+}
+
+/// Claims `handler`'s lowest-id due delivery, if any.
+fn claim(
+    conn: &Connection,
+    handler: &str,
+    lease: Duration,
+    now: Millis,
+) -> rusqlite::Result<Option<Delivery>> {
+    let Some(id) = conn
+        .prepare_cached(NEXT_DUE)?
+        .query_row(params![handler, now], |row| row.get::<_, i64>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let (event_seq, attempts): (i64, u32) = conn
+        .prepare_cached(
+            "UPDATE deliveries
+             SET state = 'claimed', due_at = ?3, attempts = attempts + 1, updated_at = ?2
+             WHERE id = ?1 RETURNING event_seq, attempts",
+        )?
+        .query_row(params![id, now, lease_end(now, lease)], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    let (event_id, event_json, accepted_at) = conn
+        .prepare_cached("SELECT id, json, accepted_at FROM events WHERE seq = ?1")?
+        .query_row(params![event_seq], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    Ok(Some(Delivery {
+        id,
+        handler: handler.to_string(),
+        event_id,
+        event_json,
+        attempt: attempts,
+        accepted_at,
+    }))
+}
+
+/// Deliveries per handler and state, by handler name. `retrying` counts the open deliveries that
+/// have failed before: pending after an attempt, or claimed for a second or later attempt.
+fn counts(conn: &Connection) -> rusqlite::Result<Vec<Counts>> {
+    let mut counts = conn
+        .prepare_cached(
+            "SELECT handler,
+                SUM(state = 'pending'), SUM(state = 'claimed'), SUM(state = 'done'),
+                SUM(state = 'dead'),
+                SUM((state = 'pending' AND attempts > 0) OR (state = 'claimed' AND attempts > 1))
+             FROM deliveries GROUP BY handler ORDER BY handler",
+        )?
+        .query_map([], |row| {
+            Ok(Counts {
+                handler: row.get(0)?,
+                pending: tally(row, 1)?,
+                claimed: tally(row, 2)?,
+                done: tally(row, 3)?,
+                dead: tally(row, 4)?,
+                retrying: tally(row, 5)?,
+                oldest_open_at: None,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // Only open deliveries need their event's time: a join over the open rows, not all rows.
+    let mut oldest = conn.prepare_cached(
+        "SELECT d.handler, MIN(e.accepted_at) FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.state IN ('pending', 'claimed') GROUP BY d.handler",
+    )?;
+    let mut rows = oldest.query([])?;
+    while let Some(row) = rows.next()? {
+        let handler: String = row.get(0)?;
+        if let Some(entry) = counts.iter_mut().find(|c| c.handler == handler) {
+            entry.oldest_open_at = row.get(1)?;
+        }
+    }
+    Ok(counts)
+}
+
+/// A `SUM` column as a count (never negative).
+fn tally(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    let sum: i64 = row.get(index)?;
+    Ok(u64::try_from(sum).unwrap_or(0))
+}
+
+/// Dead letters matching `selector`, lowest delivery id first.
+fn dead_letters(
+    conn: &Connection,
+    selector: &Selector,
+    limit: usize,
+) -> rusqlite::Result<Vec<DeadLetter>> {
+    let sql = format!(
+        "SELECT d.id, d.handler, e.id, e.type, d.attempts, COALESCE(d.last_error, ''),
+            e.accepted_at, d.updated_at
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.id IN (SELECT id FROM deliveries WHERE {DEAD_MATCHING})
+         ORDER BY d.id LIMIT ?4"
+    );
+    let (id, handler, event_id) = selector_params(selector);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    conn.prepare_cached(&sql)?
+        .query_map(params![id, handler, event_id, limit], |row| {
+            Ok(DeadLetter {
+                id: row.get(0)?,
+                handler: row.get(1)?,
+                event_id: row.get(2)?,
+                event_type: row.get(3)?,
+                attempts: row.get(4)?,
+                cause: row.get(5)?,
+                accepted_at: row.get(6)?,
+                dead_at: row.get(7)?,
+            })
+        })?
+        .collect()
+}
+
+/// A selector as the `?1`, `?2`, `?3` of [`DEAD_MATCHING`].
+fn selector_params(selector: &Selector) -> (Option<i64>, Option<&str>, Option<&str>) {
+    (
+        selector.id,
+        selector.handler.as_deref(),
+        selector.event_id.as_deref(),
+    )
+}
+
+/// Deletes those of `events` (by `seq`) that have no delivery left.
+fn delete_orphans(conn: &Connection, events: &[i64]) -> rusqlite::Result<()> {
+    let mut delete = conn.prepare_cached(
+        "DELETE FROM events
+         WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)",
+    )?;
+    for seq in events.iter().collect::<BTreeSet<_>>() {
+        delete.execute(params![seq])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tempfile::TempDir;
+
+    use super::*;
+
+    const T0: Millis = 1_000_000;
+    const LEASE: Duration = Duration::from_secs(30);
+    const TYPE: &str = "com.example.push";
+
+    fn event(id: &str, handlers: &[&str]) -> NewEvent {
+        event_with(id, handlers, "")
+    }
+
+    /// An event whose JSON carries `note`, to tell redelivered versions apart.
+    fn event_with(id: &str, handlers: &[&str], note: &str) -> NewEvent {
+        NewEvent {
+            source: "/test".into(),
+            id: id.into(),
+            json: format!(
+                r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"{TYPE}","note":"{note}"}}"#
+            ),
+            handlers: handlers.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    fn db_path(dir: &TempDir) -> std::path::PathBuf {
+        dir.path().join("state").join("outbox.db")
+    }
+
+    fn open(dir: &TempDir) -> SqliteStore {
+        SqliteStore::open(&db_path(dir), Sync::Full).expect("a new outbox file opens")
+    }
+
+    async fn accept(store: &SqliteStore, events: Vec<NewEvent>, now: Millis) -> Vec<Accepted> {
+        store
+            .accept(events, OnDuplicate::Skip, None, now)
+            .await
+            .expect("accept succeeds")
+    }
+
+    /// Accepts one event and returns its only delivery's id.
+    async fn accept_one_delivery(store: &SqliteStore, id: &str, handler: &str, now: Millis) -> i64 {
+        let accepted = accept(store, vec![event(id, &[handler])], now).await;
+        accepted[0].deliveries[0]
+    }
+
+    async fn claim(store: &SqliteStore, handler: &str, now: Millis) -> Option<Delivery> {
+        store
+            .claim(handler.into(), LEASE, now)
+            .await
+            .expect("claim succeeds")
+    }
+
+    /// Accepts `id` for `handlers`, then claims and dead-letters each delivery; returns their ids.
+    async fn make_dead(store: &SqliteStore, id: &str, handlers: &[&str]) -> Vec<i64> {
+        let accepted = accept(store, vec![event(id, handlers)], T0).await;
+        for (handler, &delivery) in handlers.iter().zip(&accepted[0].deliveries) {
+            let claimed = claim(store, handler, T0)
+                .await
+                .expect("the new delivery is due");
+            assert_eq!(claimed.id, delivery);
+            store
+                .dead_letter(delivery, format!("{handler} failed {id}"), T0 + 1)
+                .await
+                .expect("dead_letter succeeds");
+        }
+        accepted[0].deliveries.clone()
+    }
+
+    async fn dead_ids(store: &SqliteStore, selector: Selector) -> Vec<i64> {
+        let dead = store
+            .dead_letters(selector, 100)
+            .await
+            .expect("dead_letters succeeds");
+        dead.iter().map(|d| d.id).collect()
+    }
+
+    fn by_handler(handler: &str) -> Selector {
+        Selector {
+            handler: Some(handler.into()),
+            ..Selector::default()
+        }
+    }
+
+    fn by_event(event_id: &str) -> Selector {
+        Selector {
+            event_id: Some(event_id.into()),
+            ..Selector::default()
+        }
+    }
+
+    fn by_id(id: i64) -> Selector {
+        Selector {
+            id: Some(id),
+            ..Selector::default()
+        }
+    }
+
+    fn count_events(dir: &TempDir) -> i64 {
+        let conn = Connection::open(db_path(dir)).expect("the file opens");
+        conn.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .expect("events can be counted")
+    }
+
+    #[tokio::test]
+    async fn claims_lowest_id_first_per_handler() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let accepted = accept(
+            &store,
+            vec![
+                event("e1", &["a", "b"]),
+                event("e2", &["a"]),
+                event("e3", &["b"]),
+            ],
+            T0,
+        )
+        .await;
+        assert!(accepted.iter().all(|a| !a.duplicate));
+        let [e1, e2, e3] = [&accepted[0], &accepted[1], &accepted[2]];
+
+        let first = claim(&store, "a", T0).await.expect("a has e1 due");
+        assert_eq!(
+            (first.id, first.event_id.as_str(), first.attempt),
+            (e1.deliveries[0], "e1", 1)
+        );
+        assert_eq!(first.handler, "a");
+        assert_eq!(first.event_json, event("e1", &[]).json);
+        assert_eq!(first.accepted_at, T0);
+        let second = claim(&store, "a", T0).await.expect("a has e2 due");
+        assert_eq!(second.id, e2.deliveries[0]);
+        assert!(claim(&store, "a", T0).await.is_none());
+
+        let b1 = claim(&store, "b", T0).await.expect("b has e1 due");
+        let b2 = claim(&store, "b", T0).await.expect("b has e3 due");
+        assert_eq!((b1.id, b2.id), (e1.deliveries[1], e3.deliveries[0]));
+        assert!(claim(&store, "b", T0).await.is_none());
+        assert!(claim(&store, "nobody", T0).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn duplicate_skip_writes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let first = accept(&store, vec![event("e1", &["a"])], T0).await;
+        let again = accept(&store, vec![event_with("e1", &["a", "b"], "v2")], T0 + 1).await;
+        assert_eq!(
+            again,
+            vec![Accepted {
+                duplicate: true,
+                deliveries: vec![]
+            }]
+        );
+        // The same event twice in one call: the second is the duplicate.
+        let twice = accept(&store, vec![event("e2", &["a"]), event("e2", &["a"])], T0).await;
+        assert!(!twice[0].duplicate && twice[1].duplicate);
+        assert!(twice[1].deliveries.is_empty());
+
+        let delivery = claim(&store, "a", T0).await.expect("e1 is due");
+        assert_eq!(delivery.id, first[0].deliveries[0]);
+        assert_eq!(delivery.event_json, event("e1", &[]).json);
+        assert_eq!(
+            claim(&store, "a", T0).await.map(|d| d.event_id),
+            Some("e2".into())
+        );
+        assert!(claim(&store, "a", T0).await.is_none());
+        assert!(claim(&store, "b", T0).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn duplicate_redeliver_adds_fresh_deliveries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let old = accept_one_delivery(&store, "e1", "a", T0).await;
+        let delivery = claim(&store, "a", T0).await.expect("e1 is due");
+        store
+            .complete(delivery.id, T0)
+            .await
+            .expect("complete succeeds");
+
+        let again = store
+            .accept(
+                vec![event_with("e1", &["a", "b"], "v2")],
+                OnDuplicate::Redeliver,
+                None,
+                T0 + 5,
+            )
+            .await
+            .expect("accept succeeds");
+        assert!(again[0].duplicate);
+        assert_eq!(again[0].deliveries.len(), 2);
+        assert!(again[0].deliveries.iter().all(|&id| id > old));
+
+        let redelivered = claim(&store, "a", T0 + 5).await.expect("a's new delivery");
+        assert_eq!(redelivered.id, again[0].deliveries[0]);
+        assert_eq!(redelivered.attempt, 1);
+        assert_eq!(redelivered.event_json, event_with("e1", &[], "v2").json);
+        let for_b = claim(&store, "b", T0 + 5).await.expect("b's new delivery");
+        assert_eq!(for_b.id, again[0].deliveries[1]);
+    }
+
+    #[tokio::test]
+    async fn accept_with_lease_starts_claimed_and_empty_handlers_store_the_event() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let accepted = store
+            .accept(
+                vec![event("e1", &["a"])],
+                OnDuplicate::Redeliver,
+                Some(LEASE),
+                T0,
+            )
+            .await
+            .expect("accept succeeds");
+        assert!(claim(&store, "a", T0 + 29_999).await.is_none());
+        let retry = claim(&store, "a", T0 + 30_000)
+            .await
+            .expect("the lease ran out");
+        assert_eq!((retry.id, retry.attempt), (accepted[0].deliveries[0], 2));
+
+        let none = accept(&store, vec![event("e2", &[])], T0).await;
+        assert_eq!(
+            none,
+            vec![Accepted {
+                duplicate: false,
+                deliveries: vec![]
+            }]
+        );
+        assert!(accept(&store, vec![event("e2", &[])], T0).await[0].duplicate);
+    }
+
+    #[tokio::test]
+    async fn claim_waits_for_due_at_and_retry_later() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let id = accept_one_delivery(&store, "e1", "a", T0).await;
+        assert!(claim(&store, "a", T0 - 1).await.is_none());
+        let first = claim(&store, "a", T0).await.expect("due at T0");
+        assert_eq!((first.id, first.attempt), (id, 1));
+
+        store
+            .retry_later(id, "timeout".into(), T0 + 5_000, T0 + 10)
+            .await
+            .expect("retry_later succeeds");
+        assert!(claim(&store, "a", T0 + 4_999).await.is_none());
+        let second = claim(&store, "a", T0 + 5_000).await.expect("due again");
+        assert_eq!((second.id, second.attempt), (id, 2));
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_claimable_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let id = accept_one_delivery(&store, "e1", "a", T0).await;
+        let first = claim(&store, "a", T0).await.expect("due");
+        assert_eq!(first.attempt, 1);
+        assert!(claim(&store, "a", T0 + 29_999).await.is_none());
+        let second = claim(&store, "a", T0 + 30_000)
+            .await
+            .expect("the lease ran out");
+        assert_eq!((second.id, second.attempt), (id, 2));
+        assert!(claim(&store, "a", T0 + 30_001).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn dead_letters_carry_cause_type_and_attempts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let id = accept_one_delivery(&store, "e1", "a", T0).await;
+        claim(&store, "a", T0).await.expect("due");
+        store
+            .retry_later(id, "first".into(), T0 + 100, T0 + 1)
+            .await
+            .expect("retry_later succeeds");
+        claim(&store, "a", T0 + 100).await.expect("due again");
+        store
+            .dead_letter(id, "HTTP 500 from hooks.example".into(), T0 + 150)
+            .await
+            .expect("dead_letter succeeds");
+
+        let dead = store
+            .dead_letters(Selector::default(), 10)
+            .await
+            .expect("dead_letters succeeds");
+        assert_eq!(
+            dead,
+            vec![DeadLetter {
+                id,
+                handler: "a".into(),
+                event_id: "e1".into(),
+                event_type: TYPE.into(),
+                attempts: 2,
+                cause: "HTTP 500 from hooks.example".into(),
+                accepted_at: T0,
+                dead_at: T0 + 150,
+            }]
+        );
+        assert!(claim(&store, "a", T0 + 1_000_000).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn finishing_a_delivery_that_is_not_claimed_changes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let dead = make_dead(&store, "e1", &["a"]).await[0];
+        let pending = accept_one_delivery(&store, "e2", "a", T0).await;
+        store
+            .complete(dead, T0 + 2)
+            .await
+            .expect("silently ignored");
+        store
+            .retry_later(dead, "x".into(), T0, T0 + 2)
+            .await
+            .expect("silently ignored");
+        store
+            .complete(pending, T0 + 2)
+            .await
+            .expect("silently ignored");
+        store
+            .complete(999_999, T0 + 2)
+            .await
+            .expect("silently ignored");
+        store
+            .dead_letter(999_999, "x".into(), T0 + 2)
+            .await
+            .expect("silently ignored");
+        assert_eq!(dead_ids(&store, Selector::default()).await, vec![dead]);
+        assert_eq!(
+            claim(&store, "a", T0 + 2).await.map(|d| d.id),
+            Some(pending)
+        );
+    }
+
+    #[tokio::test]
+    async fn dead_letters_respect_selector_and_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let [a1, b1] = make_dead(&store, "e1", &["a", "b"]).await[..] else {
+            panic!("two deliveries")
+        };
+        let a2 = make_dead(&store, "e2", &["a"]).await[0];
+        assert_eq!(
+            dead_ids(&store, Selector::default()).await,
+            vec![a1, b1, a2]
+        );
+        assert_eq!(dead_ids(&store, by_handler("a")).await, vec![a1, a2]);
+        assert_eq!(dead_ids(&store, by_event("e1")).await, vec![a1, b1]);
+        assert_eq!(dead_ids(&store, by_id(b1)).await, vec![b1]);
+        let both = Selector {
+            handler: Some("a".into()),
+            event_id: Some("e2".into()),
+            id: None,
+        };
+        assert_eq!(dead_ids(&store, both).await, vec![a2]);
+        let limited = store
+            .dead_letters(Selector::default(), 2)
+            .await
+            .expect("dead_letters succeeds");
+        assert_eq!(limited.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn retry_dead_by_handler_event_and_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let [a1, b1] = make_dead(&store, "e1", &["a", "b"]).await[..] else {
+            panic!("two deliveries")
+        };
+        let a2 = make_dead(&store, "e2", &["a"]).await[0];
+        let a3 = make_dead(&store, "e3", &["a"]).await[0];
+        let now = T0 + 50;
+
+        assert_eq!(store.retry_dead(by_handler("b"), now).await.ok(), Some(1));
+        assert_eq!(store.retry_dead(by_event("e2"), now).await.ok(), Some(1));
+        assert_eq!(store.retry_dead(by_id(a1), now).await.ok(), Some(1));
+        assert_eq!(store.retry_dead(by_id(a1), now).await.ok(), Some(0));
+        assert_eq!(dead_ids(&store, Selector::default()).await, vec![a3]);
+
+        // Due at `now`, attempts counted afresh.
+        assert!(claim(&store, "b", now - 1).await.is_none());
+        let b = claim(&store, "b", now).await.expect("b1 is pending again");
+        assert_eq!((b.id, b.attempt), (b1, 1));
+        let first = claim(&store, "a", now).await.expect("a1 is pending again");
+        let second = claim(&store, "a", now).await.expect("a2 is pending again");
+        assert_eq!((first.id, second.id), (a1, a2));
+        assert!(claim(&store, "a", now).await.is_none());
+
+        assert_eq!(
+            store.retry_dead(Selector::default(), now).await.ok(),
+            Some(1)
+        );
+        assert!(dead_ids(&store, Selector::default()).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn discard_dead_deletes_the_letters_and_their_events() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let b1 = make_dead(&store, "e1", &["a", "b"]).await[1];
+        make_dead(&store, "e2", &["a"]).await;
+        let both = Selector {
+            handler: Some("a".into()),
+            event_id: Some("e1".into()),
+            id: None,
+        };
+        assert_eq!(store.discard_dead(both).await.ok(), Some(1));
+        assert_eq!(count_events(&dir), 2, "e1 still has b's delivery");
+        assert_eq!(store.discard_dead(by_id(b1)).await.ok(), Some(1));
+        assert_eq!(count_events(&dir), 1, "e1 has no delivery left");
+        assert_eq!(store.discard_dead(Selector::default()).await.ok(), Some(1));
+        assert_eq!(count_events(&dir), 0);
+        assert!(dead_ids(&store, Selector::default()).await.is_empty());
+        // The events are gone, so they are new again.
+        assert!(!accept(&store, vec![event("e1", &["a"])], T0).await[0].duplicate);
+    }
+
+    #[tokio::test]
+    async fn prune_drops_old_done_deliveries_and_orphan_events_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        // e1: a done. e2: a pending. e3: a dead. e4: a done, b pending.
+        let accepted = accept(
+            &store,
+            vec![
+                event("e1", &["a"]),
+                event("e2", &["a"]),
+                event("e3", &["a"]),
+                event("e4", &["a", "b"]),
+            ],
+            T0,
+        )
+        .await;
+        let mut claimed = Vec::new();
+        for _ in 0..4 {
+            claimed.push(claim(&store, "a", T0).await.expect("due").id);
+        }
+        store.complete(claimed[0], T0 + 1).await.expect("complete");
+        store
+            .retry_later(claimed[1], "later".into(), T0 + 1_000_000, T0 + 1)
+            .await
+            .expect("retry_later");
+        store
+            .dead_letter(claimed[2], "gone".into(), T0 + 1)
+            .await
+            .expect("dead_letter");
+        store.complete(claimed[3], T0 + 1).await.expect("complete");
+        assert_eq!(claimed[3], accepted[3].deliveries[0]);
+
+        assert_eq!(
+            store.prune(T0 + 1).await.ok(),
+            Some(0),
+            "before is exclusive"
+        );
+        assert_eq!(store.prune(T0 + 2).await.ok(), Some(2));
+        assert_eq!(count_events(&dir), 3, "e1 is gone; e2, e3, e4 stay");
+        let again = accept(&store, vec![event("e1", &["a"]), event("e4", &["a"])], T0).await;
+        assert!(!again[0].duplicate, "e1 was pruned");
+        assert!(again[1].duplicate, "e4 still has an open delivery");
+
+        let counts = store.counts().await.expect("counts");
+        let a = &counts[0];
+        assert_eq!((a.pending, a.done, a.dead), (2, 0, 1));
+        assert_eq!(counts[1].pending, 1);
+    }
+
+    #[tokio::test]
+    async fn counts_by_handler_and_state() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        assert!(store.counts().await.expect("counts").is_empty());
+
+        let done = accept_one_delivery(&store, "e1", "a", T0).await;
+        claim(&store, "a", T0).await.expect("e1 due");
+        store.complete(done, T0).await.expect("complete");
+        make_dead(&store, "e2", &["a"]).await;
+        let retrying = accept_one_delivery(&store, "e3", "a", T0 + 20).await;
+        claim(&store, "a", T0 + 20).await.expect("e3 due");
+        store
+            .retry_later(retrying, "flaky".into(), T0 + 1_000, T0 + 20)
+            .await
+            .expect("retry_later");
+        accept_one_delivery(&store, "e4", "a", T0 + 30).await;
+        let claimed = claim(&store, "a", T0 + 30).await.expect("e4 due");
+        assert_eq!(claimed.event_id, "e4");
+        accept(&store, vec![event("e5", &["b", "a"])], T0 + 40).await;
+
+        let counts = store.counts().await.expect("counts");
+        assert_eq!(
+            counts,
+            vec![
+                Counts {
+                    handler: "a".into(),
+                    pending: 2,
+                    claimed: 1,
+                    done: 1,
+                    dead: 1,
+                    retrying: 1,
+                    oldest_open_at: Some(T0 + 20),
+                },
+                Counts {
+                    handler: "b".into(),
+                    pending: 1,
+                    claimed: 0,
+                    done: 0,
+                    dead: 0,
+                    retrying: 0,
+                    oldest_open_at: Some(T0 + 40),
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn accepted_events_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let id = accept_one_delivery(&store, "e1", "a", T0).await;
+        drop(store);
+
+        let reopened = SqliteStore::open(&db_path(&dir), Sync::Normal).expect("reopens");
+        let delivery = claim(&reopened, "a", T0).await.expect("e1 survived");
+        assert_eq!(
+            (delivery.id, delivery.event_json),
+            (id, event("e1", &[]).json)
+        );
+        assert!(accept(&reopened, vec![event("e1", &["a"])], T0).await[0].duplicate);
+    }
+
+    #[tokio::test]
+    async fn two_handles_on_one_file_see_each_others_commits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let serve = open(&dir);
+        let cli = open(&dir);
+        let id = accept_one_delivery(&serve, "e1", "a", T0).await;
+        let delivery = claim(&cli, "a", T0)
+            .await
+            .expect("the other handle's event");
+        assert_eq!(delivery.id, id);
+        assert!(
+            claim(&serve, "a", T0).await.is_none(),
+            "claimed by the other handle"
+        );
+        cli.dead_letter(id, "boom".into(), T0)
+            .await
+            .expect("dead_letter");
+        assert_eq!(dead_ids(&serve, Selector::default()).await, vec![id]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_accepts_all_land() {
+        const TASKS: usize = 64;
+        const EACH: usize = 100;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(open(&dir));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let mut ids = Vec::with_capacity(EACH);
+                    for n in 0..EACH {
+                        let accepted =
+                            accept(&store, vec![event(&format!("{task}-{n}"), &["a"])], T0).await;
+                        assert!(!accepted[0].duplicate);
+                        ids.extend(accepted[0].deliveries.iter().copied());
+                    }
+                    ids
+                })
+            })
+            .collect();
+        let mut ids = BTreeSet::new();
+        for task in tasks {
+            ids.extend(task.await.expect("the task does not panic"));
+        }
+        assert_eq!(ids.len(), TASKS * EACH, "every delivery id is distinct");
+        let counts = store.counts().await.expect("counts");
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts[0].pending, (TASKS * EACH) as u64);
+    }
+
+    #[tokio::test]
+    async fn a_failing_call_is_rolled_back_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        // Queued together, so they usually share a batch.
+        let broken = store.submit("break on purpose", |conn| {
+            conn.execute(
+                "INSERT INTO events (source, id, type, json, accepted_at)
+                 VALUES ('/test', 'partial', 't', '{}', 0)",
+                [],
+            )?;
+            conn.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+            Ok(())
+        });
+        let fine = store.accept(vec![event("e1", &["a"])], OnDuplicate::Skip, None, T0);
+        let error = broken.await.expect_err("the broken call fails");
+        assert!(
+            error.to_string().contains("break on purpose failed"),
+            "{error}"
+        );
+        assert!(!fine.await.expect("the other call commits")[0].duplicate);
+        let partial = accept(&store, vec![event("partial", &["a"])], T0).await;
+        assert!(
+            !partial[0].duplicate,
+            "the broken call's insert was rolled back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = db_path(&dir);
+        drop(open(&dir));
+        let conn = Connection::open(&path).expect("the file opens");
+        conn.pragma_update(None, "user_version", 2)
+            .expect("user_version can be set");
+        drop(conn);
+
+        let error = SqliteStore::open(&path, Sync::Full).expect_err("a newer schema is refused");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("outbox {}", path.display())),
+            "{message}"
+        );
+        assert!(
+            message.contains("newer hookwasm (schema version 2"),
+            "{message}"
+        );
+        assert!(message.contains("`eventDelivery.path`"), "{message}");
+        assert!(!message.contains('\n'));
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_an_outbox_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("proxy.config.json");
+        std::fs::write(&path, "{\"eventHandlers\": []}\n".repeat(100)).expect("write");
+        let error = SqliteStore::open(&path, Sync::Full).expect_err("not a database");
+        let message = error.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("`eventDelivery.path`"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn in_memory_works_the_same() {
+        let store = SqliteStore::in_memory().expect("in memory");
+        let id = accept(&store, vec![event("e1", &["a"])], T0).await[0].deliveries[0];
+        assert_eq!(claim(&store, "a", T0).await.map(|d| d.id), Some(id));
+    }
+
+    #[test]
+    fn claim_finds_the_next_delivery_through_the_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        drop(open(&dir));
+        let conn = Connection::open(db_path(&dir)).expect("the file opens");
+        let mut plan = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {NEXT_DUE}"))
+            .expect("the query plans");
+        let steps = plan
+            .query_map(params!["a", T0], |row| row.get::<_, String>(3))
+            .expect("the plan runs")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("the plan reads");
+        let plan = steps.join("; ");
+        assert!(plan.contains("INDEX deliveries_open (handler=?)"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+    }
+
+    #[test]
+    fn sync_reads_lowercase_names_and_defaults_to_full() {
+        let normal: Sync = serde_json::from_str("\"normal\"").expect("normal parses");
+        let full: Sync = serde_json::from_str("\"full\"").expect("full parses");
+        assert_eq!(
+            (normal, full, Sync::default()),
+            (Sync::Normal, Sync::Full, Sync::Full)
+        );
+        assert!(serde_json::from_str::<Sync>("\"Full\"").is_err());
+    }
+}
