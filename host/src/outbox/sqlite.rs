@@ -131,7 +131,7 @@ impl SqliteStore {
         configure(&conn, sync).map_err(|e| cannot_open(&e))?;
         require_wal(&conn, &label)?;
         create_schema(&conn, &label)?;
-        Ok(Self::start(conn, label))
+        Ok(Self::start(conn, label, sync))
     }
 
     /// An outbox in memory: the same code, and nothing survives the process.
@@ -141,16 +141,16 @@ impl SqliteStore {
             .and_then(|conn| configure(&conn, Sync::Normal).map(|()| conn))
             .map_err(|e| StoreError(format!("{label} cannot be created: {e}")))?;
         create_schema(&conn, &label)?;
-        Ok(Self::start(conn, label))
+        Ok(Self::start(conn, label, Sync::Normal))
     }
 
     /// Hands the connection to a new writer thread.
-    fn start(conn: Connection, label: String) -> SqliteStore {
+    fn start(conn: Connection, label: String, sync: Sync) -> SqliteStore {
         let (jobs, queue) = mpsc::channel();
         let thread_label = label.clone();
         let writer = std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || write_loop(&conn, &queue, &thread_label))
+            .spawn(move || write_loop(&conn, &queue, &thread_label, sync))
             .expect("the OS refused to start the outbox writer thread");
         SqliteStore {
             jobs: Some(jobs),
@@ -160,8 +160,9 @@ impl SqliteStore {
     }
 
     /// Runs `op` on the writer thread in the next batch; resolves once the batch has committed.
-    /// `what` names the operation in error messages.
-    fn submit<T, F>(&self, what: &'static str, op: F) -> StoreFuture<'_, T>
+    /// `what` names the operation in error messages. A `Durability::Promise` call's commit is
+    /// fsynced under `sync: full`; the worker's bookkeeping is not (see [`Durability`]).
+    fn submit<T, F>(&self, what: &'static str, durability: Durability, op: F) -> StoreFuture<'_, T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -169,6 +170,7 @@ impl SqliteStore {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Call {
             what,
+            durability,
             op: Some(op),
             result: None,
             reply,
@@ -215,7 +217,7 @@ impl Store for SqliteStore {
             Ok(typed) => typed,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        self.submit("accept events", move |conn| {
+        self.submit("accept events", Durability::Promise, move |conn| {
             typed
                 .iter()
                 .map(|(event, kind)| accept_one(conn, event, kind, on_duplicate, lease, now))
@@ -229,18 +231,22 @@ impl Store for SqliteStore {
         lease: Duration,
         now: Millis,
     ) -> StoreFuture<'_, Option<Delivery>> {
-        self.submit("claim a delivery", move |conn| {
+        self.submit("claim a delivery", Durability::Bookkeeping, move |conn| {
             claim(conn, &handler, lease, now)
         })
     }
 
     fn complete(&self, delivery: i64, now: Millis) -> StoreFuture<'_, ()> {
-        self.submit("complete a delivery", move |conn| {
-            let sql = "UPDATE deliveries SET state = 'done', updated_at = ?2
+        self.submit(
+            "complete a delivery",
+            Durability::Bookkeeping,
+            move |conn| {
+                let sql = "UPDATE deliveries SET state = 'done', updated_at = ?2
                 WHERE id = ?1 AND state = 'claimed'";
-            conn.prepare_cached(sql)?.execute(params![delivery, now])?;
-            Ok(())
-        })
+                conn.prepare_cached(sql)?.execute(params![delivery, now])?;
+                Ok(())
+            },
+        )
     }
 
     fn retry_later(
@@ -250,7 +256,7 @@ impl Store for SqliteStore {
         retry_at: Millis,
         now: Millis,
     ) -> StoreFuture<'_, ()> {
-        self.submit("schedule a retry", move |conn| {
+        self.submit("schedule a retry", Durability::Bookkeeping, move |conn| {
             let sql = "UPDATE deliveries
                 SET state = 'pending', due_at = ?3, last_error = ?2, updated_at = ?4
                 WHERE id = ?1 AND state = 'claimed'";
@@ -261,27 +267,31 @@ impl Store for SqliteStore {
     }
 
     fn dead_letter(&self, delivery: i64, cause: String, now: Millis) -> StoreFuture<'_, ()> {
-        self.submit("dead-letter a delivery", move |conn| {
-            let sql = "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
+        self.submit(
+            "dead-letter a delivery",
+            Durability::Bookkeeping,
+            move |conn| {
+                let sql = "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
                 WHERE id = ?1 AND state = 'claimed'";
-            conn.prepare_cached(sql)?
-                .execute(params![delivery, cause, now])?;
-            Ok(())
-        })
+                conn.prepare_cached(sql)?
+                    .execute(params![delivery, cause, now])?;
+                Ok(())
+            },
+        )
     }
 
     fn counts(&self) -> StoreFuture<'_, Vec<Counts>> {
-        self.submit("count deliveries", counts)
+        self.submit("count deliveries", Durability::Bookkeeping, counts)
     }
 
     fn dead_letters(&self, selector: Selector, limit: usize) -> StoreFuture<'_, Vec<DeadLetter>> {
-        self.submit("list dead letters", move |conn| {
+        self.submit("list dead letters", Durability::Bookkeeping, move |conn| {
             dead_letters(conn, &selector, limit)
         })
     }
 
     fn retry_dead(&self, selector: Selector, now: Millis) -> StoreFuture<'_, u64> {
-        self.submit("retry dead letters", move |conn| {
+        self.submit("retry dead letters", Durability::Promise, move |conn| {
             let sql = format!(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?4,
                     updated_at = ?4
@@ -296,7 +306,7 @@ impl Store for SqliteStore {
     }
 
     fn discard_dead(&self, selector: Selector) -> StoreFuture<'_, u64> {
-        self.submit("discard dead letters", move |conn| {
+        self.submit("discard dead letters", Durability::Promise, move |conn| {
             let sql = format!("DELETE FROM deliveries WHERE {DEAD_MATCHING} RETURNING event_seq");
             let (id, handler, event_id) = selector_params(&selector);
             let events = conn
@@ -309,16 +319,20 @@ impl Store for SqliteStore {
     }
 
     fn prune(&self, before: Millis) -> StoreFuture<'_, u64> {
-        self.submit("prune delivered events", move |conn| {
-            let sql = "DELETE FROM deliveries WHERE state = 'done' AND updated_at < ?1
+        self.submit(
+            "prune delivered events",
+            Durability::Bookkeeping,
+            move |conn| {
+                let sql = "DELETE FROM deliveries WHERE state = 'done' AND updated_at < ?1
                 RETURNING event_seq";
-            let events = conn
-                .prepare_cached(sql)?
-                .query_map(params![before], |row| row.get(0))?
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
-            delete_orphans(conn, &events)?;
-            Ok(events.len() as u64)
-        })
+                let events = conn
+                    .prepare_cached(sql)?
+                    .query_map(params![before], |row| row.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                delete_orphans(conn, &events)?;
+                Ok(events.len() as u64)
+            },
+        )
     }
 }
 
@@ -390,7 +404,9 @@ fn read_version(conn: &Connection, label: &str) -> Result<i64, StoreError> {
 }
 
 /// The writer thread: one batch per turn until every handle is dropped and the queue is empty.
-fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, label: &str) {
+fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, label: &str, sync: Sync) {
+    // The level the connection is at now; `configure` set `sync`.
+    let mut level = sync;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -399,7 +415,18 @@ fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, label: &s
                 Err(_) => break,
             }
         }
-        let outcome = run_batch(conn, &mut batch, label);
+        let promised = batch.iter().any(|j| j.durability() == Durability::Promise);
+        let wanted = if promised { sync } else { Sync::Normal };
+        // Outside a transaction, as SQLite requires. If the level cannot be set, the batch is
+        // not run: its callers hear why, and nothing promised goes unsynced.
+        let ready = if wanted == level {
+            Ok(())
+        } else {
+            conn.pragma_update(None, "synchronous", wanted.pragma())
+                .map(|()| level = wanted)
+                .map_err(|e| write_failed(label, &e))
+        };
+        let outcome = ready.and_then(|()| run_batch(conn, &mut batch, label));
         for job in batch {
             job.reply(outcome.clone().err());
         }
@@ -455,8 +482,25 @@ fn write_failed(label: &str, e: &rusqlite::Error) -> StoreError {
     ))
 }
 
+/// Whether a call's commit must reach the disk before the caller hears back.
+///
+/// Only what hookwasm promises someone needs it: an accepted event (the producer is told it is
+/// safe) and an operator's retry or discard. The worker's bookkeeping (claims, outcomes) may be
+/// lost in a power cut at no cost but a repeated attempt, so it skips the fsync; a later
+/// fsynced commit makes it durable too (the WAL is written in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Fsynced under `sync: full`.
+    Promise,
+    /// Never waits for an fsync.
+    Bookkeeping,
+}
+
 /// A queued store call, run by the writer thread.
 trait Job: Send {
+    /// Whether the batch holding it must be fsynced.
+    fn durability(&self) -> Durability;
+
     /// Runs inside the batch's transaction; `false` when it failed (its savepoint is then
     /// rolled back).
     fn run(&mut self, conn: &Connection, label: &str) -> bool;
@@ -469,6 +513,8 @@ trait Job: Send {
 struct Call<T, F> {
     /// Names the operation in error messages.
     what: &'static str,
+    /// Whether its commit must be fsynced.
+    durability: Durability,
     /// The operation; taken when it runs.
     op: Option<F>,
     /// Its result, once it ran.
@@ -482,6 +528,10 @@ where
     T: Send,
     F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
 {
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
     fn run(&mut self, conn: &Connection, label: &str) -> bool {
         let Some(op) = self.op.take() else {
             return false;
@@ -1327,7 +1377,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = open(&dir);
         // Queued together, so they usually share a batch.
-        let broken = store.submit("break on purpose", |conn| {
+        let broken = store.submit("break on purpose", Durability::Promise, |conn| {
             conn.execute(
                 "INSERT INTO events (source, id, type, json, accepted_at)
                  VALUES ('/test', 'partial', 't', '{}', 0)",
