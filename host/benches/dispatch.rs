@@ -152,7 +152,8 @@ async fn dispatcher(chaos: &Path, mode: &str) -> anyhow::Result<Dispatcher> {
         errors.is_empty(),
         "cannot load the benchmark handler: {errors:?}"
     );
-    Ok(Dispatcher::start(loaded))
+    let outbox = Arc::new(hookwasm::outbox::sqlite::SqliteStore::in_memory()?);
+    Ok(Dispatcher::start(loaded, outbox).await)
 }
 
 /// One handler invoked directly, one event at a time: the cost of a fresh, limited sandbox.

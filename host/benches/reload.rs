@@ -150,7 +150,8 @@ impl Setup {
         let (loaded, errors) =
             dispatch::load_handlers(&sandbox, &Config::load(&config_path)?).await;
         anyhow::ensure!(errors.is_empty(), "cannot load: {errors:?}");
-        let dispatcher = Arc::new(Dispatcher::start(loaded));
+        let outbox = Arc::new(hookwasm::outbox::sqlite::SqliteStore::in_memory()?);
+        let dispatcher = Arc::new(Dispatcher::start(loaded, outbox).await);
         let reloader = Arc::new(Reloader::new(&config_path, sandbox, dispatcher.clone()));
         Ok(Setup {
             dir,

@@ -20,14 +20,25 @@ pub mod defaults {
     pub const TIMEOUT_MS: u64 = 1_000;
     /// Linear memory a handler may grow to, per event.
     pub const MEMORY_MIB: u64 = 64;
-    /// Events an observer's queue holds before the producer is pushed back.
-    pub const QUEUE_CAPACITY: usize = 1_024;
+    /// Deliveries an observer may have open in the outbox before producers are pushed back.
+    pub const QUEUE_CAPACITY: usize = 100_000;
     /// Consecutive failures that quarantine a handler.
     pub const QUARANTINE_AFTER_FAILURES: u32 = 5;
     /// First quarantine backoff; it doubles after each failed probe.
     pub const QUARANTINE_BACKOFF_MS: u64 = 1_000;
     /// Longest quarantine backoff.
     pub const QUARANTINE_MAX_BACKOFF_MS: u64 = 300_000;
+    /// Attempts per delivery before it is dead-lettered (Standard Webhooks makes 8).
+    pub const RETRY_MAX_ATTEMPTS: u32 = 8;
+    /// Wait before the first retry; each further retry waits 5× longer, up to the cap. With
+    /// these defaults: 5 s, 25 s, 2 min, 10 min, 52 min, 4.3 h, 10 h.
+    pub const RETRY_BACKOFF_MS: u64 = 5_000;
+    /// Longest wait between attempts: 10 hours.
+    pub const RETRY_MAX_BACKOFF_MS: u64 = 36_000_000;
+    /// Where the outbox lives, relative to the config file's folder.
+    pub const OUTBOX_PATH: &str = ".hookwasm/outbox.db";
+    /// How long delivered rows (and the event ids that make repeats duplicates) are kept.
+    pub const RETENTION_HOURS: u64 = 168;
 }
 
 /// The parsed, validated configuration: every enabled and disabled handler, in file order.
@@ -37,6 +48,32 @@ pub struct Config {
     pub path: PathBuf,
     /// The handlers, in the order they are listed.
     pub handlers: Vec<HandlerSpec>,
+    /// Where and how observers' deliveries are stored (`eventDelivery`).
+    pub delivery: DeliveryConfig,
+}
+
+/// `eventDelivery`: the outbox that observers' deliveries go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// A SQLite file (durable) or memory (lost when the process ends).
+    pub store: StoreKind,
+    /// The SQLite file, absolute.
+    pub path: PathBuf,
+    /// When a commit reaches the disk.
+    pub sync: crate::outbox::sqlite::Sync,
+    /// How long delivered rows are kept; a repeated event id within it is a duplicate.
+    pub retention: std::time::Duration,
+}
+
+/// Which outbox store to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A SQLite file: accepted events survive crashes and restarts.
+    #[default]
+    Sqlite,
+    /// The same store in memory: faster, and lost when the process ends.
+    Memory,
 }
 
 /// One `eventHandlers` entry after validation; module paths are absolute.
@@ -66,6 +103,8 @@ pub struct HandlerSpec {
     pub queue_capacity: usize,
     /// When repeated failures take the handler out of service.
     pub quarantine: QuarantinePolicy,
+    /// How an observer's failed deliveries are retried.
+    pub retry: RetryPolicy,
     /// What the handler may reach beyond logging and its config.
     pub capabilities: Capabilities,
     /// The entry as written (a bare path as `{"module": path}`): a reload compares these to
@@ -99,6 +138,7 @@ impl HandlerSpec {
             failure_policy: FailurePolicy::Open,
             queue_capacity: defaults::QUEUE_CAPACITY,
             quarantine: QuarantinePolicy::default(),
+            retry: RetryPolicy::default(),
             capabilities,
             source: Value::Null,
         }
@@ -271,6 +311,46 @@ impl QuarantinePolicy {
     }
 }
 
+/// How an observer's failed deliveries are retried: exponential backoff (×5 per attempt, capped)
+/// with ±20% jitter, then dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; then the delivery is dead-lettered.
+    pub max_attempts: u32,
+    /// Wait before the first retry, in milliseconds.
+    pub backoff_ms: u64,
+    /// Cap on the wait, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: defaults::RETRY_MAX_ATTEMPTS,
+            backoff_ms: defaults::RETRY_BACKOFF_MS,
+            max_backoff_ms: defaults::RETRY_MAX_BACKOFF_MS,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// How long to wait after failed attempt number `attempt` (from 1), before jitter.
+    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+        let factor = 5u64.saturating_pow(attempt.saturating_sub(1));
+        let millis = self
+            .backoff_ms
+            .saturating_mul(factor)
+            .min(self.max_backoff_ms);
+        std::time::Duration::from_millis(millis)
+    }
+
+    /// [`RetryPolicy::backoff`] spread by ±20%, so a burst of failures does not retry in step.
+    pub fn backoff_with_jitter(&self, attempt: u32) -> std::time::Duration {
+        self.backoff(attempt).mul_f64(0.8 + 0.4 * fastrand::f64())
+    }
+}
+
 /// Which events a handler subscribes to: event-type globs and ref globs.
 ///
 /// `*` matches within one `/`-separated segment and `**` across segments, so `push.*` matches
@@ -344,6 +424,14 @@ pub enum ConfigError {
         /// What is wrong, with line and column where known.
         message: String,
     },
+    /// `eventDelivery` is invalid.
+    #[error("{path}: `eventDelivery` {message}")]
+    Delivery {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// One or more entries are invalid; each is reported.
     #[error("{path}: {} invalid event handler entr{}:\n{}", .errors.len(), if .errors.len() == 1 { "y" } else { "ies" }, EntryErrors(.errors))]
     Entries {
@@ -398,6 +486,19 @@ impl fmt::Display for EntryErrors<'_> {
 struct File {
     #[serde(default)]
     event_handlers: Vec<Value>,
+    event_delivery: Option<Value>,
+}
+
+/// `eventDelivery` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DeliveryEntry {
+    #[serde(default)]
+    store: StoreKind,
+    path: Option<String>,
+    #[serde(default)]
+    sync: crate::outbox::sqlite::Sync,
+    retention_hours: Option<u64>,
 }
 
 /// An object entry as written.
@@ -423,6 +524,7 @@ struct Entry {
     queue_capacity: Option<usize>,
     #[serde(default)]
     quarantine: QuarantinePolicy,
+    retry: Option<RetryPolicy>,
     #[serde(default)]
     capabilities: CapabilitiesEntry,
 }
@@ -496,6 +598,12 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+        let delivery = parse_delivery(file.event_delivery, &base).map_err(|message| {
+            ConfigError::Delivery {
+                path: path.to_owned(),
+                message,
+            }
+        })?;
 
         let mut handlers = Vec::new();
         let mut errors = Vec::new();
@@ -519,9 +627,41 @@ impl Config {
         let config = Config {
             path: path.to_owned(),
             handlers,
+            delivery,
         };
         Ok((config, errors))
     }
+}
+
+fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, String> {
+    let entry: DeliveryEntry = match value {
+        None => DeliveryEntry::default(),
+        Some(value @ Value::Object(_)) => {
+            serde_json::from_value(value).map_err(|e| e.to_string())?
+        }
+        Some(other) => {
+            return Err(format!(
+                "must be an object such as {{\"store\": \"sqlite\"}}, found {}",
+                json_kind(&other)
+            ));
+        }
+    };
+    let path = entry
+        .path
+        .unwrap_or_else(|| defaults::OUTBOX_PATH.to_owned());
+    if path.trim().is_empty() {
+        return Err("`path` is empty; give the outbox file's path, or leave it out".into());
+    }
+    let hours = entry.retention_hours.unwrap_or(defaults::RETENTION_HOURS);
+    if hours == 0 {
+        return Err("`retentionHours` must be at least 1".into());
+    }
+    Ok(DeliveryConfig {
+        store: entry.store,
+        path: base.join(path),
+        sync: entry.sync,
+        retention: std::time::Duration::from_secs(hours.saturating_mul(3600)),
+    })
 }
 
 fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, EntryError> {
@@ -601,6 +741,21 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
                 .into(),
         ));
     }
+    let retry = match (entry.retry, entry.mode) {
+        (Some(_), Mode::Gate) => {
+            return Err(fail(
+                "`retry` applies to observers only; a gate answers once, so remove it".into(),
+            ));
+        }
+        (Some(retry), Mode::Observe) => retry,
+        (None, _) => RetryPolicy::default(),
+    };
+    if retry.max_attempts == 0 || retry.backoff_ms == 0 || retry.max_backoff_ms < retry.backoff_ms {
+        return Err(fail(
+            "`retry.maxAttempts` and `backoffMs` must be at least 1 and `maxBackoffMs` at least `backoffMs`"
+                .into(),
+        ));
+    }
     let allowed_hosts = entry
         .capabilities
         .allowed_hosts
@@ -627,6 +782,7 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         failure_policy,
         queue_capacity,
         quarantine,
+        retry,
         capabilities: Capabilities { allowed_hosts },
         source,
     })
@@ -657,6 +813,74 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/hookwasm/proxy.config.json"))
+    }
+
+    #[test]
+    fn event_delivery_defaults_to_a_durable_file_beside_the_config() {
+        let config = parse(r#"{"eventHandlers": []}"#).expect("valid config");
+        assert_eq!(
+            config.delivery,
+            DeliveryConfig {
+                store: StoreKind::Sqlite,
+                path: PathBuf::from("/etc/hookwasm/.hookwasm/outbox.db"),
+                sync: crate::outbox::sqlite::Sync::Full,
+                retention: std::time::Duration::from_secs(168 * 3600),
+            }
+        );
+        let config = parse(
+            r#"{"eventDelivery": {"store": "memory", "path": "/var/lib/hookwasm/o.db",
+                "sync": "normal", "retentionHours": 2}}"#,
+        )
+        .expect("valid config");
+        assert_eq!(config.delivery.store, StoreKind::Memory);
+        assert_eq!(config.delivery.path, Path::new("/var/lib/hookwasm/o.db"));
+        assert_eq!(config.delivery.sync, crate::outbox::sqlite::Sync::Normal);
+        assert_eq!(config.delivery.retention.as_secs(), 7200);
+    }
+
+    #[test]
+    fn a_broken_event_delivery_is_named() {
+        for (text, expected) in [
+            (
+                r#"{"eventDelivery": {"store": "postgres"}}"#,
+                "unknown variant `postgres`",
+            ),
+            (
+                r#"{"eventDelivery": {"stor": "sqlite"}}"#,
+                "unknown field `stor`",
+            ),
+            (
+                r#"{"eventDelivery": {"retentionHours": 0}}"#,
+                "`retentionHours` must be at least 1",
+            ),
+            (r#"{"eventDelivery": "sqlite"}"#, "must be an object"),
+        ] {
+            let error = parse(text).expect_err(text).to_string();
+            assert!(error.contains("`eventDelivery`"), "{error}");
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn retries_follow_the_schedule_and_belong_to_observers() {
+        let retry = RetryPolicy::default();
+        let waits: Vec<u64> = (1..8).map(|n| retry.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [5, 25, 125, 625, 3125, 15625, 36000]);
+        for _ in 0..100 {
+            let jittered = retry.backoff_with_jitter(2).as_millis();
+            assert!((20_000..=30_000).contains(&jittered), "{jittered}");
+        }
+        let gate = parse(
+            r#"{"eventHandlers": [{"module": "g.wasm", "mode": "gate", "retry": {"maxAttempts": 2}}]}"#,
+        )
+        .expect_err("a gate has no retries")
+        .to_string();
+        assert!(gate.contains("`retry` applies to observers only"), "{gate}");
+        let zero =
+            parse(r#"{"eventHandlers": [{"module": "o.wasm", "retry": {"maxAttempts": 0}}]}"#)
+                .expect_err("at least one attempt")
+                .to_string();
+        assert!(zero.contains("`retry.maxAttempts`"), "{zero}");
     }
 
     #[test]

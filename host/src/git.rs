@@ -602,10 +602,10 @@ impl Target {
                         .await?;
                 }
                 let drained = dispatcher.shutdown(OBSERVER_GRACE).await;
-                if drained.abandoned > 0 {
+                if drained.left > 0 {
                     tracing::warn!(
-                        "{} events were not delivered to observers within {} s",
-                        drained.abandoned,
+                        "{} observer deliveries are still open after {} s; they stay in the outbox for `hookwasm serve` or the next push",
+                        drained.left,
                         OBSERVER_GRACE.as_secs()
                     );
                 }

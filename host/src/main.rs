@@ -9,10 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hookwasm::config::{AllowedHost, Capabilities, Config, HandlerSpec, Limits, Mode, defaults};
+use hookwasm::config::{
+    AllowedHost, Capabilities, Config, DeliveryConfig, HandlerSpec, Limits, Mode, StoreKind,
+    defaults,
+};
 use hookwasm::dispatch::{self, Dispatcher, Report};
 use hookwasm::event::Event;
 use hookwasm::git;
+use hookwasm::outbox::{self, Selector, Store, sqlite::SqliteStore};
 use hookwasm::reload::Reloader;
 use hookwasm::sandbox::Sandbox;
 
@@ -34,7 +38,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8787")]
         listen: SocketAddr,
-        /// On shutdown, how long observers may work through their queues (seconds).
+        /// On shutdown, how long observers may go on delivering what is due (seconds); the
+        /// rest stays in the outbox.
         #[arg(long, default_value_t = 10)]
         drain_secs: u64,
         /// Reload the config and modules when they change (SIGHUP reloads in any case).
@@ -81,6 +86,20 @@ enum Command {
     },
     /// Print the known event types with the JSON Schema of each payload.
     Events,
+    /// Show the outbox: observers' deliveries by state, and the age of the oldest open one.
+    Deliveries {
+        /// The config file (its `eventDelivery` names the outbox).
+        #[arg(long, default_value = "proxy.config.json")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, retry or discard deliveries whose attempts ran out.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
     /// Run as git's pre-receive or post-receive hook: read the push's ref updates on stdin, ask
     /// the gates before the refs move (pre-receive) or tell the observers after (post-receive).
     /// Forwards to a running `hookwasm serve` when HOOKWASM_URL is set.
@@ -107,6 +126,53 @@ enum Command {
         #[arg(long, conflicts_with_all = ["config", "url"])]
         uninstall: bool,
     },
+}
+
+/// What to do with dead letters.
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Print dead letters, oldest first.
+    List {
+        #[command(flatten)]
+        select: DeadLetterFilter,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make dead letters pending again, with a fresh set of attempts; a running `serve`
+    /// delivers them within a second.
+    Retry {
+        #[command(flatten)]
+        select: DeadLetterFilter,
+    },
+    /// Delete dead letters for good.
+    Discard {
+        #[command(flatten)]
+        select: DeadLetterFilter,
+    },
+}
+
+/// Which dead letters a command applies to; retry and discard need a filter or `--all`.
+#[derive(clap::Args)]
+struct DeadLetterFilter {
+    /// The config file (its `eventDelivery` names the outbox).
+    #[arg(long, default_value = "proxy.config.json")]
+    config: PathBuf,
+    /// One dead letter, by the id `list` shows.
+    #[arg(long)]
+    id: Option<i64>,
+    /// One observer's.
+    #[arg(long)]
+    handler: Option<String>,
+    /// One event's (its CloudEvents id).
+    #[arg(long)]
+    event: Option<String>,
+    /// Every dead letter (retry and discard refuse to act on all of them without it).
+    #[arg(long, conflicts_with_all = ["id", "handler", "event"])]
+    all: bool,
 }
 
 /// The git hooks hookwasm implements.
@@ -210,6 +276,8 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             );
             Ok(Exit::Success)
         }
+        Command::Deliveries { config, json } => deliveries(&config, json).await,
+        Command::DeadLetters { action } => dead_letters(action).await,
         Command::GitHook { hook, config } => git_hook(hook, config).await,
         Command::InstallGitHooks {
             repo,
@@ -233,9 +301,19 @@ fn cache_dir(config_path: &Path) -> PathBuf {
     }
 }
 
+/// Opens the outbox `eventDelivery` describes.
+fn open_outbox(delivery: &DeliveryConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let store = match delivery.store {
+        StoreKind::Sqlite => SqliteStore::open(&delivery.path, delivery.sync)?,
+        StoreKind::Memory => SqliteStore::in_memory()?,
+    };
+    Ok(Arc::new(store))
+}
+
 /// Loads the config and every enabled handler; any problem is an error listing all of them.
-async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher)> {
+async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Config)> {
     let config = Config::load(config_path)?;
+    let outbox = open_outbox(&config.delivery)?;
     let sandbox = Sandbox::new()?.with_cache(&cache_dir(config_path));
     let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
     if !errors.is_empty() {
@@ -257,7 +335,8 @@ async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher)> {
             "loaded"
         );
     }
-    Ok((sandbox, Dispatcher::start(loaded)))
+    let dispatcher = Dispatcher::start(loaded, outbox).await;
+    Ok((sandbox, dispatcher, config))
 }
 
 async fn serve(
@@ -266,8 +345,9 @@ async fn serve(
     drain: Duration,
     watch: bool,
 ) -> anyhow::Result<Exit> {
-    let (sandbox, dispatcher) = start(config).await?;
+    let (sandbox, dispatcher, loaded) = start(config).await?;
     let dispatcher = Arc::new(dispatcher);
+    prune_outbox(dispatcher.outbox().clone(), loaded.delivery.retention);
     let reloader = Arc::new(Reloader::new(config, sandbox, dispatcher.clone()));
     if watch {
         tokio::spawn(reloader.clone().watch()?);
@@ -282,19 +362,42 @@ async fn serve(
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!(
-        "shutting down: draining observer queues for up to {} s",
+        "shutting down: observers deliver what is due for up to {} s",
         drain.as_secs()
     );
     let drained = dispatcher.shutdown(drain).await;
-    if drained.abandoned > 0 {
-        tracing::warn!(
-            "{} queued events were not delivered before the drain deadline",
-            drained.abandoned
-        );
-    } else {
-        tracing::info!("every queued event was delivered");
-    }
+    report_left(drained.left, &loaded.delivery);
     Ok(Exit::Success)
+}
+
+/// Says what shutdown left in the outbox, and whether it survives.
+fn report_left(left: u64, delivery: &DeliveryConfig) {
+    match (left, delivery.store) {
+        (0, _) => tracing::info!("no delivery left open"),
+        (left, StoreKind::Sqlite) => tracing::info!(
+            "{left} deliveries stay in {} and are made after the next start",
+            delivery.path.display()
+        ),
+        (left, StoreKind::Memory) => tracing::warn!(
+            "{left} deliveries were not made and are lost: eventDelivery.store is \"memory\""
+        ),
+    }
+}
+
+/// Every hour (and now), deletes delivered rows older than the retention period.
+fn prune_outbox(outbox: Arc<dyn Store>, retention: Duration) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let before = outbox::now() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            match outbox.prune(before).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "old deliveries pruned from the outbox"),
+                Err(e) => tracing::warn!("cannot prune the outbox: {e}"),
+            }
+        }
+    });
 }
 
 /// `kill -HUP` reloads the config and modules, with or without `--watch`. The handler is in
@@ -418,8 +521,11 @@ async fn call(args: CallArgs) -> anyhow::Result<Exit> {
     })
 }
 
+/// How long `replay` lets observers' workers finish what they are delivering before it exits.
+const REPLAY_GRACE: Duration = Duration::from_secs(5);
+
 async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
-    let (_, dispatcher) = start(config).await?;
+    let (_, dispatcher, loaded) = start(config).await?;
     let text = read_input(events_path)?;
     // Validate every line first, so a typo on line 900 does not leave 899 events half-replayed.
     let mut events = Vec::new();
@@ -433,14 +539,106 @@ async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
     }
     let mut exit = Exit::Success;
     for event in &events {
-        for report in dispatcher.run_all(event).await {
+        for report in dispatcher.replay(event).await? {
             if report.failed_or_denied() {
                 exit = Exit::HandlerFailed;
             }
             print_line(&report)?;
         }
     }
+    // Failed deliveries stay in the outbox for their retries; nothing more is due now.
+    let drained = dispatcher.shutdown(REPLAY_GRACE).await;
+    if drained.left > 0 {
+        report_left(drained.left, &loaded.delivery);
+    }
     Ok(exit)
+}
+
+/// Opens the outbox of `config` for an operator command; an in-memory one has nothing to show.
+fn operator_outbox(config: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    let config = Config::load(config)?;
+    if config.delivery.store == StoreKind::Memory {
+        anyhow::bail!(
+            "{}: eventDelivery.store is \"memory\", so only the running `hookwasm serve` holds its deliveries; ask it over HTTP (GET /v1/deliveries, /v1/dead-letters)",
+            config.path.display()
+        );
+    }
+    open_outbox(&config.delivery)
+}
+
+async fn deliveries(config: &Path, json: bool) -> anyhow::Result<Exit> {
+    let counts = operator_outbox(config)?.counts().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&counts)?);
+        return Ok(Exit::Success);
+    }
+    let now = outbox::now();
+    println!(
+        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "HANDLER", "PENDING", "RETRYING", "CLAIMED", "DONE", "DEAD", "OLDEST OPEN"
+    );
+    for c in &counts {
+        let oldest = c.oldest_open_at.map_or("-".to_owned(), |at| {
+            format!("{:.1} s", (now - at) as f64 / 1e3)
+        });
+        println!(
+            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}",
+            c.handler, c.pending, c.retrying, c.claimed, c.done, c.dead, oldest
+        );
+    }
+    Ok(Exit::Success)
+}
+
+async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<Exit> {
+    let selector = |filter: &DeadLetterFilter| Selector {
+        id: filter.id,
+        handler: filter.handler.clone(),
+        event_id: filter.event.clone(),
+    };
+    let chosen = |filter: &DeadLetterFilter| -> anyhow::Result<Selector> {
+        let selector = selector(filter);
+        if selector == Selector::default() && !filter.all {
+            anyhow::bail!("say which dead letters: --id, --handler, --event, or --all");
+        }
+        Ok(selector)
+    };
+    match action {
+        DeadLetterAction::List {
+            select,
+            limit,
+            json,
+        } => {
+            let outbox = operator_outbox(&select.config)?;
+            let letters = outbox.dead_letters(selector(&select), limit).await?;
+            if json {
+                for letter in &letters {
+                    println!("{}", serde_json::to_string(letter)?);
+                }
+            } else {
+                println!(
+                    "{:>8} {:<20} {:<28} {:>8}  CAUSE",
+                    "ID", "HANDLER", "EVENT", "ATTEMPTS"
+                );
+                for l in &letters {
+                    println!(
+                        "{:>8} {:<20} {:<28} {:>8}  {}",
+                        l.id, l.handler, l.event_id, l.attempts, l.cause
+                    );
+                }
+            }
+        }
+        DeadLetterAction::Retry { select } => {
+            let outbox = operator_outbox(&select.config)?;
+            let count = outbox.retry_dead(chosen(&select)?, outbox::now()).await?;
+            println!("{count} dead letters are pending again");
+        }
+        DeadLetterAction::Discard { select } => {
+            let outbox = operator_outbox(&select.config)?;
+            let count = outbox.discard_dead(chosen(&select)?).await?;
+            println!("{count} dead letters discarded");
+        }
+    }
+    Ok(Exit::Success)
 }
 
 fn read_input(path: &Path) -> anyhow::Result<String> {

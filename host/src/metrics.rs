@@ -21,6 +21,8 @@ pub struct HostStats {
     pub events_invalid: AtomicU64,
     /// Submissions refused because an observer's queue was full.
     pub events_busy: AtomicU64,
+    /// Events accepted before (same `source` and `id`), so not stored again.
+    pub events_duplicate: AtomicU64,
     /// Handler versions put in service by a reload.
     pub reloads_ok: AtomicU64,
     /// Reload attempts that left the running version in place.
@@ -35,6 +37,8 @@ pub struct HandlerStats {
     fuel: AtomicU64,
     buckets: [AtomicU64; DURATION_BUCKETS.len()],
     duration_micros: AtomicU64,
+    retries: AtomicU64,
+    dead_lettered: AtomicU64,
 }
 
 /// A snapshot of one handler's counters, for `GET /v1/handlers`.
@@ -67,6 +71,16 @@ impl HandlerStats {
         );
     }
 
+    /// Records a failed delivery attempt that will be retried.
+    pub fn record_retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// Records a delivery given up after its last attempt.
+    pub fn record_dead_letter(&self) {
+        self.dead_lettered.fetch_add(1, Relaxed);
+    }
+
     /// The counters as they are now.
     pub fn counts(&self) -> HandlerCounts {
         HandlerCounts {
@@ -92,8 +106,12 @@ pub struct HandlerSample<'a> {
     pub name: &'a str,
     /// Its counters.
     pub stats: &'a HandlerStats,
-    /// Events waiting in its queue (observers only).
-    pub queue_depth: Option<usize>,
+    /// Deliveries open in the outbox, pending or being made (observers only).
+    pub queue_depth: Option<u64>,
+    /// Age of the oldest open delivery's event, in seconds (observers with open deliveries).
+    pub oldest_open_secs: Option<f64>,
+    /// Dead letters in the outbox (observers only).
+    pub dead_letters: Option<u64>,
     /// Whether it is quarantined now (breaker open or half-open).
     pub quarantined: bool,
     /// How many times it has been quarantined.
@@ -130,6 +148,13 @@ pub fn render(host: &HostStats, handlers: &[HandlerSample<'_>]) -> String {
             ),
             ("reason=\"busy\"".to_owned(), host.events_busy.load(Relaxed)),
         ],
+    );
+    family(
+        o,
+        "hookwasm_events_duplicate_total",
+        "counter",
+        "Events accepted before (same source and id), not stored or delivered again.",
+        [(String::new(), host.events_duplicate.load(Relaxed))],
     );
     family(
         o,
@@ -185,15 +210,48 @@ pub fn render(host: &HostStats, handlers: &[HandlerSample<'_>]) -> String {
         "Times a handler was quarantined.",
         per_handler(|h| h.quarantines),
     );
-    let depths = handlers
-        .iter()
-        .filter_map(|h| Some((format!("handler=\"{}\"", h.name), h.queue_depth? as u64)));
+    let label = |h: &HandlerSample<'_>| format!("handler=\"{}\"", h.name);
     family(
         o,
         "hookwasm_observer_queue_depth",
         "gauge",
-        "Events waiting in an observer's queue.",
-        depths,
+        "Deliveries open in the outbox (pending, retrying or being made), by observer.",
+        handlers
+            .iter()
+            .filter_map(|h| Some((label(h), h.queue_depth?))),
+    );
+    family(
+        o,
+        "hookwasm_observer_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the event of the oldest open delivery, by observer.",
+        handlers
+            .iter()
+            .filter_map(|h| Some((label(h), h.oldest_open_secs?))),
+    );
+    family(
+        o,
+        "hookwasm_observer_dead_letters",
+        "gauge",
+        "Deliveries in the outbox whose attempts ran out, by observer.",
+        handlers
+            .iter()
+            .filter_map(|h| Some((label(h), h.dead_letters?))),
+    );
+    let observers = || handlers.iter().filter(|h| h.queue_depth.is_some());
+    family(
+        o,
+        "hookwasm_delivery_retries_total",
+        "counter",
+        "Failed delivery attempts that were scheduled again, by observer.",
+        observers().map(|h| (label(h), h.stats.retries.load(Relaxed))),
+    );
+    family(
+        o,
+        "hookwasm_delivery_dead_lettered_total",
+        "counter",
+        "Deliveries given up after their last attempt, by observer.",
+        observers().map(|h| (label(h), h.stats.dead_lettered.load(Relaxed))),
     );
 
     let name = "hookwasm_handler_duration_seconds";
@@ -218,12 +276,12 @@ pub fn render(host: &HostStats, handlers: &[HandlerSample<'_>]) -> String {
 }
 
 /// One metric family: its header, then a sample per label set (labels without braces).
-fn family(
+fn family<V: std::fmt::Display>(
     out: &mut String,
     name: &str,
     kind: &str,
     help: &str,
-    samples: impl IntoIterator<Item = (String, u64)>,
+    samples: impl IntoIterator<Item = (String, V)>,
 ) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, value) in samples {
@@ -250,6 +308,8 @@ mod tests {
                 name: "gate",
                 stats: &stats,
                 queue_depth: None,
+                oldest_open_secs: None,
+                dead_letters: None,
                 quarantined: true,
                 quarantines: 2,
             }],

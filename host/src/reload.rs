@@ -9,7 +9,7 @@
 //!   (from the compile cache when it can be), `init` runs, and only then is the new version
 //!   swapped in. Events in flight finish on the old version. If anything fails, the running
 //!   version stays and the failure is logged and shown in `GET /v1/handlers`;
-//! - a change of `mode` or `queueCapacity` replaces the handler (a queue cannot be resized).
+//! - a change of `mode` replaces the handler (an observer's worker starts or stops).
 //!
 //! Unchanged handlers keep their queues, counters and quarantine state.
 
@@ -90,13 +90,11 @@ impl Reloader {
                 None => self.add(spec, &mut summary).await,
                 Some(slot) => {
                     let running = slot.version();
-                    let replaced_queue = slot.mode() != spec.mode
-                        || (slot.queue_capacity().is_some()
-                            && slot.queue_capacity() != Some(spec.queue_capacity));
+                    let replaced = slot.mode() != spec.mode;
                     let digest = sandbox::file_digest(&spec.module).ok();
                     let changed = running.spec.source != spec.source
                         || digest.as_deref() != Some(running.handler.digest());
-                    if replaced_queue {
+                    if replaced {
                         self.replace(spec, &mut summary).await;
                     } else if changed {
                         self.swap(&slot, &running, spec, &mut summary).await;
@@ -126,7 +124,7 @@ impl Reloader {
         }
     }
 
-    /// A change of mode or queue capacity: a new slot takes the old one's place once the new
+    /// A change of mode: a new slot takes the old one's place once the new
     /// version is ready; the old one drains first. A failure leaves the old one in service.
     async fn replace(&self, spec: &HandlerSpec, summary: &mut Summary) {
         match dispatch::load_handler(&self.sandbox, spec).await {
@@ -134,7 +132,7 @@ impl Reloader {
                 let digest = handler.digest().to_owned();
                 let slot = self.dispatcher.replace(Version::new(spec.clone(), handler));
                 slot.set_last_reload(status("ok", Some(digest), None));
-                tracing::info!(handler = %spec.name, "handler replaced (mode or queue capacity changed)");
+                tracing::info!(handler = %spec.name, "handler replaced (mode changed)");
                 self.dispatcher.stats().reloads_ok.fetch_add(1, Relaxed);
                 summary.swapped.push(spec.name.clone());
             }
@@ -150,7 +148,7 @@ impl Reloader {
         if let Some(queued) = self.dispatcher.remove(name) {
             tracing::info!(
                 handler = name,
-                "handler removed; it still works through {queued} queued events"
+                "handler removed; it makes those of its {queued} open deliveries that are due, then stops (the rest stay in the outbox)"
             );
             summary.removed.push(name.to_owned());
         }

@@ -1,5 +1,6 @@
-//! HTTP ingest and status: `POST /v1/events`, `GET /v1/handlers`, `GET /healthz`,
-//! `GET /metrics`.
+//! HTTP ingest and status: `POST /v1/events`, `GET /v1/handlers`, the outbox
+//! (`GET /v1/deliveries`, `GET /v1/dead-letters`, `POST /v1/dead-letters/{id}/retry`,
+//! `DELETE /v1/dead-letters/{id}`), `GET /healthz`, `GET /metrics`.
 //!
 //! Every error answer is JSON `{"error": "<one sentence>"}`; a bad request never affects the
 //! events accepted before or after it.
@@ -9,10 +10,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -20,6 +21,7 @@ use crate::config::{FailurePolicy, Mode};
 use crate::dispatch::{Backpressure, BreakerView, Dispatcher, Refused, ReloadStatus, Route};
 use crate::event::Event;
 use crate::metrics::HandlerCounts;
+use crate::outbox::{self, Selector};
 
 /// Largest request body accepted by `POST /v1/events`.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -33,6 +35,10 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .route("/v1/handlers", get(get_handlers))
+        .route("/v1/deliveries", get(get_deliveries))
+        .route("/v1/dead-letters", get(get_dead_letters))
+        .route("/v1/dead-letters/{id}/retry", post(retry_dead_letter))
+        .route("/v1/dead-letters/{id}", delete(discard_dead_letter))
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({ "status": "ok" })) }),
@@ -90,7 +96,7 @@ async fn post_events(
                 }
             }
         }
-        Err(refused @ Refused::Busy { .. }) => {
+        Err(refused @ (Refused::Busy { .. } | Refused::Unavailable(_))) => {
             let mut response = error(StatusCode::SERVICE_UNAVAILABLE, refused.to_string());
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -164,7 +170,9 @@ struct HandlerView<'a> {
     refs: Vec<&'a str>,
     failure_policy: FailurePolicy,
     limits: LimitsView,
-    queue_depth: Option<usize>,
+    queue_depth: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dead_letters: Option<u64>,
     quarantine: BreakerView,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_reload: Option<ReloadStatus>,
@@ -181,12 +189,18 @@ struct LimitsView {
 }
 
 async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
+    let counts = match dispatcher.outbox().counts().await {
+        Ok(counts) => counts,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
     let slots = dispatcher.slots();
     let versions: Vec<_> = slots.iter().map(|slot| (slot, slot.version())).collect();
     let handlers: Vec<HandlerView<'_>> = versions
         .iter()
         .map(|(slot, version)| {
             let spec = &version.spec;
+            let observer = spec.mode == Mode::Observe;
+            let count = counts.iter().find(|c| c.handler == slot.name());
             HandlerView {
                 name: slot.name(),
                 module: &spec.module,
@@ -200,7 +214,8 @@ async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
                     timeout_ms: spec.limits.timeout_ms,
                     memory_mib: spec.limits.memory_mib,
                 },
-                queue_depth: slot.queue_depth(),
+                queue_depth: observer.then(|| count.map_or(0, |c| c.pending + c.claimed)),
+                dead_letters: observer.then(|| count.map_or(0, |c| c.dead)),
                 quarantine: version.breaker.view(),
                 last_reload: slot.last_reload(),
                 counters: slot.stats.counts(),
@@ -216,7 +231,106 @@ async fn get_metrics(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        dispatcher.metrics(),
+        dispatcher.metrics().await,
     )
         .into_response()
+}
+
+/// The outbox's deliveries by observer and state.
+async fn get_deliveries(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
+    match dispatcher.outbox().counts().await {
+        Ok(counts) => axum::Json(json!({ "deliveries": counts })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Dead letters, oldest first: `?handler=`, `?event=` and `?limit=` (default 100) narrow them.
+async fn get_dead_letters(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut selector = Selector::default();
+    let mut limit = 100;
+    for pair in query.as_deref().unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            _ if pair.is_empty() => {}
+            Some(("handler", value)) => selector.handler = Some(value.to_owned()),
+            Some(("event", value)) => selector.event_id = Some(value.to_owned()),
+            Some(("limit", value)) => match value.parse() {
+                Ok(value) => limit = value,
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("limit={value:?} is not a number"),
+                    );
+                }
+            },
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query {pair:?}; use handler=, event= or limit="),
+                );
+            }
+        }
+    }
+    match dispatcher.outbox().dead_letters(selector, limit).await {
+        Ok(letters) => axum::Json(json!({ "deadLetters": letters })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Makes one dead letter pending again, with a fresh set of attempts.
+async fn retry_dead_letter(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    Path(id): Path<String>,
+) -> Response {
+    let selector = match dead_letter_id(&id) {
+        Ok(selector) => selector,
+        Err(response) => return *response,
+    };
+    let outbox = dispatcher.outbox();
+    let handler = match outbox.dead_letters(selector.clone(), 1).await {
+        Ok(letters) => letters.into_iter().next().map(|l| l.handler),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let Some(handler) = handler else {
+        return error(StatusCode::NOT_FOUND, format!("no dead letter {id}"));
+    };
+    match outbox.retry_dead(selector, outbox::now()).await {
+        Ok(_) => {
+            dispatcher.wake(&handler);
+            axum::Json(json!({ "id": id, "state": "pending", "handler": handler })).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Deletes one dead letter for good.
+async fn discard_dead_letter(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    Path(id): Path<String>,
+) -> Response {
+    let selector = match dead_letter_id(&id) {
+        Ok(selector) => selector,
+        Err(response) => return *response,
+    };
+    match dispatcher.outbox().discard_dead(selector).await {
+        Ok(0) => error(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
+        Ok(_) => axum::Json(json!({ "id": id, "state": "discarded" })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The selector of one dead letter, from the id in the path.
+fn dead_letter_id(id: &str) -> Result<Selector, Box<Response>> {
+    match id.parse() {
+        Ok(id) => Ok(Selector {
+            id: Some(id),
+            ..Selector::default()
+        }),
+        Err(_) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a dead letter id; GET /v1/dead-letters lists them"),
+        ))),
+    }
 }

@@ -19,6 +19,8 @@
 //!   handlers carry on.
 //! - `quarantine`: repeated failures open the breaker, a probe closes it, over HTTP.
 //! - `capabilities`: outbound HTTP only where granted; the webhook plugin's signed deliveries.
+//! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
+//!   retried by an operator, kept once per event id, and survive `kill -9`.
 
 mod support;
 
@@ -30,6 +32,7 @@ mod git;
 mod http_api;
 mod isolation;
 mod observers;
+mod outbox;
 mod quarantine;
 mod receiver;
 mod reload;

@@ -750,7 +750,7 @@ fn config_edits_add_remove_and_change_handlers_live_without_losing_events() {
             .filter(|m| m.starts_with("handler removed"))
     });
     let backlog: usize = removed
-        .split("works through ")
+        .split("of its ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())

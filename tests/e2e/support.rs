@@ -580,6 +580,19 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Kills the process with SIGKILL: no drain, no cleanup, as a crash would. Returns its log.
+    pub fn kill(mut self) -> Log {
+        let mut child = self.child.take().expect("the host is running");
+        child.kill().expect("cannot send SIGKILL");
+        child.wait().expect("the killed host can be reaped");
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader does not panic");
+        }
+        Log(self.log.snapshot())
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

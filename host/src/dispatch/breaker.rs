@@ -155,6 +155,21 @@ impl Breaker {
         }
     }
 
+    /// Gives back an admission that was not used (an observer found nothing to deliver): a
+    /// probe that never ran leaves the next one free to start at once.
+    pub fn release(&self, admission: Admission) {
+        if admission != Admission::Probe {
+            return;
+        }
+        let mut state = self.lock();
+        if let Phase::Probing { backoff } = state.phase {
+            state.phase = Phase::Open {
+                until: Instant::now(),
+                backoff,
+            };
+        }
+    }
+
     /// The state as it is now.
     pub fn view(&self) -> BreakerView {
         let state = self.lock();

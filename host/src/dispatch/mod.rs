@@ -1,34 +1,53 @@
-//! Routing events to handlers: host-side filtering, a bounded queue and a worker per observer,
-//! gates run in parallel with a merged verdict.
+//! Routing events to handlers: gates run in parallel with a merged verdict; observers go through
+//! the outbox.
 //!
-//! Observers are fire-and-forget for the producer, but never lossy: a full queue refuses the
-//! submission (or makes the producer wait) before anything is queued, so an event is either
-//! queued for every subscribed observer or for none.
+//! An event for observers is written to the outbox (one delivery per subscribed observer) before
+//! the producer hears "accepted", and each observer's worker works its deliveries off in order:
+//! success marks a delivery done, a failure schedules a retry with backoff, and the last allowed
+//! failure dead-letters it. Backpressure is all or nothing: a submission that would take an
+//! observer past its `queueCapacity` of open deliveries is refused (or waits) before anything is
+//! written.
 //!
-//! A handler lives in a [`Slot`] that outlasts its versions: the queue, the worker and the
-//! counters stay, while the [`Version`] (config entry, compiled module, breaker) can be swapped
-//! atomically by a reload. An invocation holds the version it started with, so events in flight
-//! finish on the old version and later ones run the new one.
+//! A handler lives in a [`Slot`] that outlasts its versions: the worker and the counters stay,
+//! while the [`Version`] (config entry, compiled module, breaker) can be swapped atomically by a
+//! reload. An invocation holds the version it started with, so events in flight finish on the
+//! old version and later ones run the new one.
 
 mod breaker;
 mod report;
 
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{Config, EntryError, HandlerSpec, Mode};
+use crate::config::{Config, EntryError, HandlerSpec, Limits, Mode, RetryPolicy};
 use crate::event::Event;
 use crate::metrics::{HandlerSample, HandlerStats, HostStats};
+use crate::outbox::{self, Delivery, NewEvent, OnDuplicate, Store};
 use crate::sandbox::{Handler, Invocation, LoadError, Sandbox, Status};
 
 pub use breaker::{Admission, Breaker, BreakerView, Transition};
 pub use report::{Attributed, Decision, Report, Verdict};
+
+/// How often an idle observer looks in the outbox for retries that have come due, and for work
+/// another process (an operator's `dead-letters retry`) put there.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a claimed delivery stays claimed beyond the handler's deadline: if the process dies
+/// mid-delivery, another one (or the next start) takes it over after this.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long after its deadline a delivery's lease runs out.
+fn lease(limits: &Limits) -> Duration {
+    Duration::from_millis(limits.timeout_ms) + LEASE_MARGIN
+}
 
 /// One version of a handler: what a reload replaces as a whole.
 #[derive(Debug)]
@@ -71,7 +90,8 @@ pub struct ReloadStatus {
     pub error: Option<String>,
 }
 
-/// A handler in service: its current version, its queue (observers), counters and reload state.
+/// A handler in service: its current version, counters, reload state and, for an observer, its
+/// delivery worker's bookkeeping.
 #[derive(Debug)]
 pub struct Slot {
     name: String,
@@ -79,9 +99,13 @@ pub struct Slot {
     current: ArcSwap<Version>,
     /// Invocation counters, kept across versions.
     pub stats: HandlerStats,
-    queue: Option<mpsc::Sender<Event>>,
+    /// Observers: deliveries open in the outbox as this process counts them (accepted here and
+    /// not yet done or dead), for backpressure.
+    backlog: AtomicUsize,
+    /// Tells the observer's worker that new deliveries are in the outbox.
+    wake: Notify,
     close: watch::Sender<bool>,
-    /// Set when the observer's worker has finished its queue and stopped.
+    /// Set when the observer's worker has stopped.
     finished: watch::Sender<bool>,
     last_reload: Mutex<Option<ReloadStatus>>,
 }
@@ -107,14 +131,9 @@ impl Slot {
         self.current.store(Arc::new(version));
     }
 
-    /// Events waiting in the observer's queue.
+    /// An observer's open deliveries as this process counts them.
     pub fn queue_depth(&self) -> Option<usize> {
-        self.queue.as_ref().map(|q| q.max_capacity() - q.capacity())
-    }
-
-    /// The capacity of the observer's queue.
-    pub fn queue_capacity(&self) -> Option<usize> {
-        self.queue.as_ref().map(|q| q.max_capacity())
+        (self.mode == Mode::Observe).then(|| self.backlog.load(Relaxed))
     }
 
     /// The last reload attempt, if any.
@@ -128,6 +147,24 @@ impl Slot {
     /// Records a reload attempt.
     pub fn set_last_reload(&self, status: ReloadStatus) {
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
+
+    /// Reserves room for `wanted` deliveries within the observer's capacity; all or nothing.
+    fn reserve(&self, wanted: usize) -> bool {
+        let capacity = self.version().spec.queue_capacity;
+        let before = self.backlog.fetch_add(wanted, Relaxed);
+        if before + wanted > capacity {
+            self.unreserve(wanted);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back room: deliveries finished (done or dead), or a reservation not used.
+    fn unreserve(&self, count: usize) {
+        let _ = self
+            .backlog
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(count)));
     }
 
     /// Whether the current version subscribes to `event`.
@@ -230,17 +267,19 @@ pub enum Route {
     Observers,
 }
 
-/// Why a submission was refused. Nothing of it was queued or run.
+/// Why a submission was refused. Nothing of it was stored or run.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refused {
-    /// An observer's queue is full: retry later.
-    #[error("the queue of observer {handler} is full; retry later")]
+    /// An observer has as many open deliveries as its `queueCapacity` allows: retry later.
+    #[error("observer {handler} has {capacity} deliveries waiting, its queueCapacity; retry later")]
     Busy {
-        /// The observer whose queue is full.
+        /// The observer that is full.
         handler: String,
+        /// Its capacity.
+        capacity: usize,
     },
-    /// The batch holds more events for one observer than its queue can ever hold.
+    /// The batch holds more events for one observer than its capacity can ever hold.
     #[error(
         "the batch holds {wanted} events for observer {handler}, whose queue holds {capacity}; send smaller batches"
     )]
@@ -252,13 +291,17 @@ pub enum Refused {
         /// Its queue's capacity.
         capacity: usize,
     },
+    /// The outbox could not store the events, so they were not accepted.
+    #[error("{0}; the events were not accepted, retry later")]
+    Unavailable(outbox::StoreError),
 }
 
-/// What shutdown managed to do with the observers' queues.
+/// What shutdown left behind.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Drained {
-    /// Events still queued when the grace period ran out; they were not delivered.
-    pub abandoned: usize,
+    /// Deliveries still open in the outbox (due later, or not reached before the grace period
+    /// ran out). A durable outbox delivers them after the next start.
+    pub left: u64,
 }
 
 /// Routes events to the handlers in service.
@@ -266,22 +309,48 @@ pub struct Drained {
 pub struct Dispatcher {
     slots: ArcSwap<Vec<Arc<Slot>>>,
     stats: Arc<HostStats>,
+    outbox: Arc<dyn Store>,
     workers: Mutex<JoinSet<()>>,
 }
 
 impl Dispatcher {
-    /// Puts the loaded handlers in service, with a worker per observer. Must be called inside a
-    /// tokio runtime.
-    pub fn start(handlers: Vec<(HandlerSpec, Handler)>) -> Dispatcher {
+    /// Puts the loaded handlers in service, with a delivery worker per observer working off
+    /// `outbox` (including what an earlier process left in it). Must be called inside a tokio
+    /// runtime.
+    pub async fn start(
+        handlers: Vec<(HandlerSpec, Handler)>,
+        outbox: Arc<dyn Store>,
+    ) -> Dispatcher {
         let dispatcher = Dispatcher {
             slots: ArcSwap::from_pointee(Vec::new()),
             stats: Arc::default(),
+            outbox,
             workers: Mutex::new(JoinSet::new()),
         };
         for (spec, handler) in handlers {
             dispatcher.add(Version::new(spec, handler));
         }
+        // Deliveries left by an earlier process count against capacity too.
+        match dispatcher.outbox.counts().await {
+            Ok(counts) => {
+                for count in counts {
+                    if let Some(slot) = dispatcher.slot(&count.handler) {
+                        let open = usize::try_from(count.pending + count.claimed).unwrap_or(0);
+                        slot.backlog.fetch_add(open, Relaxed);
+                        if open > 0 {
+                            tracing::info!(handler = %count.handler, open, "deliveries waiting in the outbox");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot count the outbox's open deliveries: {e}"),
+        }
         dispatcher
+    }
+
+    /// The outbox observers' deliveries go through.
+    pub fn outbox(&self) -> &Arc<dyn Store> {
+        &self.outbox
     }
 
     /// The handlers in service, in config order: a snapshot.
@@ -294,14 +363,14 @@ impl Dispatcher {
         self.slots.load().iter().find(|s| s.name == name).cloned()
     }
 
-    /// Puts a new handler in service (an observer gets its queue and worker).
+    /// Puts a new handler in service (an observer gets its delivery worker).
     pub fn add(&self, version: Version) -> Arc<Slot> {
         self.insert(version, None)
     }
 
     /// Puts `version` in service in place of the handler of the same name, in one step, so no
-    /// event falls between them. The old handler works through what it has queued first: the
-    /// new observer's worker starts only when the old one has finished, which keeps order.
+    /// event falls between them. The new observer's worker starts only when the old one has
+    /// finished its delivery in hand, which keeps order.
     pub fn replace(&self, version: Version) -> Arc<Slot> {
         let old = self.slot(&version.spec.name);
         let slot = self.insert(version, old.clone());
@@ -313,32 +382,31 @@ impl Dispatcher {
 
     fn insert(&self, version: Version, replacing: Option<Arc<Slot>>) -> Arc<Slot> {
         let (close, closed) = watch::channel(false);
-        let (queue, receiver) = match version.spec.mode {
-            Mode::Observe => {
-                let (tx, rx) = mpsc::channel(version.spec.queue_capacity);
-                (Some(tx), Some(rx))
-            }
-            Mode::Gate => (None, None),
-        };
+        let mode = version.spec.mode;
+        let backlog = replacing
+            .as_ref()
+            .and_then(|old| old.queue_depth())
+            .unwrap_or(0);
         let slot = Arc::new(Slot {
             name: version.spec.name.clone(),
-            mode: version.spec.mode,
+            mode,
             current: ArcSwap::from_pointee(version),
             stats: HandlerStats::default(),
-            queue,
+            backlog: AtomicUsize::new(backlog),
+            wake: Notify::new(),
             close,
             finished: watch::channel(false).0,
             last_reload: Mutex::new(None),
         });
-        if let Some(rx) = receiver {
+        if mode == Mode::Observe {
             let mut predecessor = replacing.as_ref().map(|old| old.finished.subscribe());
-            let worker = slot.clone();
+            let (worker, outbox) = (slot.clone(), self.outbox.clone());
             self.lock_workers().spawn(async move {
                 if let Some(done) = predecessor.as_mut() {
                     // A closed channel means the old worker is gone, which is just as good.
                     let _ = done.wait_for(|finished| *finished).await;
                 }
-                observe(worker, rx, closed).await;
+                deliver(worker, outbox, closed).await;
             });
         }
         self.slots.rcu(|slots| {
@@ -356,8 +424,8 @@ impl Dispatcher {
     }
 
     /// Takes a handler out of service: new events no longer reach it, and an observer's worker
-    /// works through what is already queued, then stops. Returns how many events it still had
-    /// queued.
+    /// makes the deliveries that are due now, then stops. Retries due later stay in the outbox
+    /// (for a later version of it, or an operator). Returns how many it had open.
     pub fn remove(&self, name: &str) -> Option<usize> {
         let slot = self.slot(name)?;
         self.slots.rcu(|slots| {
@@ -371,22 +439,43 @@ impl Dispatcher {
         Some(slot.queue_depth().unwrap_or(0))
     }
 
+    /// Wakes the worker of observer `name` (an operator put its dead letters back).
+    pub fn wake(&self, name: &str) {
+        if let Some(slot) = self.slot(name) {
+            slot.wake.notify_one();
+        }
+    }
+
     /// Host-wide counters.
     pub fn stats(&self) -> &HostStats {
         &self.stats
     }
 
-    /// Prometheus text for every counter.
-    pub fn metrics(&self) -> String {
+    /// Prometheus text for every counter, with the outbox's figures read now.
+    pub async fn metrics(&self) -> String {
+        let counts = match self.outbox.counts().await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!("metrics without outbox figures: {e}");
+                Vec::new()
+            }
+        };
+        let now = outbox::now();
         let slots = self.slots();
         let samples: Vec<HandlerSample<'_>> = slots
             .iter()
             .map(|s| {
                 let breaker = s.version().breaker.view();
+                let count = counts.iter().find(|c| c.handler == s.name);
                 HandlerSample {
                     name: &s.name,
                     stats: &s.stats,
-                    queue_depth: s.queue_depth(),
+                    queue_depth: (s.mode == Mode::Observe)
+                        .then(|| count.map_or(0, |c| c.pending + c.claimed)),
+                    oldest_open_secs: count
+                        .and_then(|c| c.oldest_open_at)
+                        .map(|at| (now - at).max(0) as f64 / 1e3),
+                    dead_letters: count.map(|c| c.dead),
                     quarantined: breaker.state != "closed",
                     quarantines: breaker.quarantines,
                 }
@@ -395,9 +484,9 @@ impl Dispatcher {
         crate::metrics::render(&self.stats, &samples)
     }
 
-    /// Accepts a batch of events: room is reserved in every subscribed observer's queue for the
-    /// whole batch first (all or nothing), then each event's gates run in parallel and the
-    /// event is queued for its observers. Returns one decision per event, in order.
+    /// Accepts a batch of events: room is reserved with every subscribed observer for the whole
+    /// batch first (all or nothing), then each event's gates run in parallel while its
+    /// deliveries are committed to the outbox. Returns one decision per event, in order.
     pub async fn submit(
         &self,
         events: &[Event],
@@ -415,72 +504,202 @@ impl Dispatcher {
         backpressure: Backpressure,
     ) -> Result<Vec<Decision>, Refused> {
         let slots = self.slots();
-        let mut permits = Vec::new();
-        let observers = if route == Route::Gates {
-            &[][..]
-        } else {
-            &slots[..]
+        let observers: Vec<&Arc<Slot>> = match route {
+            Route::Gates => Vec::new(),
+            Route::All | Route::Observers => {
+                slots.iter().filter(|s| s.mode == Mode::Observe).collect()
+            }
         };
-        for slot in observers {
-            let Some(queue) = &slot.queue else { continue };
-            let wanted = events.iter().filter(|e| slot.wants(e)).count();
-            if wanted == 0 {
-                continue;
-            }
-            if wanted > queue.max_capacity() {
-                return Err(Refused::TooLarge {
-                    handler: slot.name.clone(),
-                    wanted,
-                    capacity: queue.max_capacity(),
-                });
-            }
-            let reserved = match backpressure {
-                Backpressure::Refuse => queue.try_reserve_many(wanted).ok(),
-                Backpressure::Wait => queue.reserve_many(wanted).await.ok(),
-            };
-            let Some(reserved) = reserved else {
-                self.stats.events_busy.fetch_add(1, Relaxed);
-                return Err(Refused::Busy {
-                    handler: slot.name.clone(),
-                });
-            };
-            permits.push((slot, reserved));
-        }
+        let subscribed: Vec<Vec<&Arc<Slot>>> = events
+            .iter()
+            .map(|e| observers.iter().copied().filter(|s| s.wants(e)).collect())
+            .collect();
+        let reserved = self.reserve(&observers, &subscribed, backpressure).await?;
         self.stats
             .events_received
             .fetch_add(events.len() as u64, Relaxed);
 
-        let mut decisions = Vec::with_capacity(events.len());
-        for event in events {
-            let gates = match route {
-                Route::Observers => Vec::new(),
-                Route::All | Route::Gates => {
-                    run(&slots, event, |slot| slot.mode == Mode::Gate).await
+        let stored = self.store(events, &subscribed);
+        let gates = async {
+            let mut gates = Vec::with_capacity(events.len());
+            for event in events {
+                gates.push(match route {
+                    Route::Observers => Vec::new(),
+                    Route::All | Route::Gates => {
+                        run(&slots, event, |slot| slot.mode == Mode::Gate).await
+                    }
+                });
+            }
+            gates
+        };
+        let (stored, gates) = tokio::join!(stored, gates);
+        let accepted = match stored {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                for (slot, count) in reserved {
+                    slot.unreserve(count);
                 }
-            };
-            let mut queued = 0;
-            for (slot, reserved) in &mut permits {
-                if slot.wants(event)
-                    && let Some(permit) = reserved.next()
-                {
-                    permit.send(event.clone());
-                    queued += 1;
+                return Err(Refused::Unavailable(e));
+            }
+        };
+
+        let mut decisions = Vec::with_capacity(events.len());
+        for ((event, gates), (observers, accepted)) in events
+            .iter()
+            .zip(gates)
+            .zip(subscribed.iter().zip(accepted))
+        {
+            if accepted.duplicate {
+                self.stats.events_duplicate.fetch_add(1, Relaxed);
+                for slot in observers {
+                    slot.unreserve(1);
+                }
+            } else {
+                for slot in observers {
+                    slot.wake.notify_one();
                 }
             }
-            decisions.push(Decision::merge(event.id(), gates, queued));
+            let mut decision = Decision::merge(event.id(), gates, accepted.deliveries.len());
+            decision.duplicate = accepted.duplicate;
+            decisions.push(decision);
         }
         Ok(decisions)
     }
 
-    /// Runs every handler subscribed to `event`, observers included, and waits for all of them:
-    /// what `replay` does. Reports come back in config order.
-    pub async fn run_all(&self, event: &Event) -> Vec<Report> {
-        self.stats.events_received.fetch_add(1, Relaxed);
-        run(&self.slots(), event, |_| true).await
+    /// Reserves room with each observer for the events it subscribes to; on refusal nothing
+    /// stays reserved. Returns what was reserved, to give back if the outbox fails.
+    async fn reserve<'a>(
+        &self,
+        observers: &[&'a Arc<Slot>],
+        subscribed: &[Vec<&Arc<Slot>>],
+        backpressure: Backpressure,
+    ) -> Result<Vec<(&'a Arc<Slot>, usize)>, Refused> {
+        let mut reserved: Vec<(&Arc<Slot>, usize)> = Vec::new();
+        for &slot in observers {
+            let wanted = subscribed
+                .iter()
+                .filter(|subscribers| subscribers.iter().any(|s| Arc::ptr_eq(s, slot)))
+                .count();
+            if wanted == 0 {
+                continue;
+            }
+            let capacity = slot.version().spec.queue_capacity;
+            let refusal = if wanted > capacity {
+                Some(Refused::TooLarge {
+                    handler: slot.name.clone(),
+                    wanted,
+                    capacity,
+                })
+            } else {
+                loop {
+                    if slot.reserve(wanted) {
+                        break None;
+                    }
+                    if backpressure == Backpressure::Refuse {
+                        self.stats.events_busy.fetch_add(1, Relaxed);
+                        break Some(Refused::Busy {
+                            handler: slot.name.clone(),
+                            capacity,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            if let Some(refused) = refusal {
+                for (slot, count) in reserved {
+                    slot.unreserve(count);
+                }
+                return Err(refused);
+            }
+            reserved.push((slot, wanted));
+        }
+        Ok(reserved)
     }
 
-    /// Stops accepting events for observers and lets them work through their queues for up to
-    /// `grace`; what is left after that is counted, not delivered.
+    /// Commits the events that have observers, with their deliveries, in one transaction.
+    /// Events without observers are not stored: the result says so with no deliveries.
+    async fn store(
+        &self,
+        events: &[Event],
+        subscribed: &[Vec<&Arc<Slot>>],
+    ) -> Result<Vec<outbox::Accepted>, outbox::StoreError> {
+        let mut rows = Vec::new();
+        for (event, observers) in events.iter().zip(subscribed) {
+            if !observers.is_empty() {
+                rows.push(new_event(event, observers.iter().map(|s| s.name.clone())));
+            }
+        }
+        let mut stored = if rows.is_empty() {
+            Vec::new()
+        } else {
+            self.outbox
+                .accept(rows, OnDuplicate::Skip, None, outbox::now())
+                .await?
+        }
+        .into_iter();
+        let nothing = || outbox::Accepted {
+            duplicate: false,
+            deliveries: Vec::new(),
+        };
+        Ok(subscribed
+            .iter()
+            .map(|observers| {
+                if observers.is_empty() {
+                    nothing()
+                } else {
+                    stored.next().unwrap_or_else(nothing)
+                }
+            })
+            .collect())
+    }
+
+    /// Runs every handler subscribed to `event` now, observers included, and waits for all of
+    /// them: what `replay` does. The observers' deliveries are still written to the outbox first
+    /// (claimed by this call), so one that fails is retried like any other. Reports come back in
+    /// config order.
+    pub async fn replay(&self, event: &Event) -> Result<Vec<Report>, Refused> {
+        self.stats.events_received.fetch_add(1, Relaxed);
+        let slots = self.slots();
+        let observers: Vec<&Arc<Slot>> = slots
+            .iter()
+            .filter(|s| s.mode == Mode::Observe && s.wants(event))
+            .collect();
+        let mut deliveries = HashMap::new();
+        if !observers.is_empty() {
+            let lease = observers
+                .iter()
+                .map(|s| lease(&s.version().spec.limits))
+                .max()
+                .unwrap_or(LEASE_MARGIN);
+            let row = new_event(event, observers.iter().map(|s| s.name.clone()));
+            let accepted = self
+                .outbox
+                .accept(
+                    vec![row],
+                    OnDuplicate::Redeliver,
+                    Some(lease),
+                    outbox::now(),
+                )
+                .await
+                .map_err(Refused::Unavailable)?;
+            let ids = accepted.into_iter().next().map(|a| a.deliveries);
+            for (slot, id) in observers.iter().zip(ids.unwrap_or_default()) {
+                slot.backlog.fetch_add(1, Relaxed);
+                deliveries.insert(slot.name.as_str(), (*slot, id));
+            }
+        }
+        let reports = run(&slots, event, |_| true).await;
+        for report in &reports {
+            if let Some((slot, id)) = deliveries.get(report.handler.as_str()) {
+                let retry = slot.version().spec.retry;
+                settle(slot, &*self.outbox, &retry, *id, 1, report).await;
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Stops the observers' workers: each finishes what is due now (its delivery in hand, and
+    /// the rest while the grace period lasts), then stops. What is left stays in the outbox.
     pub async fn shutdown(&self, grace: Duration) -> Drained {
         for slot in self.slots().iter() {
             let _ = slot.close.send(true);
@@ -490,18 +709,44 @@ impl Dispatcher {
             while workers.join_next().await.is_some() {}
         })
         .await;
-        if drained.is_ok() {
-            return Drained::default();
+        if drained.is_err() {
+            // A worker still running is in the middle of a delivery, which stays claimed until
+            // its lease runs out: the next process makes it again.
+            workers.abort_all();
+            while workers.join_next().await.is_some() {}
         }
-        // A worker still running is in the middle of an event: count that one too.
-        let queued: usize = self.slots().iter().filter_map(|s| s.queue_depth()).sum();
-        let abandoned = queued + workers.len();
-        workers.abort_all();
-        Drained { abandoned }
+        let names: Vec<String> = self.slots().iter().map(|s| s.name.clone()).collect();
+        let left = match self.outbox.counts().await {
+            Ok(counts) => counts
+                .iter()
+                .filter(|c| names.contains(&c.handler))
+                .map(|c| c.pending + c.claimed)
+                .sum(),
+            Err(e) => {
+                tracing::warn!("cannot count what is left in the outbox: {e}");
+                0
+            }
+        };
+        Drained { left }
     }
 
     fn lock_workers(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The outbox row of `event` for `observers`.
+fn new_event(event: &Event, observers: impl Iterator<Item = String>) -> NewEvent {
+    NewEvent {
+        source: event
+            .json()
+            .get("source")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        id: event.id().to_owned(),
+        json: event.json().to_string(),
+        handlers: observers.collect(),
     }
 }
 
@@ -524,42 +769,147 @@ async fn run(slots: &[Arc<Slot>], event: &Event, select: impl Fn(&Slot) -> bool)
     reports.into_iter().map(|(_, report)| report).collect()
 }
 
-/// An observer's worker: takes events from its queue one at a time, in order. While the
-/// handler is quarantined it holds the event in hand (and the rest in the queue) until the next
-/// probe may start. When the slot closes (removal, shutdown) the queue stops taking events and
-/// is drained.
-async fn observe(
-    slot: Arc<Slot>,
-    mut queue: mpsc::Receiver<Event>,
-    mut closed: watch::Receiver<bool>,
-) {
-    let mut closing = false;
+/// An observer's worker: claims its due deliveries from the outbox one at a time, lowest id
+/// first, and makes them. While the handler is quarantined it claims nothing, so its deliveries
+/// wait in the outbox without using up attempts. When the slot closes (removal, replacement,
+/// shutdown) it makes what is due now and stops.
+///
+/// Recording how a delivery went and claiming the next one are sent to the store together, so
+/// they share a commit: a claimed delivery is never due, so neither can see the other's row.
+async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Receiver<bool>) {
+    let mut recording: Option<Recording> = None;
     loop {
-        // Look at the signal every turn: it may have come while an event was running.
-        if !closing && *closed.borrow_and_update() {
-            queue.close();
-            closing = true;
-        }
-        tokio::select! {
-            biased;
-            event = queue.recv() => match event {
-                Some(event) => {
-                    let (version, admission) = admit_when_ready(&slot).await;
-                    slot.invoke(&event, &version, admission).await;
-                }
-                None => {
-                    let _ = slot.finished.send(true);
-                    return;
-                }
-            },
-            changed = closed.changed(), if !closing => {
-                // The dispatcher is gone: nothing more can arrive, so drain and stop.
-                if changed.is_err() {
-                    queue.close();
-                    closing = true;
+        let closing = *closed.borrow_and_update();
+        let version = slot.version();
+        let (version, admission) = match version.breaker.admit() {
+            Admission::Refuse { .. } if closing => break,
+            Admission::Refuse { .. } => {
+                finish(&mut recording).await;
+                tokio::select! {
+                    ready = admit_when_ready(&slot) => ready,
+                    _ = closed.changed() => continue,
                 }
             }
+            admission => (version, admission),
+        };
+        let claim = async {
+            let lease = lease(&version.spec.limits);
+            outbox.claim(slot.name.clone(), lease, outbox::now()).await
+        };
+        let claimed = match recording.take() {
+            Some(recorded) => tokio::join!(recorded, claim).1,
+            None => claim.await,
+        };
+        match claimed {
+            Ok(Some(delivery)) => {
+                recording = attempt(&slot, &outbox, &version, admission, delivery).await;
+            }
+            Ok(None) => {
+                version.breaker.release(admission);
+                if closing {
+                    break;
+                }
+                tokio::select! {
+                    _ = slot.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                    _ = closed.changed() => {}
+                }
+            }
+            Err(e) => {
+                version.breaker.release(admission);
+                if closing {
+                    break;
+                }
+                tracing::error!(handler = %slot.name, "cannot claim a delivery: {e}; trying again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
+    }
+    finish(&mut recording).await;
+    let _ = slot.finished.send(true);
+}
+
+/// A delivery's outcome on its way to the store.
+type Recording = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Waits for the last outcome to be recorded.
+async fn finish(recording: &mut Option<Recording>) {
+    if let Some(recorded) = recording.take() {
+        recorded.await;
+    }
+}
+
+/// Makes one attempt of one delivery; returns the recording of how it went, to be awaited.
+async fn attempt(
+    slot: &Arc<Slot>,
+    outbox: &Arc<dyn Store>,
+    version: &Version,
+    admission: Admission,
+    delivery: Delivery,
+) -> Option<Recording> {
+    let event = match Event::from_slice(delivery.event_json.as_bytes()) {
+        Ok(event) => event,
+        Err(e) => {
+            // Only a hand-edited outbox gets here: retrying cannot help.
+            version.breaker.release(admission);
+            let cause = format!("the stored event no longer parses ({e}); discard it");
+            tracing::error!(handler = %slot.name, delivery = delivery.id, "{cause}");
+            slot.unreserve(1);
+            if let Err(e) = outbox.dead_letter(delivery.id, cause, outbox::now()).await {
+                tracing::error!(handler = %slot.name, delivery = delivery.id, "{e}");
+            }
+            return None;
+        }
+    };
+    let report = slot.invoke(&event, version, admission).await;
+    let (slot, outbox, retry) = (slot.clone(), outbox.clone(), version.spec.retry);
+    Some(Box::pin(async move {
+        settle(
+            &slot,
+            &*outbox,
+            &retry,
+            delivery.id,
+            delivery.attempt,
+            &report,
+        )
+        .await;
+    }))
+}
+
+/// Records attempt number `attempt` of delivery `id`: done, a retry after a backoff, or a dead
+/// letter once `retry.maxAttempts` is used up.
+async fn settle(
+    slot: &Slot,
+    outbox: &dyn Store,
+    retry: &RetryPolicy,
+    id: i64,
+    attempt: u32,
+    report: &Report,
+) {
+    let now = outbox::now();
+    let recorded = if report.status == Status::Ok {
+        slot.unreserve(1);
+        outbox.complete(id, now).await
+    } else {
+        let cause = report
+            .reason
+            .clone()
+            .unwrap_or_else(|| report.status.to_string());
+        if attempt >= retry.max_attempts {
+            slot.unreserve(1);
+            slot.stats.record_dead_letter();
+            tracing::warn!(handler = %slot.name, delivery = id, event = %report.event_id, "dead-lettered after {attempt} attempts: {cause}");
+            outbox.dead_letter(id, cause, now).await
+        } else {
+            let wait = retry.backoff_with_jitter(attempt);
+            slot.stats.record_retry();
+            tracing::info!(handler = %slot.name, delivery = id, event = %report.event_id, "attempt {attempt} failed; retrying in {} ms", wait.as_millis());
+            let at = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+            outbox.retry_later(id, cause, at, now).await
+        }
+    };
+    if let Err(e) = recorded {
+        tracing::error!(handler = %slot.name, delivery = id, "cannot record the attempt: {e}; it is made again when its lease runs out");
     }
 }
 

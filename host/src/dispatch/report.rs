@@ -134,8 +134,12 @@ pub struct Decision {
     pub annotations: Vec<Attributed>,
     /// Each gate's report, in config order.
     pub gates: Vec<Report>,
-    /// How many observers the event was queued for.
+    /// How many observers the event was queued for (stored in the outbox).
     pub observers_queued: usize,
+    /// The event (same `source` and `id`) was accepted before, so it was not stored or
+    /// delivered again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// A reason or annotation and the handler it came from.
@@ -180,6 +184,7 @@ impl Decision {
             annotations,
             gates,
             observers_queued,
+            duplicate: false,
         }
     }
 }

@@ -1,0 +1,175 @@
+//! Outbox benchmark: how many events/s the host accepts for one observer with the outbox in
+//! memory and on disk (both `sync` policies), and how fast the observer's worker delivers them.
+//!
+//! - `store accept`: `Store::accept` alone, one event with one delivery per call, from 1 and from
+//!   64 concurrent producers (group commit turns concurrent calls into one transaction).
+//! - `dispatch`: `Dispatcher::submit` of one event at a time from 64 concurrent producers to one
+//!   observer (the chaos guest, `behavior: ok`), the gate-free path of `POST /v1/events` minus
+//!   HTTP; "delivered/s" is how fast the observer's worker claims, runs and completes them.
+//!
+//! Run: `cargo xtask build-guests && cargo bench -p hookwasm --bench outbox`. It prints a table;
+//! it asserts nothing about speed (figures go to BENCHMARKS.md). The database files live in a
+//! temporary folder on the same disk as `target/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookwasm::config::Config;
+use hookwasm::dispatch::{self, Backpressure, Dispatcher};
+use hookwasm::event::Event;
+use hookwasm::outbox::sqlite::{SqliteStore, Sync};
+use hookwasm::outbox::{self, NewEvent, OnDuplicate, Store};
+use hookwasm::sandbox::Sandbox;
+
+/// Events per measurement.
+const EVENTS: usize = 20_000;
+/// Concurrent producers in the concurrent cases.
+const PRODUCERS: usize = 64;
+
+/// The stores compared: name and how to open one in `dir`.
+const STORES: [(&str, Option<Sync>); 3] = [
+    ("memory", None),
+    ("sqlite sync=normal", Some(Sync::Normal)),
+    ("sqlite sync=full", Some(Sync::Full)),
+];
+
+fn main() -> anyhow::Result<()> {
+    let chaos = workspace().join("tests/guests/chaos.wasm");
+    anyhow::ensure!(
+        chaos.exists(),
+        "{} is missing: run `cargo xtask build-guests` first",
+        chaos.display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!("hookwasm outbox benchmark: {EVENTS} events per case, one observer");
+    println!(
+        "{:<20} {:<26} {:>14} {:>14}",
+        "store", "case", "accepted/s", "delivered/s"
+    );
+    for (name, sync) in STORES {
+        for producers in [1, PRODUCERS] {
+            let dir = tempfile::tempdir()?;
+            let store = open(dir.path(), sync)?;
+            let accepted = runtime.block_on(accept_only(store, producers))?;
+            println!(
+                "{name:<20} {:<26} {:>14.0} {:>14}",
+                format!("store accept, {producers} producer(s)"),
+                accepted,
+                "-"
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let store = open(dir.path(), sync)?;
+        let (accepted, delivered) = runtime.block_on(dispatch(&chaos, store))?;
+        println!(
+            "{name:<20} {:<26} {accepted:>14.0} {delivered:>14.0}",
+            format!("dispatch, {PRODUCERS} producers")
+        );
+    }
+    println!(
+        "sync=full fsyncs the WAL at every commit (a commit holds every call that was waiting); \
+         sync=normal only at checkpoints, so it survives kill -9 but not a power loss."
+    );
+    Ok(())
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn open(dir: &Path, sync: Option<Sync>) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match sync {
+        None => Arc::new(SqliteStore::in_memory()?),
+        Some(sync) => Arc::new(SqliteStore::open(&dir.join("outbox.db"), sync)?),
+    })
+}
+
+/// Events/s that `Store::accept` takes from `producers` concurrent callers, one event each call.
+async fn accept_only(store: Arc<dyn Store>, producers: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..producers {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for i in (p..EVENTS).step_by(producers) {
+                let row = NewEvent {
+                    source: "bench".into(),
+                    id: format!("accept-{i}"),
+                    json: event_json(i).to_string(),
+                    handlers: vec!["observer".into()],
+                };
+                store
+                    .accept(vec![row], OnDuplicate::Skip, None, outbox::now())
+                    .await?;
+            }
+            Ok::<_, outbox::StoreError>(())
+        });
+    }
+    for result in tasks.join_all().await {
+        result?;
+    }
+    Ok(EVENTS as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Accepted and delivered events/s through a dispatcher with one observer on `store`.
+async fn dispatch(chaos: &Path, store: Arc<dyn Store>) -> anyhow::Result<(f64, f64)> {
+    let text = serde_json::json!({ "eventHandlers": [{
+        "name": "observer", "module": chaos,
+        "config": { "behavior": "ok" }, "queueCapacity": EVENTS
+    }]})
+    .to_string();
+    let config = Config::parse(&text, &workspace().join("bench.config.json"))?;
+    let (loaded, errors) = dispatch::load_handlers(&Sandbox::new()?, &config).await;
+    anyhow::ensure!(errors.is_empty(), "cannot load the observer: {errors:?}");
+    let dispatcher = Arc::new(Dispatcher::start(loaded, store.clone()).await);
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..PRODUCERS {
+        let dispatcher = dispatcher.clone();
+        tasks.spawn(async move {
+            for i in (p..EVENTS).step_by(PRODUCERS) {
+                let event = Event::from_json(event_json(i)).map_err(anyhow::Error::msg)?;
+                dispatcher
+                    .submit(&[event], Backpressure::Wait)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    for result in tasks.join_all().await {
+        result?;
+    }
+    let accepted = EVENTS as f64 / started.elapsed().as_secs_f64();
+    // Watch the worker's own counter: asking the store would queue behind its work.
+    let slot = dispatcher
+        .slot("observer")
+        .expect("the observer is in service");
+    while slot.stats.counts().invocations.values().sum::<u64>() < EVENTS as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let done: u64 = store.counts().await?.iter().map(|c| c.done).sum();
+    anyhow::ensure!(
+        done as usize == EVENTS,
+        "{done} of {EVENTS} deliveries done"
+    );
+    let delivered = EVENTS as f64 / started.elapsed().as_secs_f64();
+    dispatcher.shutdown(Duration::from_secs(5)).await;
+    Ok((accepted, delivered))
+}
+
+fn event_json(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "specversion": "1.0", "id": format!("bench-{i}"), "source": "bench",
+        "type": "git.branch.updated",
+        "data": {
+            "pushId": "p1", "ref": "refs/heads/main", "before": "a1", "after": "b2",
+            "repository": { "url": "https://git.example/acme/widgets.git", "project": "acme", "name": "widgets" },
+            "pusher": { "username": "ada", "email": "ada@example.com" }
+        }
+    })
+}
