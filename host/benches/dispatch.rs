@@ -153,7 +153,9 @@ async fn dispatcher(chaos: &Path, mode: &str) -> anyhow::Result<Dispatcher> {
         "cannot load the benchmark handler: {errors:?}"
     );
     let outbox = Arc::new(hookwasm::outbox::sqlite::SqliteStore::in_memory()?);
-    Ok(Dispatcher::start(loaded, outbox).await)
+    let dispatcher = Dispatcher::start(loaded, outbox).await;
+    dispatcher.start_delivering();
+    Ok(dispatcher)
 }
 
 /// One handler invoked directly, one event at a time: the cost of a fresh, limited sandbox.

@@ -125,6 +125,7 @@ async fn dispatch(chaos: &Path, store: Arc<dyn Store>) -> anyhow::Result<(f64, f
     let (loaded, errors) = dispatch::load_handlers(&Sandbox::new()?, &config).await;
     anyhow::ensure!(errors.is_empty(), "cannot load the observer: {errors:?}");
     let dispatcher = Arc::new(Dispatcher::start(loaded, store.clone()).await);
+    dispatcher.start_delivering();
 
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();

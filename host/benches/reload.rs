@@ -152,6 +152,7 @@ impl Setup {
         anyhow::ensure!(errors.is_empty(), "cannot load: {errors:?}");
         let outbox = Arc::new(hookwasm::outbox::sqlite::SqliteStore::in_memory()?);
         let dispatcher = Arc::new(Dispatcher::start(loaded, outbox).await);
+        dispatcher.start_delivering();
         let reloader = Arc::new(Reloader::new(&config_path, sandbox, dispatcher.clone()));
         Ok(Setup {
             dir,

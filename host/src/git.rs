@@ -594,6 +594,7 @@ impl Target {
     async fn observers(&self, events: &[Event]) -> Result<(), GitError> {
         match self {
             Target::InProcess(dispatcher) => {
+                dispatcher.start_delivering();
                 // In batches, so a push of more refs than an observer's queue holds waits for
                 // room instead of being refused as too large.
                 for batch in events.chunks(forward::BATCH) {

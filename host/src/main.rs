@@ -346,6 +346,7 @@ async fn serve(
     watch: bool,
 ) -> anyhow::Result<Exit> {
     let (sandbox, dispatcher, loaded) = start(config).await?;
+    dispatcher.start_delivering();
     let dispatcher = Arc::new(dispatcher);
     prune_outbox(dispatcher.outbox().clone(), loaded.delivery.retention);
     let reloader = Arc::new(Reloader::new(config, sandbox, dispatcher.clone()));
@@ -526,6 +527,7 @@ const REPLAY_GRACE: Duration = Duration::from_secs(5);
 
 async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
     let (_, dispatcher, loaded) = start(config).await?;
+    dispatcher.start_delivering();
     let text = read_input(events_path)?;
     // Validate every line first, so a typo on line 900 does not leave 899 events half-replayed.
     let mut events = Vec::new();

@@ -17,8 +17,8 @@ mod breaker;
 mod report;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,6 +107,8 @@ pub struct Slot {
     close: watch::Sender<bool>,
     /// Set when the observer's worker has stopped.
     finished: watch::Sender<bool>,
+    /// Whether the observer's worker was started (it is started once).
+    worker_started: AtomicBool,
     last_reload: Mutex<Option<ReloadStatus>>,
 }
 
@@ -310,13 +312,15 @@ pub struct Dispatcher {
     slots: ArcSwap<Vec<Arc<Slot>>>,
     stats: Arc<HostStats>,
     outbox: Arc<dyn Store>,
+    /// Whether observers' workers run; see [`Dispatcher::start_delivering`].
+    delivering: AtomicBool,
     workers: Mutex<JoinSet<()>>,
 }
 
 impl Dispatcher {
-    /// Puts the loaded handlers in service, with a delivery worker per observer working off
-    /// `outbox` (including what an earlier process left in it). Must be called inside a tokio
-    /// runtime.
+    /// Puts the loaded handlers in service, their observers' deliveries going through `outbox`;
+    /// observers' workers start with [`Dispatcher::start_delivering`]. Must be called inside a
+    /// tokio runtime.
     pub async fn start(
         handlers: Vec<(HandlerSpec, Handler)>,
         outbox: Arc<dyn Store>,
@@ -325,6 +329,7 @@ impl Dispatcher {
             slots: ArcSwap::from_pointee(Vec::new()),
             stats: Arc::default(),
             outbox,
+            delivering: AtomicBool::new(false),
             workers: Mutex::new(JoinSet::new()),
         };
         for (spec, handler) in handlers {
@@ -375,13 +380,12 @@ impl Dispatcher {
         let old = self.slot(&version.spec.name);
         let slot = self.insert(version, old.clone());
         if let Some(old) = old {
-            let _ = old.close.send(true);
+            let _ = old.close.send_replace(true);
         }
         slot
     }
 
     fn insert(&self, version: Version, replacing: Option<Arc<Slot>>) -> Arc<Slot> {
-        let (close, closed) = watch::channel(false);
         let mode = version.spec.mode;
         let backlog = replacing
             .as_ref()
@@ -394,20 +398,13 @@ impl Dispatcher {
             stats: HandlerStats::default(),
             backlog: AtomicUsize::new(backlog),
             wake: Notify::new(),
-            close,
+            close: watch::channel(false).0,
             finished: watch::channel(false).0,
+            worker_started: AtomicBool::new(false),
             last_reload: Mutex::new(None),
         });
-        if mode == Mode::Observe {
-            let mut predecessor = replacing.as_ref().map(|old| old.finished.subscribe());
-            let (worker, outbox) = (slot.clone(), self.outbox.clone());
-            self.lock_workers().spawn(async move {
-                if let Some(done) = predecessor.as_mut() {
-                    // A closed channel means the old worker is gone, which is just as good.
-                    let _ = done.wait_for(|finished| *finished).await;
-                }
-                deliver(worker, outbox, closed).await;
-            });
+        if self.delivering.load(Relaxed) {
+            self.start_worker(&slot, replacing.as_deref());
         }
         self.slots.rcu(|slots| {
             let mut slots = Vec::clone(slots);
@@ -423,6 +420,39 @@ impl Dispatcher {
         slot
     }
 
+    /// Starts the observers' workers: from now on they deliver what the outbox holds for them,
+    /// including what earlier processes left there. `serve` and `replay` start at once; a git
+    /// hook only when it has something for observers (a pre-receive that only asks gates must
+    /// not start working off the backlog, only to be cut off when it exits).
+    pub fn start_delivering(&self) {
+        if self.delivering.swap(true, Relaxed) {
+            return;
+        }
+        for slot in self.slots().iter() {
+            self.start_worker(slot, None);
+        }
+    }
+
+    /// Starts `slot`'s worker, once, if it is an observer. A replacement's worker waits until
+    /// the predecessor's has finished its delivery in hand, which keeps order.
+    fn start_worker(&self, slot: &Arc<Slot>, predecessor: Option<&Slot>) {
+        if slot.mode != Mode::Observe || slot.worker_started.swap(true, Relaxed) {
+            return;
+        }
+        let mut predecessor = predecessor
+            .filter(|old| old.worker_started.load(Relaxed))
+            .map(|old| old.finished.subscribe());
+        let (worker, outbox) = (slot.clone(), self.outbox.clone());
+        let closed = slot.close.subscribe();
+        self.lock_workers().spawn(async move {
+            if let Some(done) = predecessor.as_mut() {
+                // A closed channel means the old worker is gone, which is just as good.
+                let _ = done.wait_for(|finished| *finished).await;
+            }
+            deliver(worker, outbox, closed).await;
+        });
+    }
+
     /// Takes a handler out of service: new events no longer reach it, and an observer's worker
     /// makes the deliveries that are due now, then stops. Retries due later stay in the outbox
     /// (for a later version of it, or an operator). Returns how many it had open.
@@ -435,7 +465,7 @@ impl Dispatcher {
                 .cloned()
                 .collect::<Vec<_>>()
         });
-        let _ = slot.close.send(true);
+        let _ = slot.close.send_replace(true);
         Some(slot.queue_depth().unwrap_or(0))
     }
 
@@ -702,7 +732,7 @@ impl Dispatcher {
     /// the rest while the grace period lasts), then stops. What is left stays in the outbox.
     pub async fn shutdown(&self, grace: Duration) -> Drained {
         for slot in self.slots().iter() {
-            let _ = slot.close.send(true);
+            let _ = slot.close.send_replace(true);
         }
         let mut workers = std::mem::take(&mut *self.lock_workers());
         let drained = tokio::time::timeout(grace, async {
@@ -826,7 +856,7 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
         }
     }
     finish(&mut recording).await;
-    let _ = slot.finished.send(true);
+    let _ = slot.finished.send_replace(true);
 }
 
 /// A delivery's outcome on its way to the store.
