@@ -112,6 +112,10 @@ pub struct SqliteStore {
     writer: Option<JoinHandle<()>>,
     /// The file (or `:memory:`), for error messages.
     label: Arc<str>,
+    /// A second connection for reports (`counts`, `dead_letters`), so a scan of a large outbox
+    /// never holds up the writer: WAL lets it read the last commit while the writer goes on.
+    /// `None` in memory, where reports go through the writer.
+    reader: Option<Arc<std::sync::Mutex<Connection>>>,
 }
 
 impl SqliteStore {
@@ -131,7 +135,12 @@ impl SqliteStore {
         configure(&conn, sync).map_err(|e| cannot_open(&e))?;
         require_wal(&conn, &label)?;
         create_schema(&conn, &label)?;
-        Ok(Self::start(conn, label, sync))
+        let reader = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|reader| reader.busy_timeout(BUSY_TIMEOUT).map(|()| reader))
+            .map_err(|e| cannot_open(&e))?;
+        let mut store = Self::start(conn, label, sync);
+        store.reader = Some(Arc::new(std::sync::Mutex::new(reader)));
+        Ok(store)
     }
 
     /// An outbox in memory: the same code, and nothing survives the process.
@@ -156,7 +165,31 @@ impl SqliteStore {
             jobs: Some(jobs),
             writer: Some(writer),
             label: label.into(),
+            reader: None,
         }
+    }
+
+    /// Runs a report on the reader connection, off the async executor; in memory, on the writer.
+    fn report<T, F>(&self, what: &'static str, op: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let Some(reader) = self.reader.clone() else {
+            return self.submit(what, Durability::Bookkeeping, op);
+        };
+        let label = Arc::clone(&self.label);
+        Box::pin(async move {
+            let failed =
+                |e: &dyn std::fmt::Display| StoreError(format!("{label}: {what} failed: {e}"));
+            tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+                op(&conn)
+            })
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))
+        })
     }
 
     /// Runs `op` on the writer thread in the next batch; resolves once the batch has committed.
@@ -281,11 +314,11 @@ impl Store for SqliteStore {
     }
 
     fn counts(&self) -> StoreFuture<'_, Vec<Counts>> {
-        self.submit("count deliveries", Durability::Bookkeeping, counts)
+        self.report("count deliveries", counts)
     }
 
     fn dead_letters(&self, selector: Selector, limit: usize) -> StoreFuture<'_, Vec<DeadLetter>> {
-        self.submit("list dead letters", Durability::Bookkeeping, move |conn| {
+        self.report("list dead letters", move |conn| {
             dead_letters(conn, &selector, limit)
         })
     }
