@@ -603,12 +603,16 @@ impl Target {
                         .await?;
                 }
                 let drained = dispatcher.shutdown(OBSERVER_GRACE).await;
-                if drained.left > 0 {
-                    tracing::warn!(
-                        "{} observer deliveries are still open after {} s; they stay in the outbox for `hookwasm serve` or the next push",
-                        drained.left,
+                match drained.left {
+                    0 => {}
+                    left if dispatcher.outbox().durable() => tracing::warn!(
+                        "{left} observer deliveries are still open after {} s; they stay in the outbox for `hookwasm serve` or the next push",
                         OBSERVER_GRACE.as_secs()
-                    );
+                    ),
+                    left => tracing::warn!(
+                        "{left} observer deliveries were not made within {} s and are lost: eventDelivery.store is \"memory\"",
+                        OBSERVER_GRACE.as_secs()
+                    ),
                 }
                 Ok(())
             }

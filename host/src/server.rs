@@ -251,12 +251,12 @@ async fn get_dead_letters(
 ) -> Response {
     let mut selector = Selector::default();
     let mut limit = 100;
-    for pair in query.as_deref().unwrap_or_default().split('&') {
-        match pair.split_once('=') {
-            _ if pair.is_empty() => {}
-            Some(("handler", value)) => selector.handler = Some(value.to_owned()),
-            Some(("event", value)) => selector.event_id = Some(value.to_owned()),
-            Some(("limit", value)) => match value.parse() {
+    let query = query.unwrap_or_default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match (key.as_ref(), value) {
+            ("handler", value) => selector.handler = Some(value.into_owned()),
+            ("event", value) => selector.event_id = Some(value.into_owned()),
+            ("limit", value) => match value.parse() {
                 Ok(value) => limit = value,
                 Err(_) => {
                     return error(
@@ -265,10 +265,10 @@ async fn get_dead_letters(
                     );
                 }
             },
-            _ => {
+            (other, _) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("unknown query {pair:?}; use handler=, event= or limit="),
+                    format!("unknown query parameter {other:?}; use handler=, event= or limit="),
                 );
             }
         }
@@ -296,9 +296,12 @@ async fn retry_dead_letter(
     let Some(handler) = handler else {
         return error(StatusCode::NOT_FOUND, format!("no dead letter {id}"));
     };
-    match outbox.retry_dead(selector, outbox::now()).await {
+    match outbox.retry_dead(selector.clone(), outbox::now()).await {
+        // Discarded (or retried) by someone else in between.
+        Ok(0) => error(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
         Ok(_) => {
             dispatcher.wake(&handler);
+            let id = selector.id;
             axum::Json(json!({ "id": id, "state": "pending", "handler": handler })).into_response()
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -314,9 +317,10 @@ async fn discard_dead_letter(
         Ok(selector) => selector,
         Err(response) => return *response,
     };
+    let selector_id = selector.id;
     match dispatcher.outbox().discard_dead(selector).await {
         Ok(0) => error(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
-        Ok(_) => axum::Json(json!({ "id": id, "state": "discarded" })).into_response(),
+        Ok(_) => axum::Json(json!({ "id": selector_id, "state": "discarded" })).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

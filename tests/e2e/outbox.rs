@@ -139,7 +139,8 @@ fn exhausted_deliveries_become_dead_letters_and_an_operator_puts_them_back() {
             "the cause names the receiver's answer: {letter}"
         );
     }
-    let over_http = host.get("/v1/dead-letters?handler=hook");
+    // Query values are percent-decoded: `ho%6Fk` is `hook`.
+    let over_http = host.get("/v1/dead-letters?handler=ho%6Fk");
     assert_eq!(over_http.status, 200, "{over_http}");
     assert_eq!(
         over_http.json()["deadLetters"].as_array().map(Vec::len),

@@ -40,6 +40,10 @@ pub use report::{Attributed, Decision, Report, Verdict};
 /// another process (an operator's `dead-letters retry`) put there.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How often an idle observer recounts its open deliveries in the outbox: other processes (git
+/// hooks, an operator's retries) add and finish deliveries this process does not count.
+const RECOUNT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How long a claimed delivery stays claimed beyond the handler's deadline: if the process dies
 /// mid-delivery, another one (or the next start) takes it over after this.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -273,11 +277,15 @@ pub enum Route {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refused {
-    /// An observer has as many open deliveries as its `queueCapacity` allows: retry later.
-    #[error("observer {handler} has {capacity} deliveries waiting, its queueCapacity; retry later")]
+    /// An observer has no room for more open deliveries within its `queueCapacity`.
+    #[error(
+        "observer {handler} has no room for {wanted} more deliveries (queueCapacity {capacity}); retry later"
+    )]
     Busy {
         /// The observer that is full.
         handler: String,
+        /// Deliveries the submission needed with it.
+        wanted: usize,
         /// Its capacity.
         capacity: usize,
     },
@@ -314,6 +322,9 @@ pub struct Dispatcher {
     outbox: Arc<dyn Store>,
     /// Whether observers' workers run; see [`Dispatcher::start_delivering`].
     delivering: AtomicBool,
+    /// Removed observers whose workers may still be making what was due: a handler added again
+    /// under the same name waits for its old worker, so one observer never has two.
+    retired: Mutex<Vec<Arc<Slot>>>,
     workers: Mutex<JoinSet<()>>,
 }
 
@@ -330,6 +341,7 @@ impl Dispatcher {
             stats: Arc::default(),
             outbox,
             delivering: AtomicBool::new(false),
+            retired: Mutex::new(Vec::new()),
             workers: Mutex::new(JoinSet::new()),
         };
         for (spec, handler) in handlers {
@@ -387,7 +399,10 @@ impl Dispatcher {
 
     fn insert(&self, version: Version, replacing: Option<Arc<Slot>>) -> Arc<Slot> {
         let mode = version.spec.mode;
-        let backlog = replacing
+        let predecessor = replacing
+            .clone()
+            .or_else(|| self.take_retired(&version.spec.name));
+        let backlog = predecessor
             .as_ref()
             .and_then(|old| old.queue_depth())
             .unwrap_or(0);
@@ -404,7 +419,7 @@ impl Dispatcher {
             last_reload: Mutex::new(None),
         });
         if self.delivering.load(Relaxed) {
-            self.start_worker(&slot, replacing.as_deref());
+            self.start_worker(&slot, predecessor.as_deref());
         }
         self.slots.rcu(|slots| {
             let mut slots = Vec::clone(slots);
@@ -466,7 +481,19 @@ impl Dispatcher {
                 .collect::<Vec<_>>()
         });
         let _ = slot.close.send_replace(true);
+        if slot.mode == Mode::Observe {
+            let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            retired.retain(|old| !*old.finished.borrow());
+            retired.push(slot.clone());
+        }
         Some(slot.queue_depth().unwrap_or(0))
+    }
+
+    /// The removed observer called `name` whose worker may still run, if any.
+    fn take_retired(&self, name: &str) -> Option<Arc<Slot>> {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let at = retired.iter().position(|old| old.name == name)?;
+        Some(retired.swap_remove(at))
     }
 
     /// Wakes the worker of observer `name` (an operator put its dead letters back).
@@ -544,7 +571,7 @@ impl Dispatcher {
             .iter()
             .map(|e| observers.iter().copied().filter(|s| s.wants(e)).collect())
             .collect();
-        let reserved = self.reserve(&observers, &subscribed, backpressure).await?;
+        let mut reserved = self.reserve(&observers, &subscribed, backpressure).await?;
         self.stats
             .events_received
             .fetch_add(events.len() as u64, Relaxed);
@@ -563,15 +590,8 @@ impl Dispatcher {
             gates
         };
         let (stored, gates) = tokio::join!(stored, gates);
-        let accepted = match stored {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                for (slot, count) in reserved {
-                    slot.unreserve(count);
-                }
-                return Err(Refused::Unavailable(e));
-            }
-        };
+        // On an error the reservation is dropped, which gives the room back.
+        let accepted = stored.map_err(Refused::Unavailable)?;
 
         let mut decisions = Vec::with_capacity(events.len());
         for ((event, gates), (observers, accepted)) in events
@@ -582,7 +602,7 @@ impl Dispatcher {
             if accepted.duplicate {
                 self.stats.events_duplicate.fetch_add(1, Relaxed);
                 for slot in observers {
-                    slot.unreserve(1);
+                    reserved.give_back(slot, 1);
                 }
             } else {
                 for slot in observers {
@@ -593,18 +613,20 @@ impl Dispatcher {
             decision.duplicate = accepted.duplicate;
             decisions.push(decision);
         }
+        // The room left now belongs to the stored deliveries, until each is done or dead.
+        reserved.keep();
         Ok(decisions)
     }
 
-    /// Reserves room with each observer for the events it subscribes to; on refusal nothing
-    /// stays reserved. Returns what was reserved, to give back if the outbox fails.
+    /// Reserves room with each observer for the events it subscribes to; on refusal (or if the
+    /// caller goes away while it waits) nothing stays reserved.
     async fn reserve<'a>(
         &self,
         observers: &[&'a Arc<Slot>],
         subscribed: &[Vec<&Arc<Slot>>],
         backpressure: Backpressure,
-    ) -> Result<Vec<(&'a Arc<Slot>, usize)>, Refused> {
-        let mut reserved: Vec<(&Arc<Slot>, usize)> = Vec::new();
+    ) -> Result<Reservation<'a>, Refused> {
+        let mut reserved = Reservation::default();
         for &slot in observers {
             let wanted = subscribed
                 .iter()
@@ -629,6 +651,7 @@ impl Dispatcher {
                         self.stats.events_busy.fetch_add(1, Relaxed);
                         break Some(Refused::Busy {
                             handler: slot.name.clone(),
+                            wanted,
                             capacity,
                         });
                     }
@@ -636,12 +659,9 @@ impl Dispatcher {
                 }
             };
             if let Some(refused) = refusal {
-                for (slot, count) in reserved {
-                    slot.unreserve(count);
-                }
                 return Err(refused);
             }
-            reserved.push((slot, wanted));
+            reserved.held.push((slot, wanted));
         }
         Ok(reserved)
     }
@@ -720,6 +740,11 @@ impl Dispatcher {
         }
         let reports = run(&slots, event, |_| true).await;
         for report in &reports {
+            // A quarantined observer did not run: its delivery waits for its lease to run out
+            // and is then made like any other, without this non-attempt counting as a failure.
+            if report.status == Status::Quarantined {
+                continue;
+            }
             if let Some((slot, id)) = deliveries.get(report.handler.as_str()) {
                 let retry = slot.version().spec.retry;
                 settle(slot, &*self.outbox, &retry, *id, 1, report).await;
@@ -765,6 +790,41 @@ impl Dispatcher {
     }
 }
 
+/// Room reserved with observers for one submission. Dropped before [`Reservation::keep`] (the
+/// outbox failed, the producer went away), it gives the room back.
+#[derive(Default)]
+struct Reservation<'a> {
+    held: Vec<(&'a Arc<Slot>, usize)>,
+}
+
+impl Reservation<'_> {
+    /// Gives back room for `count` deliveries of `slot` that were not stored (duplicates).
+    fn give_back(&mut self, slot: &Slot, count: usize) {
+        if let Some((_, held)) = self
+            .held
+            .iter_mut()
+            .find(|(s, _)| std::ptr::eq(&***s, slot))
+        {
+            let count = count.min(*held);
+            *held -= count;
+            slot.unreserve(count);
+        }
+    }
+
+    /// The rest stays reserved: the stored deliveries give it back as they finish.
+    fn keep(mut self) {
+        self.held.clear();
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        for (slot, count) in self.held.drain(..) {
+            slot.unreserve(count);
+        }
+    }
+}
+
 /// The outbox row of `event` for `observers`.
 fn new_event(event: &Event, observers: impl Iterator<Item = String>) -> NewEvent {
     NewEvent {
@@ -782,21 +842,30 @@ fn new_event(event: &Event, observers: impl Iterator<Item = String>) -> NewEvent
 
 /// Runs the handlers of `slots` subscribed to `event` that `select` picks, in parallel; reports
 /// come back in config order.
+///
+/// The invocations are detached tasks: if the caller goes away (an HTTP client hangs up), they
+/// still finish and record their outcome, so no breaker is left waiting on a probe.
 async fn run(slots: &[Arc<Slot>], event: &Event, select: impl Fn(&Slot) -> bool) -> Vec<Report> {
-    let mut running = JoinSet::new();
-    for (index, slot) in slots.iter().enumerate() {
+    let mut running = Vec::new();
+    for slot in slots {
         let version = slot.version();
         if select(slot) && version.wants(event) {
             let (slot, event) = (slot.clone(), event.clone());
-            running.spawn(async move {
+            running.push(tokio::spawn(async move {
                 let admission = version.breaker.admit();
-                (index, slot.invoke(&event, &version, admission).await)
-            });
+                slot.invoke(&event, &version, admission).await
+            }));
         }
     }
-    let mut reports: Vec<(usize, Report)> = running.join_all().await;
-    reports.sort_by_key(|(index, _)| *index);
-    reports.into_iter().map(|(_, report)| report).collect()
+    let mut reports = Vec::with_capacity(running.len());
+    for task in running {
+        match task.await {
+            Ok(report) => reports.push(report),
+            // Only a panic in the host's own code gets here; the other reports still count.
+            Err(e) => tracing::error!("a handler invocation task failed: {e}"),
+        }
+    }
+    reports
 }
 
 /// An observer's worker: claims its due deliveries from the outbox one at a time, lowest id
@@ -808,6 +877,7 @@ async fn run(slots: &[Arc<Slot>], event: &Event, select: impl Fn(&Slot) -> bool)
 /// they share a commit: a claimed delivery is never due, so neither can see the other's row.
 async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Receiver<bool>) {
     let mut recording: Option<Recording> = None;
+    let mut recounted = tokio::time::Instant::now();
     loop {
         let closing = *closed.borrow_and_update();
         let version = slot.version();
@@ -839,6 +909,13 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
                 if closing {
                     break;
                 }
+                if recounted.elapsed() >= RECOUNT_INTERVAL {
+                    recounted = tokio::time::Instant::now();
+                    if let Ok(open) = outbox.open_count(slot.name.clone()).await {
+                        slot.backlog
+                            .store(usize::try_from(open).unwrap_or(usize::MAX), Relaxed);
+                    }
+                }
                 tokio::select! {
                     _ = slot.wake.notified() => {}
                     _ = tokio::time::sleep(POLL_INTERVAL) => {}
@@ -869,7 +946,8 @@ async fn finish(recording: &mut Option<Recording>) {
     }
 }
 
-/// Makes one attempt of one delivery; returns the recording of how it went, to be awaited.
+/// Makes one attempt of one delivery; returns the record of how it went, queued with the store,
+/// to be awaited.
 async fn attempt(
     slot: &Arc<Slot>,
     outbox: &Arc<dyn Store>,
@@ -892,34 +970,31 @@ async fn attempt(
         }
     };
     let report = slot.invoke(&event, version, admission).await;
-    let (slot, outbox, retry) = (slot.clone(), outbox.clone(), version.spec.retry);
-    Some(Box::pin(async move {
-        settle(
-            &slot,
-            &*outbox,
-            &retry,
-            delivery.id,
-            delivery.attempt,
-            &report,
-        )
-        .await;
-    }))
+    Some(settle(
+        slot,
+        &**outbox,
+        &version.spec.retry,
+        delivery.id,
+        delivery.attempt,
+        &report,
+    ))
 }
 
 /// Records attempt number `attempt` of delivery `id`: done, a retry after a backoff, or a dead
-/// letter once `retry.maxAttempts` is used up.
-async fn settle(
+/// letter once `retry.maxAttempts` is used up. The record is queued with the store now; the
+/// returned future waits for it to commit.
+fn settle(
     slot: &Slot,
     outbox: &dyn Store,
     retry: &RetryPolicy,
     id: i64,
     attempt: u32,
     report: &Report,
-) {
+) -> Recording {
     let now = outbox::now();
     let recorded = if report.status == Status::Ok {
         slot.unreserve(1);
-        outbox.complete(id, now).await
+        outbox.complete(id, now)
     } else {
         let cause = report
             .reason
@@ -929,18 +1004,25 @@ async fn settle(
             slot.unreserve(1);
             slot.stats.record_dead_letter();
             tracing::warn!(handler = %slot.name, delivery = id, event = %report.event_id, "dead-lettered after {attempt} attempts: {cause}");
-            outbox.dead_letter(id, cause, now).await
+            outbox.dead_letter(id, cause, now)
         } else {
             let wait = retry.backoff_with_jitter(attempt);
             slot.stats.record_retry();
             tracing::info!(handler = %slot.name, delivery = id, event = %report.event_id, "attempt {attempt} failed; retrying in {} ms", wait.as_millis());
             let at = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
-            outbox.retry_later(id, cause, at, now).await
+            outbox.retry_later(id, cause, at, now)
         }
     };
-    if let Err(e) = recorded {
-        tracing::error!(handler = %slot.name, delivery = id, "cannot record the attempt: {e}; it is made again when its lease runs out");
-    }
+    let handler = slot.name.clone();
+    Box::pin(async move {
+        if let Err(e) = recorded.await {
+            tracing::error!(
+                handler,
+                delivery = id,
+                "cannot record the attempt: {e}; it is made again when its lease runs out"
+            );
+        }
+    })
 }
 
 /// Waits until the current version's breaker lets an event through. The version is read again

@@ -20,8 +20,10 @@ use serde::Serialize;
 /// Milliseconds since the Unix epoch: how the store keeps time.
 pub type Millis = i64;
 
-/// What every [`Store`] method returns: a boxed future, so the trait works behind `dyn`.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+/// What every [`Store`] method returns: a boxed future, so the trait works behind `dyn`. It owns
+/// what it needs, so a caller can keep it beyond the call (the worker awaits the record of one
+/// delivery together with the claim of the next).
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
 /// The store failed: the database is unreachable, full, corrupt or from a newer hookwasm.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -129,7 +131,7 @@ pub struct Selector {
     pub id: Option<i64>,
     /// One observer's.
     pub handler: Option<String>,
-    /// One event's (CloudEvents `id`).
+    /// One event's (CloudEvents `id`, whatever its `source`).
     pub event_id: Option<String>,
 }
 
@@ -140,7 +142,14 @@ pub struct Selector {
 /// any other (an operator discarded or retried it meanwhile, or it is gone) they change nothing
 /// and still succeed. Leases are not fenced: a worker whose lease ran out, and whose delivery was
 /// claimed again, can still finish it; delivery is at least once.
+///
+/// Calls are applied in the order they are made: the work is queued when the method is called,
+/// not when its future is first polled. So a worker may record one delivery and claim the next
+/// without waiting in between, and the claim sees the record.
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Whether accepted events survive the process (a file) or not (memory).
+    fn durable(&self) -> bool;
+
     /// Stores each event (unless it is a duplicate, see `on_duplicate`) with one `pending`
     /// delivery per handler, due now. With a `lease`, the new deliveries start `claimed` by the
     /// caller for that long, as attempt 1 (the caller runs them itself: `replay`). An event with
@@ -151,20 +160,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         on_duplicate: OnDuplicate,
         lease: Option<Duration>,
         now: Millis,
-    ) -> StoreFuture<'_, Vec<Accepted>>;
+    ) -> StoreFuture<Vec<Accepted>>;
 
     /// Claims `handler`'s next delivery that is due (lowest id first; a claimed one whose
     /// lease has run out counts as due): marks it `claimed` until `now + lease` and counts the
-    /// attempt. `None` when nothing is due.
-    fn claim(
-        &self,
-        handler: String,
-        lease: Duration,
-        now: Millis,
-    ) -> StoreFuture<'_, Option<Delivery>>;
+    /// attempt. `None` when nothing is due, or while another delivery of `handler` is claimed
+    /// under a live lease: one observer gets one delivery at a time, whichever process makes it.
+    fn claim(&self, handler: String, lease: Duration, now: Millis)
+    -> StoreFuture<Option<Delivery>>;
 
     /// The attempt succeeded: the delivery is `done`.
-    fn complete(&self, delivery: i64, now: Millis) -> StoreFuture<'_, ()>;
+    fn complete(&self, delivery: i64, now: Millis) -> StoreFuture<()>;
 
     /// The attempt failed and another is due at `retry_at`.
     fn retry_later(
@@ -173,28 +179,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         cause: String,
         retry_at: Millis,
         now: Millis,
-    ) -> StoreFuture<'_, ()>;
+    ) -> StoreFuture<()>;
 
     /// The attempt failed and no more are allowed: the delivery is `dead` with `cause`.
-    fn dead_letter(&self, delivery: i64, cause: String, now: Millis) -> StoreFuture<'_, ()>;
+    fn dead_letter(&self, delivery: i64, cause: String, now: Millis) -> StoreFuture<()>;
+
+    /// `handler`'s open deliveries (pending or claimed): cheap, for backpressure.
+    fn open_count(&self, handler: String) -> StoreFuture<u64>;
 
     /// Deliveries by observer and state, every observer that has any, by name.
-    fn counts(&self) -> StoreFuture<'_, Vec<Counts>>;
+    fn counts(&self) -> StoreFuture<Vec<Counts>>;
 
     /// Dead letters matching `selector`, lowest delivery id (so earliest accepted) first, at most
     /// `limit`.
-    fn dead_letters(&self, selector: Selector, limit: usize) -> StoreFuture<'_, Vec<DeadLetter>>;
+    fn dead_letters(&self, selector: Selector, limit: usize) -> StoreFuture<Vec<DeadLetter>>;
 
     /// Makes the matching dead letters `pending` again, due now, with their attempts reset.
     /// Returns how many.
-    fn retry_dead(&self, selector: Selector, now: Millis) -> StoreFuture<'_, u64>;
+    fn retry_dead(&self, selector: Selector, now: Millis) -> StoreFuture<u64>;
 
     /// Deletes the matching dead letters. Returns how many.
-    fn discard_dead(&self, selector: Selector) -> StoreFuture<'_, u64>;
+    fn discard_dead(&self, selector: Selector) -> StoreFuture<u64>;
 
     /// Deletes deliveries `done` before `before`, and events left with no delivery.
     /// Returns how many deliveries.
-    fn prune(&self, before: Millis) -> StoreFuture<'_, u64>;
+    fn prune(&self, before: Millis) -> StoreFuture<u64>;
 }
 
 /// The current time as the store counts it.

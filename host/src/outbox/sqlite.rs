@@ -59,6 +59,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
 -- claim: a handler's open deliveries in id order, due_at checked without reading the row.
 CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (handler, id, due_at)
     WHERE state IN ('pending', 'claimed');
+-- claim: whether a handler has a delivery under a live lease.
+CREATE INDEX IF NOT EXISTS deliveries_claimed ON deliveries (handler, due_at)
+    WHERE state = 'claimed';
+-- dead-letter selectors by event id.
+CREATE INDEX IF NOT EXISTS events_id ON events (id);
 -- prune: done deliveries by age.
 CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (updated_at) WHERE state = 'done';
 -- dead_letters, retry_dead, discard_dead: only the (few) dead rows.
@@ -67,9 +72,13 @@ CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (id) WHERE state = 'dea
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
 ";
 
-/// A handler's next due delivery; served by the `deliveries_open` index without sorting.
+/// A handler's next due delivery; served by the `deliveries_open` index without sorting. None
+/// while another of its deliveries is claimed under a live lease (`deliveries_claimed`): one
+/// delivery per observer at a time, across processes.
 const NEXT_DUE: &str = "SELECT id FROM deliveries
     WHERE handler = ?1 AND state IN ('pending', 'claimed') AND due_at <= ?2
+      AND NOT EXISTS (SELECT 1 FROM deliveries
+          WHERE handler = ?1 AND state = 'claimed' AND due_at > ?2)
     ORDER BY id LIMIT 1";
 
 /// The dead deliveries a [`Selector`] picks: `?1` id, `?2` handler, `?3` event id, each NULL
@@ -170,7 +179,7 @@ impl SqliteStore {
     }
 
     /// Runs a report on the reader connection, off the async executor; in memory, on the writer.
-    fn report<T, F>(&self, what: &'static str, op: F) -> StoreFuture<'_, T>
+    fn report<T, F>(&self, what: &'static str, op: F) -> StoreFuture<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -195,7 +204,7 @@ impl SqliteStore {
     /// Runs `op` on the writer thread in the next batch; resolves once the batch has committed.
     /// `what` names the operation in error messages. A `Durability::Promise` call's commit is
     /// fsynced under `sync: full`; the worker's bookkeeping is not (see [`Durability`]).
-    fn submit<T, F>(&self, what: &'static str, durability: Durability, op: F) -> StoreFuture<'_, T>
+    fn submit<T, F>(&self, what: &'static str, durability: Durability, op: F) -> StoreFuture<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -244,7 +253,7 @@ impl Store for SqliteStore {
         on_duplicate: OnDuplicate,
         lease: Option<Duration>,
         now: Millis,
-    ) -> StoreFuture<'_, Vec<Accepted>> {
+    ) -> StoreFuture<Vec<Accepted>> {
         // Parsing the types here keeps JSON work off the writer thread.
         let typed = match with_types(events) {
             Ok(typed) => typed,
@@ -263,13 +272,13 @@ impl Store for SqliteStore {
         handler: String,
         lease: Duration,
         now: Millis,
-    ) -> StoreFuture<'_, Option<Delivery>> {
+    ) -> StoreFuture<Option<Delivery>> {
         self.submit("claim a delivery", Durability::Bookkeeping, move |conn| {
             claim(conn, &handler, lease, now)
         })
     }
 
-    fn complete(&self, delivery: i64, now: Millis) -> StoreFuture<'_, ()> {
+    fn complete(&self, delivery: i64, now: Millis) -> StoreFuture<()> {
         self.submit(
             "complete a delivery",
             Durability::Bookkeeping,
@@ -288,7 +297,7 @@ impl Store for SqliteStore {
         cause: String,
         retry_at: Millis,
         now: Millis,
-    ) -> StoreFuture<'_, ()> {
+    ) -> StoreFuture<()> {
         self.submit("schedule a retry", Durability::Bookkeeping, move |conn| {
             let sql = "UPDATE deliveries
                 SET state = 'pending', due_at = ?3, last_error = ?2, updated_at = ?4
@@ -299,7 +308,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn dead_letter(&self, delivery: i64, cause: String, now: Millis) -> StoreFuture<'_, ()> {
+    fn dead_letter(&self, delivery: i64, cause: String, now: Millis) -> StoreFuture<()> {
         self.submit(
             "dead-letter a delivery",
             Durability::Bookkeeping,
@@ -313,17 +322,33 @@ impl Store for SqliteStore {
         )
     }
 
-    fn counts(&self) -> StoreFuture<'_, Vec<Counts>> {
+    fn durable(&self) -> bool {
+        // Only a file store has a reader connection.
+        self.reader.is_some()
+    }
+
+    fn open_count(&self, handler: String) -> StoreFuture<u64> {
+        self.report("count open deliveries", move |conn| {
+            let sql = "SELECT COUNT(*) FROM deliveries
+                WHERE handler = ?1 AND state IN ('pending', 'claimed')";
+            let count: i64 = conn
+                .prepare_cached(sql)?
+                .query_row([handler], |row| row.get(0))?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+    }
+
+    fn counts(&self) -> StoreFuture<Vec<Counts>> {
         self.report("count deliveries", counts)
     }
 
-    fn dead_letters(&self, selector: Selector, limit: usize) -> StoreFuture<'_, Vec<DeadLetter>> {
+    fn dead_letters(&self, selector: Selector, limit: usize) -> StoreFuture<Vec<DeadLetter>> {
         self.report("list dead letters", move |conn| {
             dead_letters(conn, &selector, limit)
         })
     }
 
-    fn retry_dead(&self, selector: Selector, now: Millis) -> StoreFuture<'_, u64> {
+    fn retry_dead(&self, selector: Selector, now: Millis) -> StoreFuture<u64> {
         self.submit("retry dead letters", Durability::Promise, move |conn| {
             let sql = format!(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?4,
@@ -338,7 +363,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn discard_dead(&self, selector: Selector) -> StoreFuture<'_, u64> {
+    fn discard_dead(&self, selector: Selector) -> StoreFuture<u64> {
         self.submit("discard dead letters", Durability::Promise, move |conn| {
             let sql = format!("DELETE FROM deliveries WHERE {DEAD_MATCHING} RETURNING event_seq");
             let (id, handler, event_id) = selector_params(&selector);
@@ -351,7 +376,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn prune(&self, before: Millis) -> StoreFuture<'_, u64> {
+    fn prune(&self, before: Millis) -> StoreFuture<u64> {
         self.submit(
             "prune delivered events",
             Durability::Bookkeeping,
@@ -955,13 +980,21 @@ mod tests {
         assert_eq!(first.handler, "a");
         assert_eq!(first.event_json, event("e1", &[]).json);
         assert_eq!(first.accepted_at, T0);
+        assert!(
+            claim(&store, "a", T0).await.is_none(),
+            "one delivery per observer at a time"
+        );
+        store.complete(first.id, T0).await.expect("complete");
         let second = claim(&store, "a", T0).await.expect("a has e2 due");
         assert_eq!(second.id, e2.deliveries[0]);
+        store.complete(second.id, T0).await.expect("complete");
         assert!(claim(&store, "a", T0).await.is_none());
 
         let b1 = claim(&store, "b", T0).await.expect("b has e1 due");
+        store.complete(b1.id, T0).await.expect("complete");
         let b2 = claim(&store, "b", T0).await.expect("b has e3 due");
         assert_eq!((b1.id, b2.id), (e1.deliveries[1], e3.deliveries[0]));
+        store.complete(b2.id, T0).await.expect("complete");
         assert!(claim(&store, "b", T0).await.is_none());
         assert!(claim(&store, "nobody", T0).await.is_none());
     }
@@ -987,10 +1020,10 @@ mod tests {
         let delivery = claim(&store, "a", T0).await.expect("e1 is due");
         assert_eq!(delivery.id, first[0].deliveries[0]);
         assert_eq!(delivery.event_json, event("e1", &[]).json);
-        assert_eq!(
-            claim(&store, "a", T0).await.map(|d| d.event_id),
-            Some("e2".into())
-        );
+        store.complete(delivery.id, T0).await.expect("complete");
+        let next = claim(&store, "a", T0).await.expect("e2 is due");
+        assert_eq!(next.event_id, "e2");
+        store.complete(next.id, T0).await.expect("complete");
         assert!(claim(&store, "a", T0).await.is_none());
         assert!(claim(&store, "b", T0).await.is_none());
     }
@@ -1209,7 +1242,9 @@ mod tests {
         let b = claim(&store, "b", now).await.expect("b1 is pending again");
         assert_eq!((b.id, b.attempt), (b1, 1));
         let first = claim(&store, "a", now).await.expect("a1 is pending again");
+        store.complete(first.id, now).await.expect("complete");
         let second = claim(&store, "a", now).await.expect("a2 is pending again");
+        store.complete(second.id, now).await.expect("complete");
         assert_eq!((first.id, second.id), (a1, a2));
         assert!(claim(&store, "a", now).await.is_none());
 
@@ -1258,19 +1293,22 @@ mod tests {
             T0,
         )
         .await;
+        // One at a time: each is settled before the next is claimed.
         let mut claimed = Vec::new();
-        for _ in 0..4 {
-            claimed.push(claim(&store, "a", T0).await.expect("due").id);
-        }
+        let next = || async { claim(&store, "a", T0).await.expect("due").id };
+        claimed.push(next().await);
         store.complete(claimed[0], T0 + 1).await.expect("complete");
+        claimed.push(next().await);
         store
             .retry_later(claimed[1], "later".into(), T0 + 1_000_000, T0 + 1)
             .await
             .expect("retry_later");
+        claimed.push(next().await);
         store
             .dead_letter(claimed[2], "gone".into(), T0 + 1)
             .await
             .expect("dead_letter");
+        claimed.push(next().await);
         store.complete(claimed[3], T0 + 1).await.expect("complete");
         assert_eq!(claimed[3], accepted[3].deliveries[0]);
 
