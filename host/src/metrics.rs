@@ -298,6 +298,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn observers_show_their_outbox_figures_and_gates_do_not() {
+        let observer = HandlerStats::default();
+        observer.record_retry();
+        observer.record_retry();
+        observer.record_dead_letter();
+        let gate = HandlerStats::default();
+        let text = render(
+            &HostStats::default(),
+            &[
+                HandlerSample {
+                    name: "hook",
+                    stats: &observer,
+                    queue_depth: Some(4),
+                    oldest_open_secs: Some(12.5),
+                    dead_letters: Some(1),
+                    quarantined: false,
+                    quarantines: 0,
+                },
+                HandlerSample {
+                    name: "gate",
+                    stats: &gate,
+                    queue_depth: None,
+                    oldest_open_secs: None,
+                    dead_letters: None,
+                    quarantined: false,
+                    quarantines: 0,
+                },
+            ],
+        );
+        for line in [
+            "hookwasm_observer_queue_depth{handler=\"hook\"} 4",
+            "hookwasm_observer_oldest_pending_age_seconds{handler=\"hook\"} 12.5",
+            "hookwasm_observer_dead_letters{handler=\"hook\"} 1",
+            "hookwasm_delivery_retries_total{handler=\"hook\"} 2",
+            "hookwasm_delivery_dead_lettered_total{handler=\"hook\"} 1",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        assert!(!text.contains("queue_depth{handler=\"gate\"}"), "{text}");
+        assert!(!text.contains("retries_total{handler=\"gate\"}"), "{text}");
+    }
+
+    #[test]
     fn histogram_buckets_are_cumulative_and_counts_add_up() {
         let stats = HandlerStats::default();
         stats.record(Status::Ok, false, 10, Duration::from_micros(80));
