@@ -10,6 +10,7 @@ mod cache;
 mod http;
 mod limits;
 mod output;
+mod pool;
 mod state;
 mod status;
 pub mod wit;
@@ -127,23 +128,78 @@ pub enum LoadError {
     },
 }
 
+/// How the engine runs instances. [`Tuning::default`] is what `serve` uses; the other settings
+/// exist so the benchmarks can show what each choice costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Fuel and epoch deadlines. Off only in benchmarks: handlers would run unbounded in time.
+    pub metering: bool,
+    /// The pooling allocator: instances, memories, tables and fiber stacks come from slots
+    /// reserved once, instead of an `mmap`/`munmap` pair of each per event.
+    pub pooling: bool,
+    /// Pooling only: when a memory slot is freed, reset the pages the guest dirtied in place
+    /// (found with Linux's `PAGEMAP_SCAN`, else the slot's first bytes) instead of dropping
+    /// them, so the next instance of that module does not take a page fault on each page.
+    pub keep_resident: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            metering: true,
+            pooling: true,
+            keep_resident: true,
+        }
+    }
+}
+
 impl Sandbox {
-    /// Builds the engine (fuel and epoch interruption on) and the linker (WASI with nothing
-    /// behind it, plus the `host` interface).
+    /// Builds the engine with the default [`Tuning`] (fuel and deadlines on, pooling allocator)
+    /// and the linker (WASI with nothing behind it, plus the `host` interface).
     pub fn new() -> anyhow::Result<Sandbox> {
-        Sandbox::with_metering(true)
+        Sandbox::with_tuning(Tuning::default())
     }
 
     /// Like [`Sandbox::new`]; `metering: false` turns fuel and deadlines off so benchmarks can
     /// show what they cost. Handlers then run unbounded in time: never do this in production.
     pub fn with_metering(metering: bool) -> anyhow::Result<Sandbox> {
+        Sandbox::with_tuning(Tuning {
+            metering,
+            ..Tuning::default()
+        })
+    }
+
+    /// Builds the engine and linker with explicit settings (see [`Tuning`]).
+    pub fn with_tuning(tuning: Tuning) -> anyhow::Result<Sandbox> {
         let mut config = EngineConfig::new();
         config
-            .consume_fuel(metering)
-            .epoch_interruption(metering)
+            .consume_fuel(tuning.metering)
+            .epoch_interruption(tuning.metering)
             .max_wasm_stack(MAX_WASM_STACK_BYTES);
-        let engine =
-            Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
+        let mut engine = None;
+        if tuning.pooling {
+            config.allocation_strategy(pool::config(
+                tuning.keep_resident,
+                state::MAX_TABLE_ELEMENTS,
+            ));
+            // The pool reserves address space up front (see `pool.rs`); where a limit such as
+            // `ulimit -v` forbids that, run with the on-demand allocator rather than not at all.
+            match Engine::new(&config) {
+                Ok(pooled) => engine = Some(pooled),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot reserve the sandbox pool ({e}); using the on-demand allocator, which is slower per event"
+                    );
+                    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+                }
+            }
+        }
+        let engine = match engine {
+            Some(engine) => engine,
+            None => {
+                Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?
+            }
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
@@ -351,23 +407,14 @@ impl Handler {
         invocation
     }
 
-    /// Instantiates the handler in a new store under its limits and calls one export.
-    async fn run<T>(
+    /// A new store for one invocation: fresh WASI state, the memory cap, the handler's fuel, and
+    /// an epoch callback that yields every tick and interrupts the guest at `deadline`.
+    fn new_store(
         &self,
         event_id: Option<Arc<str>>,
-        call: impl AsyncFnOnce(
-            &wit::EventHandler,
-            &mut Store<StoreState>,
-        ) -> wasmtime::Result<Result<T, String>>,
-    ) -> (Invocation, Option<T>) {
+        deadline: Instant,
+    ) -> (Store<StoreState>, output::GuestOutput) {
         let limits = self.0.limits;
-        let budget = Budget {
-            fuel: limits.fuel,
-            timeout_ms: limits.timeout_ms,
-            memory_mib: limits.memory_mib,
-        };
-        let started = Instant::now();
-        let deadline = started + Duration::from_millis(limits.timeout_ms);
         let output = output::GuestOutput::new(self.0.name.clone(), event_id);
         let memory_bytes =
             usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
@@ -393,12 +440,56 @@ impl Handler {
                 UpdateDeadline::Yield(1)
             })
         });
+        (store, output)
+    }
+
+    /// One instance kept for many events, for the benchmarks' reference figure only: state
+    /// survives from one event to the next, so this is not the isolation the host gives
+    /// handlers, and the host never runs handlers this way.
+    #[doc(hidden)]
+    pub async fn reused_instance(&self) -> wasmtime::Result<ReusedInstance> {
+        let (mut store, _output) = self.new_store(None, Instant::now() + REUSED_DEADLINE);
+        let bindings = self.0.pre.instantiate_async(&mut store).await?;
+        Ok(ReusedInstance {
+            store,
+            bindings,
+            fuel: self.0.limits.fuel,
+        })
+    }
+
+    /// Instantiates the handler in a new store under its limits and calls one export.
+    async fn run<T>(
+        &self,
+        event_id: Option<Arc<str>>,
+        call: impl AsyncFnOnce(
+            &wit::EventHandler,
+            &mut Store<StoreState>,
+        ) -> wasmtime::Result<Result<T, String>>,
+    ) -> (Invocation, Option<T>) {
+        let limits = self.0.limits;
+        let budget = Budget {
+            fuel: limits.fuel,
+            timeout_ms: limits.timeout_ms,
+            memory_mib: limits.memory_mib,
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(limits.timeout_ms);
+        let (mut store, output) = self.new_store(event_id, deadline);
 
         let pre = &self.0.pre;
         // Guest code is interrupted at the deadline by the epoch callback, which keeps the fuel
         // count exact; this outer timeout, a little later, catches a guest waiting in a host call.
         let result = tokio::time::timeout_at((deadline + HOST_CALL_GRACE).into(), async {
-            let bindings = pre.instantiate_async(&mut store).await?;
+            let bindings = loop {
+                match pre.instantiate_async(&mut store).await {
+                    Err(e) if pool::is_full(&e) => {
+                        if !pool::wait_for_slot(&self.0.name, &e, deadline).await {
+                            return Err(e);
+                        }
+                    }
+                    instantiated => break instantiated?,
+                }
+            };
             call(&bindings, &mut store).await
         })
         .await;
@@ -413,6 +504,14 @@ impl Handler {
                 Some(oversize) => (Status::Oversize, Some(oversize), None),
                 None => (Status::Error, Some(message), None),
             },
+            Ok(Err(error)) if pool::is_full(&error) => (
+                Status::Timeout,
+                Some(format!(
+                    "found no free sandbox slot within {} ms ({error})",
+                    limits.timeout_ms
+                )),
+                None,
+            ),
             Ok(Err(error)) => {
                 let (status, message) = status::classify(&error, store.data(), panic, budget);
                 (status, Some(message), None)
@@ -431,6 +530,36 @@ impl Handler {
             duration: started.elapsed(),
         };
         (invocation, value)
+    }
+}
+
+/// How long a [`ReusedInstance`] may live: it has no per-event deadline.
+const REUSED_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// See [`Handler::reused_instance`].
+#[doc(hidden)]
+pub struct ReusedInstance {
+    store: Store<StoreState>,
+    bindings: wit::EventHandler,
+    fuel: u64,
+}
+
+impl std::fmt::Debug for ReusedInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReusedInstance").finish_non_exhaustive()
+    }
+}
+
+impl ReusedInstance {
+    /// Runs `on-event` in the same instance as every earlier event, with the fuel refilled.
+    pub async fn on_event(
+        &mut self,
+        event: &Event,
+    ) -> wasmtime::Result<Result<wit::Outcome, String>> {
+        let _ = self.store.set_fuel(self.fuel);
+        self.bindings
+            .call_on_event(&mut self.store, event.wit())
+            .await
     }
 }
 

@@ -14,8 +14,13 @@ use super::output::GuestOutput;
 use super::wit;
 
 /// The per-invocation store data.
+///
+/// The WASI context is built on the guest's first call into WASI: most events of most handlers
+/// never make one, and building it (clocks, two seeded random generators, boxed streams) is a
+/// measurable part of a fresh store. The `wasi:http` context and its policy are a few words and
+/// two reference counts, so they are built with the store, whether or not the handler may send.
 pub struct StoreState {
-    wasi: WasiCtx,
+    wasi: Option<WasiCtx>,
     http: WasiHttpCtx,
     http_policy: HttpPolicy,
     table: ResourceTable,
@@ -34,18 +39,8 @@ impl StoreState {
         memory_bytes: usize,
         http_policy: HttpPolicy,
     ) -> StoreState {
-        // WASI is linked because every wasm32-wasip2 program imports it, but nothing real is
-        // behind it: no preopened folders, no environment, no arguments, no stdin, no network.
-        // Stdout and stderr go to the host's log. Outbound HTTP goes through `http_policy`.
-        let wasi = WasiCtx::builder()
-            .stdout(output.stdout())
-            .stderr(output.stderr())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         StoreState {
-            wasi,
+            wasi: None,
             http: WasiHttpCtx::new(),
             http_policy,
             table: ResourceTable::new(),
@@ -59,6 +54,19 @@ impl StoreState {
     }
 }
 
+/// WASI is linked because every wasm32-wasip2 program imports it, but nothing real is behind
+/// it: no preopened folders, no environment, no arguments, no stdin, no network. Stdout and
+/// stderr go to the host's log.
+fn wasi_context(output: &GuestOutput) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(output.stdout())
+        .stderr(output.stderr())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
 impl std::fmt::Debug for StoreState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreState")
@@ -69,8 +77,9 @@ impl std::fmt::Debug for StoreState {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let output = &self.output;
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| wasi_context(output)),
             table: &mut self.table,
         }
     }
@@ -78,6 +87,7 @@ impl WasiView for StoreState {
 
 impl WasiHttpView for StoreState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // Outbound HTTP goes through the policy: see `http.rs`.
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
@@ -108,7 +118,7 @@ pub struct MemoryCap {
 }
 
 /// Table elements a handler may have; far beyond what a Rust guest uses.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl wasmtime::ResourceLimiter for MemoryCap {
     fn memory_growing(
