@@ -14,30 +14,33 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Every guest crate: (package, folder the built `.wasm` is copied to).
-const GUESTS: [(&str, &str); 5] = [
+const GUESTS: [(&str, &str); 6] = [
     ("console-logger", "plugins"),
     ("branch-protection", "plugins"),
     ("webhook", "plugins"),
     ("chaos", "tests/guests"),
     ("other-world", "tests/guests"),
+    ("bench", "tests/guests"),
 ];
 /// The crates that build for wasm, for clippy.
-const WASM_CRATES: [&str; 6] = [
+const WASM_CRATES: [&str; 7] = [
     "hookwasm-sdk",
     "console-logger",
     "branch-protection",
     "webhook",
     "chaos",
     "other-world",
+    "bench",
 ];
 /// Native crates whose tests run: the host (unit + end-to-end) and the guests' pure logic.
-const TESTED: [&str; 6] = [
+const TESTED: [&str; 7] = [
     "hookwasm",
     "hookwasm-sdk",
     "console-logger",
     "branch-protection",
     "webhook",
     "chaos",
+    "bench",
 ];
 const WASM_TARGET: &str = "wasm32-wasip2";
 const GUEST_TARGET_DIR: &str = "target/guests";
