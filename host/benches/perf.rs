@@ -54,7 +54,7 @@ const HTTP_BUDGET: Duration = Duration::from_secs(5);
 /// Events per POST in the batched observer case.
 const BATCH: usize = 100;
 /// Longest the suite waits for observers to finish their queues.
-const DRAIN_BUDGET: Duration = Duration::from_secs(60);
+const DRAIN_BUDGET: Duration = Duration::from_secs(20);
 /// How long `hookwasm serve` may take to load its handlers.
 const STARTUP_BUDGET: Duration = Duration::from_secs(120);
 
@@ -314,9 +314,10 @@ fn http(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         let mut stats = max.stats.clone();
         if mode == "observe" {
             stats.note = format!(
-                "accepted {:.0}/s; handled {:.0}/s (until every event ran)",
+                "accepted {:.0}/s; handled {:.0}/s (until every event ran){}",
                 stats.events_per_s,
-                stats.events as f64 / (max.elapsed + drained).as_secs_f64()
+                drained.rate(stats.events, max.elapsed),
+                drained.caveat()
             );
         }
         report.row(stats.named("http", role, "max rate (closed loop)"));
@@ -326,10 +327,14 @@ fn http(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         report.row(half.named("http", role, &format!("half rate, {rate:.0}/s (open loop)")));
         if mode == "observe" {
             let batched = closed_loop(&server, BATCH)?;
-            server
+            let drained = server
                 .wait_for_invocations(max.requests_sent + half_events + batched.requests_sent, 1)?;
             let mut stats = batched.stats;
-            stats.note = format!("{BATCH} events per POST; latency is per POST");
+            stats.note = format!(
+                "{BATCH} events per POST; latency is per POST; handled {:.0}/s{}",
+                drained.rate(stats.events, batched.elapsed),
+                drained.caveat()
+            );
             report.row(stats.named("http", role, &format!("max rate, batches of {BATCH}")));
         }
         server.stop();
@@ -371,9 +376,10 @@ fn fanout(bench: &Bench, report: &mut Report, throughput: bool) -> anyhow::Resul
                 let run = closed_loop(&server, 1)?;
                 let drained = server.wait_for_invocations(run.requests_sent, count)?;
                 let mut stats = run.stats.clone();
-                let events_per_s = stats.events as f64 / (run.elapsed + drained).as_secs_f64();
+                let events_per_s = drained.rate(stats.events, run.elapsed);
                 stats.note = format!(
-                    "{events_per_s:.0} events/s handled = {:.0} invocations/s, {:.0} events/s/core; RSS {} -> {} MiB",
+                    "{events_per_s:.0} events/s handled{} = {:.0} invocations/s, {:.0} events/s/core; RSS {} -> {} MiB",
+                    drained.caveat(),
                     events_per_s * count as f64,
                     events_per_s / cores() as f64,
                     loaded / 1024,
@@ -429,7 +435,6 @@ fn handlers(bench: &Bench, mode: &str, behavior: &str, count: usize) -> Value {
 struct Server {
     child: Child,
     address: SocketAddr,
-    log: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -483,7 +488,6 @@ impl Server {
         Ok(Server {
             child,
             address,
-            log,
             _dir: dir,
         })
     }
@@ -511,21 +515,19 @@ impl Server {
             .sum::<f64>() as u64)
     }
 
-    /// Waits until `events` events have run in each of `handlers` handlers; returns how long it
-    /// waited.
-    fn wait_for_invocations(&self, events: u64, handlers: usize) -> anyhow::Result<Duration> {
+    /// Waits until `events` events have run in each of `handlers` handlers, or `DRAIN_BUDGET`;
+    /// returns how long it waited and what share of the invocations ran by then.
+    fn wait_for_invocations(&self, events: u64, handlers: usize) -> anyhow::Result<Drained> {
         let started = Instant::now();
         let expected = events * handlers as u64;
         loop {
             let done = self.invocations()?;
-            if done >= expected {
-                return Ok(started.elapsed());
+            if done >= expected || started.elapsed() >= DRAIN_BUDGET {
+                return Ok(Drained {
+                    waited: started.elapsed(),
+                    share: done as f64 / expected.max(1) as f64,
+                });
             }
-            anyhow::ensure!(
-                started.elapsed() < DRAIN_BUDGET,
-                "only {done} of {expected} invocations ran within {DRAIN_BUDGET:?}:\n{}",
-                self.log.lock().unwrap_or_else(|p| p.into_inner())
-            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -539,6 +541,32 @@ impl Server {
 // ---------------------------------------------------------------------------------------------
 // The load generator
 // ---------------------------------------------------------------------------------------------
+
+/// How the wait for queued events ended.
+struct Drained {
+    waited: Duration,
+    /// Invocations that ran, of those expected (1.0 when all ran).
+    share: f64,
+}
+
+impl Drained {
+    /// Events/s handled: the share of `events` that ran, over the run and the wait.
+    fn rate(&self, events: usize, run: Duration) -> f64 {
+        events as f64 * self.share.min(1.0) / (run + self.waited).as_secs_f64()
+    }
+
+    /// Says so when not everything ran within the budget.
+    fn caveat(&self) -> String {
+        if self.share < 1.0 {
+            format!(
+                " ({:.0}% of invocations ran within {DRAIN_BUDGET:?})",
+                self.share * 100.0
+            )
+        } else {
+            String::new()
+        }
+    }
+}
 
 /// What a closed-loop run did.
 struct ClosedLoop {
