@@ -189,8 +189,8 @@ struct LimitsView {
 }
 
 async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
-    let counts = match dispatcher.outbox().counts().await {
-        Ok(counts) => counts,
+    let gauges = match dispatcher.outbox().gauges().await {
+        Ok(gauges) => gauges,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     let slots = dispatcher.slots();
@@ -200,7 +200,7 @@ async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
         .map(|(slot, version)| {
             let spec = &version.spec;
             let observer = spec.mode == Mode::Observe;
-            let count = counts.iter().find(|c| c.handler == slot.name());
+            let gauge = gauges.iter().find(|g| g.handler == slot.name());
             HandlerView {
                 name: slot.name(),
                 module: &spec.module,
@@ -214,8 +214,8 @@ async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
                     timeout_ms: spec.limits.timeout_ms,
                     memory_mib: spec.limits.memory_mib,
                 },
-                queue_depth: observer.then(|| count.map_or(0, |c| c.pending + c.claimed)),
-                dead_letters: observer.then(|| count.map_or(0, |c| c.dead)),
+                queue_depth: observer.then(|| gauge.map_or(0, |g| g.open)),
+                dead_letters: observer.then(|| gauge.map_or(0, |g| g.dead)),
                 quarantine: version.breaker.view(),
                 last_reload: slot.last_reload(),
                 counters: slot.stats.counts(),

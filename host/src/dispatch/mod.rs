@@ -348,14 +348,14 @@ impl Dispatcher {
             dispatcher.add(Version::new(spec, handler));
         }
         // Deliveries left by an earlier process count against capacity too.
-        match dispatcher.outbox.counts().await {
-            Ok(counts) => {
-                for count in counts {
-                    if let Some(slot) = dispatcher.slot(&count.handler) {
-                        let open = usize::try_from(count.pending + count.claimed).unwrap_or(0);
+        match dispatcher.outbox.gauges().await {
+            Ok(gauges) => {
+                for gauge in gauges {
+                    if let Some(slot) = dispatcher.slot(&gauge.handler) {
+                        let open = usize::try_from(gauge.open).unwrap_or(0);
                         slot.backlog.fetch_add(open, Relaxed);
                         if open > 0 {
-                            tracing::info!(handler = %count.handler, open, "deliveries waiting in the outbox");
+                            tracing::info!(handler = %gauge.handler, open, "deliveries waiting in the outbox");
                         }
                     }
                 }
@@ -510,8 +510,8 @@ impl Dispatcher {
 
     /// Prometheus text for every counter, with the outbox's figures read now.
     pub async fn metrics(&self) -> String {
-        let counts = match self.outbox.counts().await {
-            Ok(counts) => counts,
+        let gauges = match self.outbox.gauges().await {
+            Ok(gauges) => gauges,
             Err(e) => {
                 tracing::warn!("metrics without outbox figures: {e}");
                 Vec::new()
@@ -523,16 +523,16 @@ impl Dispatcher {
             .iter()
             .map(|s| {
                 let breaker = s.version().breaker.view();
-                let count = counts.iter().find(|c| c.handler == s.name);
+                let gauge = gauges.iter().find(|g| g.handler == s.name);
+                let observer = s.mode == Mode::Observe;
                 HandlerSample {
                     name: &s.name,
                     stats: &s.stats,
-                    queue_depth: (s.mode == Mode::Observe)
-                        .then(|| count.map_or(0, |c| c.pending + c.claimed)),
-                    oldest_open_secs: count
-                        .and_then(|c| c.oldest_open_at)
+                    queue_depth: observer.then(|| gauge.map_or(0, |g| g.open)),
+                    oldest_open_secs: gauge
+                        .and_then(|g| g.oldest_open_at)
                         .map(|at| (now - at).max(0) as f64 / 1e3),
-                    dead_letters: count.map(|c| c.dead),
+                    dead_letters: observer.then(|| gauge.map_or(0, |g| g.dead)),
                     quarantined: breaker.state != "closed",
                     quarantines: breaker.quarantines,
                 }
@@ -771,11 +771,11 @@ impl Dispatcher {
             while workers.join_next().await.is_some() {}
         }
         let names: Vec<String> = self.slots().iter().map(|s| s.name.clone()).collect();
-        let left = match self.outbox.counts().await {
-            Ok(counts) => counts
+        let left = match self.outbox.gauges().await {
+            Ok(gauges) => gauges
                 .iter()
-                .filter(|c| names.contains(&c.handler))
-                .map(|c| c.pending + c.claimed)
+                .filter(|g| names.contains(&g.handler))
+                .map(|g| g.open)
                 .sum(),
             Err(e) => {
                 tracing::warn!("cannot count what is left in the outbox: {e}");

@@ -101,6 +101,20 @@ pub struct Counts {
     pub oldest_open_at: Option<Millis>,
 }
 
+/// What an observer has open and dead now: cheap to read (it never touches delivered rows), for
+/// `/metrics`, `/v1/handlers` and backpressure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauge {
+    /// The observer.
+    pub handler: String,
+    /// Pending or claimed deliveries.
+    pub open: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// When the oldest open delivery's event was accepted.
+    pub oldest_open_at: Option<Millis>,
+}
+
 /// A delivery whose attempts ran out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -187,7 +201,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `handler`'s open deliveries (pending or claimed): cheap, for backpressure.
     fn open_count(&self, handler: String) -> StoreFuture<u64>;
 
-    /// Deliveries by observer and state, every observer that has any, by name.
+    /// Open and dead deliveries by observer (those that have any), by name. Unlike
+    /// [`Store::counts`] it does not read delivered rows, so it stays cheap as they pile up.
+    fn gauges(&self) -> StoreFuture<Vec<Gauge>>;
+
+    /// Deliveries by observer and state, every observer that has any, by name. Reads every
+    /// row: for operators, not for polling.
     fn counts(&self) -> StoreFuture<Vec<Counts>>;
 
     /// Dead letters matching `selector`, lowest delivery id (so earliest accepted) first, at most

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, Counts, DeadLetter, Delivery, Millis, NewEvent, OnDuplicate, Selector, Store,
+    Accepted, Counts, DeadLetter, Delivery, Gauge, Millis, NewEvent, OnDuplicate, Selector, Store,
     StoreError, StoreFuture,
 };
 
@@ -336,6 +336,10 @@ impl Store for SqliteStore {
                 .query_row([handler], |row| row.get(0))?;
             Ok(u64::try_from(count).unwrap_or(0))
         })
+    }
+
+    fn gauges(&self) -> StoreFuture<Vec<Gauge>> {
+        self.report("read gauges", gauges)
     }
 
     fn counts(&self) -> StoreFuture<Vec<Counts>> {
@@ -790,6 +794,52 @@ fn counts(conn: &Connection) -> rusqlite::Result<Vec<Counts>> {
         }
     }
     Ok(counts)
+}
+
+/// Open and dead deliveries per handler, from the partial indexes only; the oldest open one is
+/// the lowest id (ids grow in acceptance order).
+fn gauges(conn: &Connection) -> rusqlite::Result<Vec<Gauge>> {
+    let mut gauges: Vec<Gauge> = Vec::new();
+    let open = "SELECT handler, COUNT(*), MIN(id) FROM deliveries
+        WHERE state IN ('pending', 'claimed') GROUP BY handler";
+    let mut oldest_ids = Vec::new();
+    let mut statement = conn.prepare_cached(open)?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let handler: String = row.get(0)?;
+        oldest_ids.push((handler.clone(), row.get::<_, i64>(2)?));
+        gauges.push(Gauge {
+            handler,
+            open: tally(row, 1)?,
+            ..Gauge::default()
+        });
+    }
+    let dead = "SELECT handler, COUNT(*) FROM deliveries WHERE state = 'dead' GROUP BY handler";
+    let mut statement = conn.prepare_cached(dead)?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let handler: String = row.get(0)?;
+        let count = tally(row, 1)?;
+        match gauges.iter_mut().find(|g| g.handler == handler) {
+            Some(gauge) => gauge.dead = count,
+            None => gauges.push(Gauge {
+                handler,
+                dead: count,
+                ..Gauge::default()
+            }),
+        }
+    }
+    let accepted = "SELECT e.accepted_at FROM deliveries d JOIN events e ON e.seq = d.event_seq
+        WHERE d.id = ?1";
+    let mut statement = conn.prepare_cached(accepted)?;
+    for (handler, id) in oldest_ids {
+        let at: Option<Millis> = statement.query_row([id], |row| row.get(0)).optional()?;
+        if let Some(gauge) = gauges.iter_mut().find(|g| g.handler == handler) {
+            gauge.oldest_open_at = at;
+        }
+    }
+    gauges.sort_by(|a, b| a.handler.cmp(&b.handler));
+    Ok(gauges)
 }
 
 /// A `SUM` column as a count (never negative).
@@ -1374,6 +1424,19 @@ mod tests {
                 },
             ]
         );
+
+        // The gauges agree with the counts on what is open and dead, without reading done rows.
+        let gauges = store.gauges().await.expect("gauges");
+        let from_counts: Vec<Gauge> = counts
+            .iter()
+            .map(|c| Gauge {
+                handler: c.handler.clone(),
+                open: c.pending + c.claimed,
+                dead: c.dead,
+                oldest_open_at: c.oldest_open_at,
+            })
+            .collect();
+        assert_eq!(gauges, from_counts);
     }
 
     #[tokio::test]
