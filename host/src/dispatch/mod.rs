@@ -44,6 +44,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// hooks, an operator's retries) add and finish deliveries this process does not count.
 const RECOUNT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How much handler time one claim may take on: the batch's lease covers this much.
+const BATCH_BUDGET: Duration = Duration::from_secs(5);
+
+/// The most deliveries one claim takes.
+const MAX_BATCH: usize = 64;
+
 /// How long a claimed delivery stays claimed beyond the handler's deadline: if the process dies
 /// mid-delivery, another one (or the next start) takes it over after this.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -876,7 +882,9 @@ async fn run(slots: &[Arc<Slot>], event: &Event, select: impl Fn(&Slot) -> bool)
 /// Recording how a delivery went and claiming the next one are sent to the store together, so
 /// they share a commit: a claimed delivery is never due, so neither can see the other's row.
 async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Receiver<bool>) {
-    let mut recording: Option<Recording> = None;
+    // Records of the last batch's outcomes, queued with the store: the next claim is queued
+    // behind them, so it sees them, and they share its commit.
+    let mut recording: Vec<Recording> = Vec::new();
     let mut recounted = tokio::time::Instant::now();
     loop {
         let closing = *closed.borrow_and_update();
@@ -884,7 +892,7 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
         let (version, admission) = match version.breaker.admit() {
             Admission::Refuse { .. } if closing => break,
             Admission::Refuse { .. } => {
-                finish(&mut recording).await;
+                join_all(&mut recording).await;
                 tokio::select! {
                     ready = admit_when_ready(&slot) => ready,
                     _ = closed.changed() => continue,
@@ -892,19 +900,14 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
             }
             admission => (version, admission),
         };
-        let claim = async {
-            let lease = lease(&version.spec.limits);
-            outbox.claim(slot.name.clone(), lease, outbox::now()).await
-        };
-        let claimed = match recording.take() {
-            Some(recorded) => tokio::join!(recorded, claim).1,
-            None => claim.await,
-        };
-        match claimed {
-            Ok(Some(delivery)) => {
-                recording = attempt(&slot, &outbox, &version, admission, delivery).await;
+        let (size, lease) = batch(&version.spec.limits);
+        let claim = outbox.claim(slot.name.clone(), size, lease, outbox::now());
+        join_all(&mut recording).await;
+        match claim.await {
+            Ok(batch) if !batch.is_empty() => {
+                recording = attempt_all(&slot, &outbox, &version, admission, batch).await;
             }
-            Ok(None) => {
+            Ok(_) => {
                 version.breaker.release(admission);
                 if closing {
                     break;
@@ -927,21 +930,64 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
                 if closing {
                     break;
                 }
-                tracing::error!(handler = %slot.name, "cannot claim a delivery: {e}; trying again in 1 s");
+                tracing::error!(handler = %slot.name, "cannot claim deliveries: {e}; trying again in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
-    finish(&mut recording).await;
+    join_all(&mut recording).await;
     let _ = slot.finished.send_replace(true);
+}
+
+/// How many deliveries a worker claims at once, and the lease that covers them all: as many as
+/// fit in [`BATCH_BUDGET`] of deadlines (at least one, at most [`MAX_BATCH`]), so a killed
+/// process's claims come back within about that plus [`LEASE_MARGIN`].
+fn batch(limits: &Limits) -> (usize, Duration) {
+    let timeout = Duration::from_millis(limits.timeout_ms);
+    let size = (BATCH_BUDGET.as_millis() / u128::from(limits.timeout_ms.max(1)))
+        .clamp(1, MAX_BATCH as u128) as usize;
+    (size, timeout * size as u32 + LEASE_MARGIN)
+}
+
+/// Makes the claimed deliveries in order, each admitted by the breaker; if it opens partway,
+/// the rest are released unattempted. Returns their records, queued with the store.
+async fn attempt_all(
+    slot: &Arc<Slot>,
+    outbox: &Arc<dyn Store>,
+    version: &Version,
+    first: Admission,
+    batch: Vec<Delivery>,
+) -> Vec<Recording> {
+    let mut recording: Vec<Recording> = Vec::with_capacity(batch.len());
+    let mut admission = Some(first);
+    let mut deliveries = batch.into_iter();
+    while let Some(delivery) = deliveries.next() {
+        let admitted = admission.take().unwrap_or_else(|| version.breaker.admit());
+        if let Admission::Refuse { .. } = admitted {
+            let rest = std::iter::once(delivery.id)
+                .chain(deliveries.map(|d| d.id))
+                .collect();
+            let released = outbox.release(rest, outbox::now());
+            recording.push(Box::pin(async move {
+                if let Err(e) = released.await {
+                    tracing::error!(
+                        "cannot release deliveries: {e}; they are made when their lease runs out"
+                    );
+                }
+            }));
+            break;
+        }
+        recording.extend(attempt(slot, outbox, version, admitted, delivery).await);
+    }
+    recording
 }
 
 /// A delivery's outcome on its way to the store.
 type Recording = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Waits for the last outcome to be recorded.
-async fn finish(recording: &mut Option<Recording>) {
-    if let Some(recorded) = recording.take() {
+/// Waits for every queued record to commit.
+async fn join_all(recording: &mut Vec<Recording>) {
+    for recorded in recording.drain(..) {
         recorded.await;
     }
 }

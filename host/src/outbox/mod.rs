@@ -176,12 +176,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> StoreFuture<Vec<Accepted>>;
 
-    /// Claims `handler`'s next delivery that is due (lowest id first; a claimed one whose
-    /// lease has run out counts as due): marks it `claimed` until `now + lease` and counts the
-    /// attempt. `None` when nothing is due, or while another delivery of `handler` is claimed
-    /// under a live lease: one observer gets one delivery at a time, whichever process makes it.
-    fn claim(&self, handler: String, lease: Duration, now: Millis)
-    -> StoreFuture<Option<Delivery>>;
+    /// Claims up to `limit` of `handler`'s deliveries that are due, lowest id first (a claimed
+    /// one whose lease has run out counts as due): marks them `claimed` until `now + lease` and
+    /// counts an attempt for each. Empty when nothing is due, or while another delivery of
+    /// `handler` is claimed under a live lease: one observer's deliveries are claimed by one
+    /// worker at a time, whichever process it is in.
+    fn claim(
+        &self,
+        handler: String,
+        limit: usize,
+        lease: Duration,
+        now: Millis,
+    ) -> StoreFuture<Vec<Delivery>>;
+
+    /// Gives back claimed deliveries that were not attempted (the observer was quarantined
+    /// meanwhile): pending again, due now, the attempt not counted.
+    fn release(&self, deliveries: Vec<i64>, now: Millis) -> StoreFuture<()>;
 
     /// The attempt succeeded: the delivery is `done`.
     fn complete(&self, delivery: i64, now: Millis) -> StoreFuture<()>;

@@ -79,7 +79,7 @@ const NEXT_DUE: &str = "SELECT id FROM deliveries
     WHERE handler = ?1 AND state IN ('pending', 'claimed') AND due_at <= ?2
       AND NOT EXISTS (SELECT 1 FROM deliveries
           WHERE handler = ?1 AND state = 'claimed' AND due_at > ?2)
-    ORDER BY id LIMIT 1";
+    ORDER BY id LIMIT ?3";
 
 /// The dead deliveries a [`Selector`] picks: `?1` id, `?2` handler, `?3` event id, each NULL
 /// when unset.
@@ -270,11 +270,25 @@ impl Store for SqliteStore {
     fn claim(
         &self,
         handler: String,
+        limit: usize,
         lease: Duration,
         now: Millis,
-    ) -> StoreFuture<Option<Delivery>> {
-        self.submit("claim a delivery", Durability::Bookkeeping, move |conn| {
-            claim(conn, &handler, lease, now)
+    ) -> StoreFuture<Vec<Delivery>> {
+        self.submit("claim deliveries", Durability::Bookkeeping, move |conn| {
+            claim(conn, &handler, limit, lease, now)
+        })
+    }
+
+    fn release(&self, deliveries: Vec<i64>, now: Millis) -> StoreFuture<()> {
+        self.submit("release deliveries", Durability::Bookkeeping, move |conn| {
+            let sql = "UPDATE deliveries
+                SET state = 'pending', due_at = ?2, attempts = attempts - 1, updated_at = ?2
+                WHERE id = ?1 AND state = 'claimed'";
+            let mut statement = conn.prepare_cached(sql)?;
+            for id in deliveries {
+                statement.execute(params![id, now])?;
+            }
+            Ok(())
         })
     }
 
@@ -724,38 +738,41 @@ fn lease_end(now: Millis, lease: Duration) -> Millis {
 fn claim(
     conn: &Connection,
     handler: &str,
+    limit: usize,
     lease: Duration,
     now: Millis,
-) -> rusqlite::Result<Option<Delivery>> {
-    let Some(id) = conn
+) -> rusqlite::Result<Vec<Delivery>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let ids = conn
         .prepare_cached(NEXT_DUE)?
-        .query_row(params![handler, now], |row| row.get::<_, i64>(0))
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let (event_seq, attempts): (i64, u32) = conn
-        .prepare_cached(
-            "UPDATE deliveries
-             SET state = 'claimed', due_at = ?3, attempts = attempts + 1, updated_at = ?2
-             WHERE id = ?1 RETURNING event_seq, attempts",
-        )?
-        .query_row(params![id, now, lease_end(now, lease)], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?;
-    let (event_id, event_json, accepted_at) = conn
-        .prepare_cached("SELECT id, json, accepted_at FROM events WHERE seq = ?1")?
-        .query_row(params![event_seq], |row| {
+        .query_map(params![handler, now, limit], |row| row.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    let mut mark = conn.prepare_cached(
+        "UPDATE deliveries
+         SET state = 'claimed', due_at = ?3, attempts = attempts + 1, updated_at = ?2
+         WHERE id = ?1 RETURNING event_seq, attempts",
+    )?;
+    let mut read =
+        conn.prepare_cached("SELECT id, json, accepted_at FROM events WHERE seq = ?1")?;
+    let mut claimed = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (event_seq, attempts): (i64, u32) = mark
+            .query_row(params![id, now, lease_end(now, lease)], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+        let (event_id, event_json, accepted_at) = read.query_row(params![event_seq], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?;
-    Ok(Some(Delivery {
-        id,
-        handler: handler.to_string(),
-        event_id,
-        event_json,
-        attempt: attempts,
-        accepted_at,
-    }))
+        claimed.push(Delivery {
+            id,
+            handler: handler.to_string(),
+            event_id,
+            event_json,
+            attempt: attempts,
+            accepted_at,
+        });
+    }
+    Ok(claimed)
 }
 
 /// Deliveries per handler and state, by handler name. `retrying` counts the open deliveries that
@@ -948,10 +965,12 @@ mod tests {
     }
 
     async fn claim(store: &SqliteStore, handler: &str, now: Millis) -> Option<Delivery> {
-        store
-            .claim(handler.into(), LEASE, now)
+        let mut claimed = store
+            .claim(handler.into(), 1, LEASE, now)
             .await
-            .expect("claim succeeds")
+            .expect("claim succeeds");
+        assert!(claimed.len() <= 1, "a limit of one claims at most one");
+        claimed.pop()
     }
 
     /// Accepts `id` for `handlers`, then claims and dead-letters each delivery; returns their ids.
@@ -1003,6 +1022,38 @@ mod tests {
         let conn = Connection::open(db_path(dir)).expect("the file opens");
         conn.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
             .expect("events can be counted")
+    }
+
+    #[tokio::test]
+    async fn a_batch_claim_takes_the_lowest_ids_and_release_gives_them_back_unattempted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let accepted = accept(
+            &store,
+            vec![
+                event("e1", &["a"]),
+                event("e2", &["a"]),
+                event("e3", &["a"]),
+            ],
+            T0,
+        )
+        .await;
+        let ids: Vec<i64> = accepted.iter().map(|a| a.deliveries[0]).collect();
+        let batch = store.claim("a".into(), 2, LEASE, T0).await.expect("claim");
+        let claimed: Vec<(i64, u32)> = batch.iter().map(|d| (d.id, d.attempt)).collect();
+        assert_eq!(claimed, [(ids[0], 1), (ids[1], 1)]);
+        let none = store.claim("a".into(), 2, LEASE, T0).await.expect("claim");
+        assert!(none.is_empty(), "the batch holds the observer");
+
+        store.release(vec![ids[1]], T0).await.expect("release");
+        store.complete(ids[0], T0).await.expect("complete");
+        let again = store.claim("a".into(), 8, LEASE, T0).await.expect("claim");
+        let claimed: Vec<(i64, u32)> = again.iter().map(|d| (d.id, d.attempt)).collect();
+        assert_eq!(
+            claimed,
+            [(ids[1], 1), (ids[2], 1)],
+            "a released delivery keeps its place and its attempt was not counted"
+        );
     }
 
     #[tokio::test]
@@ -1585,7 +1636,7 @@ mod tests {
             .prepare(&format!("EXPLAIN QUERY PLAN {NEXT_DUE}"))
             .expect("the query plans");
         let steps = plan
-            .query_map(params!["a", T0], |row| row.get::<_, String>(3))
+            .query_map(params!["a", T0, 8], |row| row.get::<_, String>(3))
             .expect("the plan runs")
             .collect::<rusqlite::Result<Vec<_>>>()
             .expect("the plan reads");
