@@ -98,6 +98,7 @@ async fn accept_only(store: Arc<dyn Store>, producers: usize) -> anyhow::Result<
                 let row = NewEvent {
                     source: "bench".into(),
                     id: format!("accept-{i}"),
+                    event_type: "git.branch.updated".into(),
                     json: event_json(i).to_string(),
                     handlers: vec!["observer".into()],
                 };

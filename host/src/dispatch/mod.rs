@@ -841,6 +841,7 @@ fn new_event(event: &Event, observers: impl Iterator<Item = String>) -> NewEvent
             .unwrap_or_default()
             .to_owned(),
         id: event.id().to_owned(),
+        event_type: event.event_type().to_owned(),
         json: event.json().to_string(),
         handlers: observers.collect(),
     }

@@ -37,6 +37,8 @@ pub struct NewEvent {
     pub source: String,
     /// CloudEvents `id`.
     pub id: String,
+    /// CloudEvents `type`, shown with dead letters.
+    pub event_type: String,
     /// The event as accepted (CloudEvent JSON), handed to the observer on every attempt.
     pub json: String,
     /// The observers subscribed to it, by name; one delivery each.

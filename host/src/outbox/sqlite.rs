@@ -125,7 +125,16 @@ pub struct SqliteStore {
     /// never holds up the writer: WAL lets it read the last commit while the writer goes on.
     /// `None` in memory, where reports go through the writer.
     reader: Option<Arc<std::sync::Mutex<Connection>>>,
+    /// Stops the checkpointer thread when dropped (file stores only).
+    checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// WAL pages after which the writer checkpoints by itself: a safety net far above what the
+/// checkpointer leaves (SQLite's default is 1,000).
+const WRITER_CHECKPOINT_PAGES: i64 = 20_000;
 
 impl SqliteStore {
     /// Opens the outbox file at `path`, creating it (and its folders) if missing.
@@ -147,8 +156,16 @@ impl SqliteStore {
         let reader = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|reader| reader.busy_timeout(BUSY_TIMEOUT).map(|()| reader))
             .map_err(|e| cannot_open(&e))?;
+        // The writer leaves checkpoints (copying the WAL into the file, with an fsync under
+        // `sync: full`) to a thread of their own, so a producer never waits behind one.
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+            .map_err(|e| cannot_open(&e))?;
+        let checkpointing = Connection::open(path)
+            .and_then(|c| c.busy_timeout(BUSY_TIMEOUT).map(|()| c))
+            .map_err(|e| cannot_open(&e))?;
         let mut store = Self::start(conn, label, sync);
         store.reader = Some(Arc::new(std::sync::Mutex::new(reader)));
+        store.checkpointer = Some(start_checkpointer(checkpointing));
         Ok(store)
     }
 
@@ -175,6 +192,7 @@ impl SqliteStore {
             writer: Some(writer),
             label: label.into(),
             reader: None,
+            checkpointer: None,
         }
     }
 
@@ -243,7 +261,30 @@ impl Drop for SqliteStore {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+        if let Some((stop, checkpointer)) = self.checkpointer.take() {
+            drop(stop);
+            let _ = checkpointer.join();
+        }
     }
+}
+
+/// Every [`CHECKPOINT_INTERVAL`], copies what it can of the WAL into the database file without
+/// waiting for anyone (`PASSIVE`), until `stop`'s sender is dropped.
+fn start_checkpointer(conn: Connection) -> (mpsc::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("outbox-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_INTERVAL)
+            {
+                // A busy or failed checkpoint is retried next time; the writer's own
+                // checkpoint bounds the WAL meanwhile.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        })
+        .expect("the OS refused to start the outbox checkpoint thread");
+    (stop, thread)
 }
 
 impl Store for SqliteStore {
@@ -254,15 +295,10 @@ impl Store for SqliteStore {
         lease: Option<Duration>,
         now: Millis,
     ) -> StoreFuture<Vec<Accepted>> {
-        // Parsing the types here keeps JSON work off the writer thread.
-        let typed = match with_types(events) {
-            Ok(typed) => typed,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
         self.submit("accept events", Durability::Promise, move |conn| {
-            typed
+            events
                 .iter()
-                .map(|(event, kind)| accept_one(conn, event, kind, on_duplicate, lease, now))
+                .map(|event| accept_one(conn, event, &event.event_type, on_duplicate, lease, now))
                 .collect()
         })
     }
@@ -631,33 +667,6 @@ where
     }
 }
 
-/// Pairs each event with its CloudEvents `type`, read from its JSON.
-fn with_types(events: Vec<NewEvent>) -> Result<Vec<(NewEvent, String)>, StoreError> {
-    events
-        .into_iter()
-        .map(|event| {
-            let kind = event_type(&event.json).ok_or_else(|| {
-                StoreError(format!(
-                    "cannot store event {} from {}: its JSON has no string `type` (a bug: only \
-                     validated CloudEvents reach the outbox)",
-                    event.id, event.source
-                ))
-            })?;
-            Ok((event, kind))
-        })
-        .collect()
-}
-
-/// The `type` attribute of a CloudEvent's JSON.
-fn event_type(json: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Typed {
-        #[serde(rename = "type")]
-        kind: String,
-    }
-    serde_json::from_str::<Typed>(json).ok().map(|t| t.kind)
-}
-
 /// Stores one event and its deliveries, or recognises it as a duplicate.
 fn accept_one(
     conn: &Connection,
@@ -936,6 +945,7 @@ mod tests {
         NewEvent {
             source: "/test".into(),
             id: id.into(),
+            event_type: TYPE.into(),
             json: format!(
                 r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"{TYPE}","note":"{note}"}}"#
             ),
