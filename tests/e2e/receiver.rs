@@ -167,7 +167,18 @@ impl Receiver {
     /// Waits until `condition` holds for the requests seen so far; fails after
     /// [`POLL_DEADLINE`], saying `what`.
     pub fn wait_until(&self, what: &str, condition: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let until = Instant::now() + POLL_DEADLINE;
+        self.wait_until_within(POLL_DEADLINE, what, condition)
+    }
+
+    /// Like [`Receiver::wait_until`], with its own deadline: for waits that scale with the
+    /// machine's speed, such as thousands of deliveries by a debug build.
+    pub fn wait_until_within(
+        &self,
+        deadline: std::time::Duration,
+        what: &str,
+        condition: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let until = Instant::now() + deadline;
         let mut seen = self.shared.lock();
         loop {
             if condition(&seen.requests) {
@@ -176,7 +187,7 @@ impl Receiver {
             let now = Instant::now();
             assert!(
                 now < until,
-                "timed out after {POLL_DEADLINE:?} waiting until {what}; the receiver saw: {:#?}",
+                "timed out after {deadline:?} waiting until {what}; the receiver saw: {:#?}",
                 seen.requests
             );
             seen = self
