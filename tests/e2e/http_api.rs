@@ -114,8 +114,11 @@ fn status_endpoints_describe_the_handlers_and_count_what_they_did() {
             "{response}"
         );
     }
+    // The invocation counter moves when a delivery has run; the outbox, once its outcome has
+    // committed a moment later.
     host.wait_until("the observer has handled the three events", || {
         host.invocations("console-logger", "ok") == 3
+            && host.handler("console-logger")["queueDepth"] == 0
     });
 
     let handlers = host.handlers();

@@ -358,9 +358,11 @@ fn a_quarantined_observer_holds_its_events_and_delivers_each_once_in_order_after
         "o-3 was held for the backoff"
     );
 
+    // Counters move when a delivery has run; the outbox, when its outcome has committed.
     host.wait_until("both observers are done", || {
         host.invocations("flaky-observer", "ok") == 5
             && host.invocations("console-logger", "ok") == 7
+            && view()["queueDepth"] == 0
     });
     let done = view();
     assert_eq!(done["quarantine"]["state"], "closed", "{done}");
