@@ -573,11 +573,23 @@ impl Dispatcher {
                 slots.iter().filter(|s| s.mode == Mode::Observe).collect()
             }
         };
+        // Who gets each event, and how many events each observer gets, in one pass.
+        let mut wanted = vec![0; observers.len()];
         let subscribed: Vec<Vec<&Arc<Slot>>> = events
             .iter()
-            .map(|e| observers.iter().copied().filter(|s| s.wants(e)).collect())
+            .map(|event| {
+                let mut who = Vec::new();
+                for (slot, count) in observers.iter().zip(&mut wanted) {
+                    if slot.wants(event) {
+                        who.push(*slot);
+                        *count += 1;
+                    }
+                }
+                who
+            })
             .collect();
-        let mut reserved = self.reserve(&observers, &subscribed, backpressure).await?;
+        let demand: Vec<(&Arc<Slot>, usize)> = observers.iter().copied().zip(wanted).collect();
+        let mut reserved = self.reserve(&demand, backpressure).await?;
         self.stats
             .events_received
             .fetch_add(events.len() as u64, Relaxed);
@@ -624,20 +636,15 @@ impl Dispatcher {
         Ok(decisions)
     }
 
-    /// Reserves room with each observer for the events it subscribes to; on refusal (or if the
+    /// Reserves room with each observer for the deliveries it is to get; on refusal (or if the
     /// caller goes away while it waits) nothing stays reserved.
     async fn reserve<'a>(
         &self,
-        observers: &[&'a Arc<Slot>],
-        subscribed: &[Vec<&Arc<Slot>>],
+        demand: &[(&'a Arc<Slot>, usize)],
         backpressure: Backpressure,
     ) -> Result<Reservation<'a>, Refused> {
         let mut reserved = Reservation::default();
-        for &slot in observers {
-            let wanted = subscribed
-                .iter()
-                .filter(|subscribers| subscribers.iter().any(|s| Arc::ptr_eq(s, slot)))
-                .count();
+        for &(slot, wanted) in demand {
             if wanted == 0 {
                 continue;
             }
