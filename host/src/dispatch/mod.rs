@@ -900,7 +900,7 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
         let (version, admission) = match version.breaker.admit() {
             Admission::Refuse { .. } if closing => break,
             Admission::Refuse { .. } => {
-                join_all(&mut recording).await;
+                await_records(&mut recording).await;
                 tokio::select! {
                     ready = admit_when_ready(&slot) => ready,
                     _ = closed.changed() => continue,
@@ -910,7 +910,7 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
         };
         let (size, lease) = batch(&version.spec.limits);
         let claim = outbox.claim(slot.name.clone(), size, lease, outbox::now());
-        join_all(&mut recording).await;
+        await_records(&mut recording).await;
         match claim.await {
             Ok(batch) if !batch.is_empty() => {
                 recording = attempt_all(&slot, &outbox, &version, admission, batch).await;
@@ -943,7 +943,7 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
             }
         }
     }
-    join_all(&mut recording).await;
+    await_records(&mut recording).await;
     let _ = slot.finished.send_replace(true);
 }
 
@@ -994,7 +994,7 @@ async fn attempt_all(
 type Recording = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Waits for every queued record to commit.
-async fn join_all(recording: &mut Vec<Recording>) {
+async fn await_records(recording: &mut Vec<Recording>) {
     for recorded in recording.drain(..) {
         recorded.await;
     }
