@@ -101,6 +101,8 @@ async fn accept_only(store: Arc<dyn Store>, producers: usize) -> anyhow::Result<
                     event_type: "git.branch.updated".into(),
                     json: event_json(i).to_string(),
                     handlers: vec!["observer".into()],
+                    subject: None,
+                    for_observers: true,
                 };
                 store
                     .accept(vec![row], OnDuplicate::Skip, None, outbox::now())

@@ -50,7 +50,23 @@ pub struct Config {
     pub handlers: Vec<HandlerSpec>,
     /// Where and how observers' deliveries are stored (`eventDelivery`).
     pub delivery: DeliveryConfig,
+    /// `eventHandlers` entries that are Node modules, not hookwasm's: in a file shared with
+    /// GitProxy, its own event handlers (such as the hookwasm bridge). Listed by `check`.
+    pub left_to_proxy: Vec<ProxyEntry>,
 }
+
+/// An `eventHandlers` entry that hookwasm leaves to GitProxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyEntry {
+    /// Its place in `eventHandlers`, from 0.
+    pub index: usize,
+    /// The module name or path, as written.
+    pub target: String,
+}
+
+/// The file name ending that marks a handler manifest: a JavaScript module GitProxy can import
+/// (it finds no plugin in it) whose `export default` is a hookwasm entry object.
+pub const MANIFEST_SUFFIX: &str = ".hookwasm.mjs";
 
 /// `eventDelivery`: the outbox that observers' deliveries go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +258,16 @@ pub enum Mode {
     Observe,
     /// Synchronous: its verdict decides whether the action goes on.
     Gate,
+}
+
+impl Mode {
+    /// `observe` or `gate`, as in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Observe => "observe",
+            Mode::Gate => "gate",
+        }
+    }
 }
 
 /// What a gate that fails (error, trap, out of fuel, timeout) counts as.
@@ -607,8 +633,25 @@ impl Config {
 
         let mut handlers = Vec::new();
         let mut errors = Vec::new();
+        let mut left_to_proxy = Vec::new();
         for (index, value) in file.event_handlers.into_iter().enumerate() {
-            match parse_entry(index, value, &base) {
+            let parsed = match value {
+                Value::String(target) if target.ends_with(MANIFEST_SUFFIX) => {
+                    read_manifest(&base.join(&target))
+                        .map_err(|message| EntryError {
+                            index,
+                            name: None,
+                            message: format!("{target}: {message}"),
+                        })
+                        .and_then(|(entry, folder)| parse_entry(index, entry, &folder))
+                }
+                Value::String(target) if !is_wasm_path(&target) => {
+                    left_to_proxy.push(ProxyEntry { index, target });
+                    continue;
+                }
+                value => parse_entry(index, value, &base),
+            };
+            match parsed {
                 Ok(spec) => {
                     if handlers.iter().any(|h: &HandlerSpec| h.name == spec.name) {
                         errors.push(EntryError {
@@ -628,8 +671,62 @@ impl Config {
             path: path.to_owned(),
             handlers,
             delivery,
+            left_to_proxy,
         };
         Ok((config, errors))
+    }
+}
+
+/// Whether a path string names a `.wasm` component (any case).
+fn is_wasm_path(target: &str) -> bool {
+    Path::new(target)
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("wasm"))
+}
+
+/// Reads a handler manifest: `export default { … };` where `{ … }` is a JSON entry object,
+/// optionally after `//` or `/* */` comments. Returns the entry and the manifest's folder, which
+/// the entry's relative paths resolve against.
+pub fn read_manifest(path: &Path) -> Result<(Value, PathBuf), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the handler manifest {}: {e}", path.display()))?;
+    let shape = "a handler manifest must be `export default { …a JSON entry object… };`";
+    let rest = skip_comments(&text);
+    let rest = rest
+        .strip_prefix("export default")
+        .ok_or_else(|| format!("{shape}; it does not start with `export default`"))?;
+    let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+    let entry = match values.next() {
+        Some(Ok(entry @ Value::Object(_))) => entry,
+        Some(Ok(other)) => {
+            return Err(format!("{shape}; it exports {}", json_kind(&other)));
+        }
+        Some(Err(e)) => return Err(format!("{shape} ({e})")),
+        None => return Err(format!("{shape}; nothing follows `export default`")),
+    };
+    let tail = skip_comments(&rest[values.byte_offset()..]);
+    let tail = skip_comments(tail.strip_prefix(';').unwrap_or(tail));
+    if !tail.is_empty() {
+        return Err(format!(
+            "{shape}; it goes on after the object with {:?}",
+            tail.chars().take(20).collect::<String>()
+        ));
+    }
+    let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    Ok((entry, folder))
+}
+
+/// `text` without leading whitespace and JavaScript comments.
+fn skip_comments(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix("//") {
+            text = rest.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(rest) = text.strip_prefix("/*") {
+            text = rest.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            return text;
+        }
     }
 }
 
@@ -909,6 +1006,78 @@ mod tests {
                 .matches("git.branch.deleted", std::iter::empty())
         );
         assert!(!gate.filter.matches("push.started", std::iter::empty()));
+    }
+
+    #[test]
+    fn manifests_are_read_and_node_modules_are_left_to_the_proxy() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("handlers")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("handlers/gate.hookwasm.mjs"),
+            "// a comment\n/* and another */ export default {\"name\": \"g\", \"module\": \"../bp.wasm\", \"mode\": \"gate\"};\n",
+        )
+        .expect("write");
+        let config = Config::parse(
+            r#"{"eventHandlers": ["@hookwasm/git-proxy", "./handlers/gate.hookwasm.mjs", "x.WASM"]}"#,
+            &dir.path().join("proxy.config.json"),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.left_to_proxy,
+            [ProxyEntry {
+                index: 0,
+                target: "@hookwasm/git-proxy".into()
+            }]
+        );
+        let gate = &config.handlers[0];
+        assert_eq!(
+            (gate.name.as_str(), gate.index, gate.mode),
+            ("g", 1, Mode::Gate)
+        );
+        assert!(
+            gate.module.ends_with("handlers/../bp.wasm"),
+            "{:?}",
+            gate.module
+        );
+        assert_eq!(config.handlers[1].name, "x");
+    }
+
+    #[test]
+    fn a_broken_manifest_is_an_entry_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cases = [
+            ("missing", None, "cannot read the handler manifest"),
+            (
+                "cjs",
+                Some("module.exports = {};"),
+                "does not start with `export default`",
+            ),
+            ("array", Some("export default [];"), "it exports a list"),
+            (
+                "trailing",
+                Some("export default {\"module\": \"a.wasm\"}; foo()"),
+                "goes on after the object",
+            ),
+            (
+                "js",
+                Some("export default { module: 'a.wasm' };"),
+                "key must be a string",
+            ),
+        ];
+        for (name, text, expected) in cases {
+            let file = format!("{name}.hookwasm.mjs");
+            if let Some(text) = text {
+                std::fs::write(dir.path().join(&file), text).expect("write");
+            }
+            let config = format!(r#"{{"eventHandlers": [{file:?}]}}"#);
+            let error = Config::parse(&config, &dir.path().join("proxy.config.json"))
+                .expect_err(name)
+                .to_string();
+            assert!(
+                error.contains(expected) && error.contains(&file),
+                "{name}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -375,6 +375,36 @@ pub struct ProxyActionData {
     /// The action chain's steps so far.
     #[serde(default)]
     pub steps: Vec<StepData>,
+    /// The commits of the range, oldest first, when the proxy has parsed them. Handlers read
+    /// them from the event's JSON.
+    #[serde(default)]
+    pub commits: Vec<CommitData>,
+}
+
+/// One commit of a proxy action's range (GitProxy's `commitData`).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitData {
+    /// The commit's object id, when known.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The commit message.
+    pub message: String,
+    /// The author's name.
+    #[serde(default)]
+    pub author: Option<String>,
+    /// The author's e-mail address.
+    #[serde(default)]
+    pub author_email: Option<String>,
+    /// The committer's name.
+    #[serde(default)]
+    pub committer: Option<String>,
+    /// The committer's e-mail address.
+    #[serde(default)]
+    pub committer_email: Option<String>,
+    /// When it was committed, as the proxy reports it (Unix seconds or RFC 3339).
+    #[serde(default)]
+    pub timestamp: Option<Value>,
 }
 
 /// Payload of `git.branch.*`, `git.tag.*` and `git.ref.*` events.

@@ -445,6 +445,14 @@ async fn check(config_path: &Path) -> anyhow::Result<Exit> {
     let (loaded, load_errors) = dispatch::load_handlers(&sandbox, &config).await;
     errors.extend(load_errors);
     errors.sort_by_key(|e| e.index);
+    for entry in &config.left_to_proxy {
+        println!(
+            "proxy     eventHandlers[{}] {} (not a .wasm component or {} manifest: left to GitProxy)",
+            entry.index,
+            entry.target,
+            hookwasm::config::MANIFEST_SUFFIX
+        );
+    }
     for spec in config.handlers.iter().filter(|s| !s.enabled) {
         println!("disabled  {}", spec.name);
     }

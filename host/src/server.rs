@@ -1,4 +1,5 @@
-//! HTTP ingest and status: `POST /v1/events`, `GET /v1/handlers`, the outbox
+//! HTTP ingest and status: `POST /v1/events`, the event history (`GET /v1/events`,
+//! `GET /v1/events/{id}`), `GET /v1/handlers`, the outbox
 //! (`GET /v1/deliveries`, `GET /v1/dead-letters`, `POST /v1/dead-letters/{id}/retry`,
 //! `DELETE /v1/dead-letters/{id}`), `GET /healthz`, `GET /metrics`.
 //!
@@ -33,7 +34,8 @@ const RETRY_AFTER_SECS: &str = "1";
 /// The routes, serving `dispatcher`.
 pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
     Router::new()
-        .route("/v1/events", post(post_events))
+        .route("/v1/events", post(post_events).get(list_events))
+        .route("/v1/events/{id}", get(get_event))
         .route("/v1/handlers", get(get_handlers))
         .route("/v1/deliveries", get(get_deliveries))
         .route("/v1/dead-letters", get(get_dead_letters))
@@ -275,6 +277,97 @@ async fn get_dead_letters(
     }
     match dispatcher.outbox().dead_letters(selector, limit).await {
         Ok(letters) => axum::Json(json!({ "deadLetters": letters })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Most events one history page holds.
+const MAX_HISTORY_PAGE: usize = 1_000;
+
+/// One event from the history with every handler's outcome; `?source=` picks among events of
+/// several producers that share an id (the newest is shown otherwise).
+async fn get_event(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut source = None;
+    let query = query.unwrap_or_default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "source" => source = Some(value.into_owned()),
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query parameter {other:?}; use source="),
+                );
+            }
+        }
+    }
+    match dispatcher.history_event(id.clone(), source).await {
+        Ok(Some(record)) => axum::Json(record).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no event {id:?} in the history (events are kept for eventDelivery.retentionHours)"
+            ),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The history, newest first: `?subject=`, `?type=`, `?handler=` narrow it, `?limit=` (default
+/// 100, at most 1,000) sizes a page, and `?before=` takes the previous page's `next`.
+async fn list_events(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut filter = outbox::HistoryFilter::default();
+    let mut limit = 100;
+    let query = query.unwrap_or_default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let number = |what: &str| {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{what}={value:?} is not a whole number"))
+        };
+        match key.as_ref() {
+            "subject" => filter.subject = Some(value.into_owned()),
+            "type" => filter.event_type = Some(value.into_owned()),
+            "handler" => filter.handler = Some(value.into_owned()),
+            "limit" => match number("limit") {
+                Ok(n) if (1..=MAX_HISTORY_PAGE as u64).contains(&n) => limit = n as usize,
+                Ok(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("limit={value} is out of range; use 1 to {MAX_HISTORY_PAGE}"),
+                    );
+                }
+                Err(message) => return error(StatusCode::BAD_REQUEST, message),
+            },
+            "before" => match number("before") {
+                Ok(n) => filter.before = Some(i64::try_from(n).unwrap_or(i64::MAX)),
+                Err(message) => return error(StatusCode::BAD_REQUEST, message),
+            },
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unknown query parameter {other:?}; use subject=, type=, handler=, \
+                         limit= or before="
+                    ),
+                );
+            }
+        }
+    }
+    match dispatcher.history(filter, limit).await {
+        Ok(events) => {
+            // A full page may have more behind it: `next` is where the next page starts.
+            let next = (events.len() == limit)
+                .then(|| events.last().map(|e| e.seq))
+                .flatten();
+            axum::Json(json!({ "events": events, "next": next })).into_response()
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

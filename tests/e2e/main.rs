@@ -19,6 +19,8 @@
 //!   handlers carry on.
 //! - `quarantine`: repeated failures open the breaker, a probe closes it, over HTTP.
 //! - `capabilities`: outbound HTTP only where granted; the webhook plugin's signed deliveries.
+//! - `history`: every event's outcomes kept and served by `GET /v1/events`; the sample config
+//!   shared with GitProxy.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
 
@@ -29,6 +31,7 @@ mod cli;
 mod config_errors;
 mod gates;
 mod git;
+mod history;
 mod http_api;
 mod isolation;
 mod observers;

@@ -594,7 +594,7 @@ impl Dispatcher {
             .events_received
             .fetch_add(events.len() as u64, Relaxed);
 
-        let stored = self.store(events, &subscribed);
+        let stored = self.store(events, &subscribed, route);
         let gates = async {
             let mut gates = Vec::with_capacity(events.len());
             for event in events {
@@ -627,6 +627,7 @@ impl Dispatcher {
                     slot.wake.notify_one();
                 }
             }
+            self.record_gates(accepted.seq, &gates);
             let mut decision = Decision::merge(event.id(), gates, accepted.deliveries.len());
             decision.duplicate = accepted.duplicate;
             decisions.push(decision);
@@ -679,41 +680,61 @@ impl Dispatcher {
         Ok(reserved)
     }
 
-    /// Commits the events that have observers, with their deliveries, in one transaction.
-    /// Events without observers are not stored: the result says so with no deliveries.
+    /// Commits the events, with their observers' deliveries, in one transaction: every event
+    /// is kept in the history. Only a batch with deliveries is a promise (fsynced); a history
+    /// the store cannot write is logged and does not fail a request that stores no delivery.
     async fn store(
         &self,
         events: &[Event],
         subscribed: &[Vec<&Arc<Slot>>],
+        route: Route,
     ) -> Result<Vec<outbox::Accepted>, outbox::StoreError> {
-        let mut rows = Vec::new();
-        for (event, observers) in events.iter().zip(subscribed) {
-            if !observers.is_empty() {
-                rows.push(new_event(event, observers.iter().map(|s| s.name.clone())));
-            }
-        }
-        let mut stored = if rows.is_empty() {
-            Vec::new()
-        } else {
-            self.outbox
-                .accept(rows, OnDuplicate::Skip, None, outbox::now())
-                .await?
-        }
-        .into_iter();
-        let nothing = || outbox::Accepted {
-            duplicate: false,
-            deliveries: Vec::new(),
-        };
-        Ok(subscribed
+        let for_observers = route != Route::Gates;
+        let rows: Vec<NewEvent> = events
             .iter()
-            .map(|observers| {
-                if observers.is_empty() {
-                    nothing()
-                } else {
-                    stored.next().unwrap_or_else(nothing)
-                }
+            .zip(subscribed)
+            .map(|(event, observers)| {
+                new_event(
+                    event,
+                    observers.iter().map(|s| s.name.clone()),
+                    for_observers,
+                )
             })
-            .collect())
+            .collect();
+        let promised = rows.iter().any(|row| !row.handlers.is_empty());
+        match self
+            .outbox
+            .accept(rows, OnDuplicate::Skip, None, outbox::now())
+            .await
+        {
+            Ok(accepted) => Ok(accepted),
+            Err(e) if !promised => {
+                tracing::warn!("cannot keep the events' history: {e}");
+                Ok(events
+                    .iter()
+                    .map(|_| outbox::Accepted {
+                        duplicate: false,
+                        deliveries: Vec::new(),
+                        seq: 0,
+                    })
+                    .collect())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds the gates' outcomes to the event's history, without waiting for the commit.
+    fn record_gates(&self, seq: i64, gates: &[Report]) {
+        if seq == 0 || gates.is_empty() {
+            return;
+        }
+        let outcomes = gates.iter().map(|report| report.outcome(1)).collect();
+        let recorded = self.outbox.record_outcomes(seq, outcomes);
+        tokio::spawn(async move {
+            if let Err(e) = recorded.await {
+                tracing::warn!("cannot record the gates' outcomes: {e}");
+            }
+        });
     }
 
     /// Runs every handler subscribed to `event` now, observers included, and waits for all of
@@ -734,7 +755,7 @@ impl Dispatcher {
                 .map(|s| lease(&s.version().spec.limits))
                 .max()
                 .unwrap_or(LEASE_MARGIN);
-            let row = new_event(event, observers.iter().map(|s| s.name.clone()));
+            let row = new_event(event, observers.iter().map(|s| s.name.clone()), true);
             let accepted = self
                 .outbox
                 .accept(
@@ -764,6 +785,25 @@ impl Dispatcher {
             }
         }
         Ok(reports)
+    }
+
+    /// The newest event with CloudEvents id `id` (from `source`, when given) and every
+    /// handler's outcome for it, while the history keeps it.
+    pub async fn history_event(
+        &self,
+        id: String,
+        source: Option<String>,
+    ) -> Result<Option<outbox::EventRecord>, outbox::StoreError> {
+        self.outbox.event(id, source).await
+    }
+
+    /// The history's events matching `filter`, newest first, at most `limit`.
+    pub async fn history(
+        &self,
+        filter: outbox::HistoryFilter,
+        limit: usize,
+    ) -> Result<Vec<outbox::EventRecord>, outbox::StoreError> {
+        self.outbox.events(filter, limit).await
     }
 
     /// Stops the observers' workers: each finishes what is due now (its delivery in hand, and
@@ -838,19 +878,22 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// The outbox row of `event` for `observers`.
-fn new_event(event: &Event, observers: impl Iterator<Item = String>) -> NewEvent {
+/// The outbox row of `event` for `observers`; `for_observers` says whether the request was
+/// routed to observers at all (see [`NewEvent::for_observers`]).
+fn new_event(
+    event: &Event,
+    observers: impl Iterator<Item = String>,
+    for_observers: bool,
+) -> NewEvent {
+    let attribute = |name: &str| event.json().get(name).and_then(|s| s.as_str());
     NewEvent {
-        source: event
-            .json()
-            .get("source")
-            .and_then(|s| s.as_str())
-            .unwrap_or_default()
-            .to_owned(),
+        source: attribute("source").unwrap_or_default().to_owned(),
         id: event.id().to_owned(),
         event_type: event.event_type().to_owned(),
+        subject: attribute("subject").map(str::to_owned),
         json: event.json().to_string(),
         handlers: observers.collect(),
+        for_observers,
     }
 }
 
@@ -1046,6 +1089,8 @@ fn settle(
     report: &Report,
 ) -> Recording {
     let now = outbox::now();
+    // Queued before the settlement, so it shares its commit.
+    let history = outbox.record_delivery_outcome(id, report.outcome(attempt));
     let recorded = if report.status == Status::Ok {
         slot.unreserve(1);
         outbox.complete(id, now)
@@ -1069,6 +1114,9 @@ fn settle(
     };
     let handler = slot.name.clone();
     Box::pin(async move {
+        if let Err(e) = history.await {
+            tracing::warn!(handler, delivery = id, "cannot record the outcome: {e}");
+        }
         if let Err(e) = recorded.await {
             tracing::error!(
                 handler,

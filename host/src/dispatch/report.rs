@@ -17,6 +17,16 @@ pub enum Verdict {
     Deny,
 }
 
+impl Verdict {
+    /// `allow` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
 /// One handler's invocation for one event, as `call`, `replay` and `POST /v1/events` report it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,6 +104,33 @@ impl Report {
             annotations,
             fuel_consumed: invocation.fuel_consumed,
             duration_ms: invocation.duration.as_secs_f64() * 1e3,
+        }
+    }
+
+    /// The report as the event history keeps it: attempt `attempt`, finished now.
+    pub fn outcome(&self, attempt: u32) -> crate::outbox::Outcome {
+        let mut annotations = serde_json::Map::new();
+        for (key, value) in &self.annotations {
+            annotations.insert(key.clone(), serde_json::Value::String(value.clone()));
+        }
+        let failed = self.status != Status::Ok;
+        crate::outbox::Outcome {
+            handler: self.handler.clone(),
+            mode: self.mode.map_or("call", Mode::as_str).to_owned(),
+            digest: self.digest.clone(),
+            status: self.status.to_string(),
+            verdict: self.verdict.map(|v| v.as_str().to_owned()),
+            reason: self.reason.clone(),
+            cause: failed.then(|| {
+                self.reason
+                    .clone()
+                    .unwrap_or_else(|| self.status.to_string())
+            }),
+            annotations,
+            fuel_consumed: self.fuel_consumed,
+            duration_ms: self.duration_ms,
+            attempt,
+            at: crate::outbox::now(),
         }
     }
 

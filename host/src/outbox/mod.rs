@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch: how the store keeps time.
 pub type Millis = i64;
@@ -39,10 +39,16 @@ pub struct NewEvent {
     pub id: String,
     /// CloudEvents `type`, shown with dead letters.
     pub event_type: String,
+    /// CloudEvents `subject`, for finding an event's history (GitProxy's action id).
+    pub subject: Option<String>,
     /// The event as accepted (CloudEvent JSON), handed to the observer on every attempt.
     pub json: String,
     /// The observers subscribed to it, by name; one delivery each.
     pub handlers: Vec<String>,
+    /// Whether the request was routed to observers. Only such an acceptance counts for
+    /// duplicates: a gates-only request (a git server's pre-receive, a proxy's push gate) is
+    /// kept in the history, and the same event may still be accepted for observers afterwards.
+    pub for_observers: bool,
 }
 
 /// What [`Store::accept`] did with one event.
@@ -54,6 +60,8 @@ pub struct Accepted {
     /// The new deliveries' ids, in the order of [`NewEvent::handlers`]; empty for a duplicate
     /// that was not redelivered.
     pub deliveries: Vec<i64>,
+    /// The event's row in the history, for recording gates' outcomes against it.
+    pub seq: i64,
 }
 
 /// How [`Store::accept`] treats an event it already has.
@@ -137,6 +145,72 @@ pub struct DeadLetter {
     pub accepted_at: Millis,
     /// When the delivery was given up.
     pub dead_at: Millis,
+}
+
+/// One handler's outcome for one event (one attempt, for observers), kept in the event history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// The handler's name.
+    pub handler: String,
+    /// `gate` or `observe`.
+    pub mode: String,
+    /// SHA-256 of the module version that ran.
+    pub digest: String,
+    /// How the invocation ended (`ok`, `error`, `trap`, `out-of-fuel`, …).
+    pub status: String,
+    /// `allow` or `deny`; `null` for an observer that failed.
+    pub verdict: Option<String>,
+    /// The deny reason, or what the failure policy made of a failure.
+    pub reason: Option<String>,
+    /// Why it failed, when it did.
+    pub cause: Option<String>,
+    /// The handler's annotations, as an object (a repeated key keeps its last value).
+    pub annotations: serde_json::Map<String, serde_json::Value>,
+    /// Fuel used.
+    pub fuel_consumed: u64,
+    /// Wall-clock time in milliseconds.
+    pub duration_ms: f64,
+    /// Which attempt this was, from 1 (gates: always 1).
+    pub attempt: u32,
+    /// When it finished.
+    pub at: Millis,
+}
+
+/// An event as the history keeps it, with every outcome recorded for it, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    /// CloudEvents `id`.
+    pub id: String,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// CloudEvents `type`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// CloudEvents `subject`.
+    pub subject: Option<String>,
+    /// When it was first accepted.
+    pub accepted_at: Millis,
+    /// Its place in the history: increases with every new event; what `before` pages by.
+    pub seq: i64,
+    /// The event as accepted.
+    pub event: serde_json::Value,
+    /// Each handler's outcome, in the order they were recorded.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Which events a history listing returns; every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    /// CloudEvents `subject`.
+    pub subject: Option<String>,
+    /// CloudEvents `type`.
+    pub event_type: Option<String>,
+    /// Events this handler ran for, or has a delivery of.
+    pub handler: Option<String>,
+    /// Only events older than this `seq` (the previous page's `next`).
+    pub before: Option<i64>,
 }
 
 /// Which dead letters an operator command applies to; every field that is set must match, and
@@ -232,9 +306,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes the matching dead letters. Returns how many.
     fn discard_dead(&self, selector: Selector) -> StoreFuture<u64>;
 
-    /// Deletes deliveries `done` before `before`, and events left with no delivery.
-    /// Returns how many deliveries.
+    /// Deletes deliveries `done` before `before`, then the events accepted before `before` that
+    /// have no delivery left, with their outcomes. Returns how many deliveries.
     fn prune(&self, before: Millis) -> StoreFuture<u64>;
+
+    /// Adds gates' outcomes to the history of the event stored as `seq` (see
+    /// [`Accepted::seq`]). Bookkeeping: not fsynced.
+    fn record_outcomes(&self, seq: i64, outcomes: Vec<Outcome>) -> StoreFuture<()>;
+
+    /// Adds an observer's outcome to the history of the event of `delivery`. Bookkeeping: not
+    /// fsynced; queued before the delivery is settled, it shares that commit.
+    fn record_delivery_outcome(&self, delivery: i64, outcome: Outcome) -> StoreFuture<()>;
+
+    /// The newest event with CloudEvents id `id` (from `source`, when given), with its outcomes.
+    fn event(&self, id: String, source: Option<String>) -> StoreFuture<Option<EventRecord>>;
+
+    /// Events matching `filter`, newest first, at most `limit`, each with its outcomes.
+    fn events(&self, filter: HistoryFilter, limit: usize) -> StoreFuture<Vec<EventRecord>>;
 }
 
 /// The current time as the store counts it.

@@ -21,12 +21,12 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::{
-    Accepted, Counts, DeadLetter, Delivery, Gauge, Millis, NewEvent, OnDuplicate, Selector, Store,
-    StoreError, StoreFuture,
+    Accepted, Counts, DeadLetter, Delivery, EventRecord, Gauge, HistoryFilter, Millis, NewEvent,
+    OnDuplicate, Outcome, Selector, Store, StoreError, StoreFuture,
 };
 
 /// The schema this code reads and writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a write waits for another process to release the file before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,8 +44,24 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     json TEXT NOT NULL,
     accepted_at INTEGER NOT NULL,
+    subject TEXT,
+    -- 1 once a request routed to observers accepted it: only then is a repeat a duplicate.
+    observed INTEGER NOT NULL DEFAULT 1,
     UNIQUE (source, id)
 );
+-- The history: each handler's outcome for an event (one row per observer attempt).
+CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY,
+    event_seq INTEGER NOT NULL REFERENCES events (seq),
+    handler TEXT NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_event ON outcomes (event_seq);
+CREATE INDEX IF NOT EXISTS outcomes_handler ON outcomes (handler, event_seq);
+-- History listings by subject and type, newest first; pruning by age.
+CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq) WHERE subject IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
+CREATE INDEX IF NOT EXISTS events_accepted ON events (accepted_at);
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY,
     event_seq INTEGER NOT NULL REFERENCES events (seq),
@@ -70,6 +86,15 @@ CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (updated_at) WHERE stat
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (id) WHERE state = 'dead';
 -- Finding an event's deliveries: orphan events after prune and discard, foreign key checks.
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
+-- History listings by handler: the events an observer has deliveries of.
+CREATE INDEX IF NOT EXISTS deliveries_handler_event ON deliveries (handler, event_seq);
+";
+
+/// Brings a version 1 file (before the event history) to version 2; [`SCHEMA`] then adds the
+/// new table and indexes.
+const MIGRATE_FROM_1: &str = "
+ALTER TABLE events ADD COLUMN subject TEXT;
+ALTER TABLE events ADD COLUMN observed INTEGER NOT NULL DEFAULT 1;
 ";
 
 /// A handler's next due delivery; served by the `deliveries_open` index without sorting. None
@@ -295,7 +320,13 @@ impl Store for SqliteStore {
         lease: Option<Duration>,
         now: Millis,
     ) -> StoreFuture<Vec<Accepted>> {
-        self.submit("accept events", Durability::Promise, move |conn| {
+        // Events without deliveries are only history: nothing is promised about them.
+        let durability = if lease.is_some() || events.iter().any(|e| !e.handlers.is_empty()) {
+            Durability::Promise
+        } else {
+            Durability::Bookkeeping
+        };
+        self.submit("accept events", durability, move |conn| {
             events
                 .iter()
                 .map(|event| accept_one(conn, event, &event.event_type, on_duplicate, lease, now))
@@ -435,17 +466,137 @@ impl Store for SqliteStore {
             "prune delivered events",
             Durability::Bookkeeping,
             move |conn| {
-                let sql = "DELETE FROM deliveries WHERE state = 'done' AND updated_at < ?1
-                RETURNING event_seq";
-                let events = conn
-                    .prepare_cached(sql)?
+                let pruned = conn
+                    .prepare_cached(
+                        "DELETE FROM deliveries WHERE state = 'done' AND updated_at < ?1",
+                    )?
+                    .execute(params![before])?;
+                let expired = conn
+                    .prepare_cached(
+                        "SELECT seq FROM events WHERE accepted_at < ?1
+                         AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = seq)",
+                    )?
                     .query_map(params![before], |row| row.get(0))?
                     .collect::<rusqlite::Result<Vec<i64>>>()?;
-                delete_orphans(conn, &events)?;
-                Ok(events.len() as u64)
+                delete_orphans(conn, &expired)?;
+                Ok(pruned as u64)
             },
         )
     }
+
+    fn record_outcomes(&self, seq: i64, outcomes: Vec<Outcome>) -> StoreFuture<()> {
+        self.submit("record outcomes", Durability::Bookkeeping, move |conn| {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO outcomes (event_seq, handler, json) VALUES (?1, ?2, ?3)",
+            )?;
+            for outcome in &outcomes {
+                insert.execute(params![seq, outcome.handler, outcome_json(outcome)])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn record_delivery_outcome(&self, delivery: i64, outcome: Outcome) -> StoreFuture<()> {
+        self.submit("record an outcome", Durability::Bookkeeping, move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO outcomes (event_seq, handler, json)
+                 SELECT event_seq, ?2, ?3 FROM deliveries WHERE id = ?1",
+            )?
+            .execute(params![delivery, outcome.handler, outcome_json(&outcome)])?;
+            Ok(())
+        })
+    }
+
+    fn event(&self, id: String, source: Option<String>) -> StoreFuture<Option<EventRecord>> {
+        self.report("read an event", move |conn| {
+            let seq: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT seq FROM events WHERE id = ?1 AND (?2 IS NULL OR source = ?2)
+                     ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row(params![id, source], |row| row.get(0))
+                .optional()?;
+            match seq {
+                Some(seq) => Ok(history(conn, &[seq])?.pop()),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn events(&self, filter: HistoryFilter, limit: usize) -> StoreFuture<Vec<EventRecord>> {
+        self.report("list events", move |conn| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let seqs = conn
+                .prepare_cached(
+                    "SELECT seq FROM events
+                     WHERE (?1 IS NULL OR subject = ?1)
+                       AND (?2 IS NULL OR type = ?2)
+                       AND (?3 IS NULL
+                            OR EXISTS (SELECT 1 FROM outcomes
+                                       WHERE outcomes.handler = ?3 AND event_seq = seq)
+                            OR EXISTS (SELECT 1 FROM deliveries
+                                       WHERE deliveries.handler = ?3 AND event_seq = seq))
+                       AND (?4 IS NULL OR seq < ?4)
+                     ORDER BY seq DESC LIMIT ?5",
+                )?
+                .query_map(
+                    params![
+                        filter.subject,
+                        filter.event_type,
+                        filter.handler,
+                        filter.before,
+                        limit
+                    ],
+                    |row| row.get(0),
+                )?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            history(conn, &seqs)
+        })
+    }
+}
+
+/// An outcome as stored: its JSON (the handler is also a column, for listings by handler).
+fn outcome_json(outcome: &Outcome) -> String {
+    serde_json::to_string(outcome).unwrap_or_else(|_| "{}".into())
+}
+
+/// The events stored as `seqs`, in that order, each with its outcomes.
+fn history(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<Vec<EventRecord>> {
+    let mut event = conn.prepare_cached(
+        "SELECT id, source, type, subject, accepted_at, json FROM events WHERE seq = ?1",
+    )?;
+    let mut outcomes =
+        conn.prepare_cached("SELECT json FROM outcomes WHERE event_seq = ?1 ORDER BY id")?;
+    let mut records = Vec::with_capacity(seqs.len());
+    for &seq in seqs {
+        let Some(mut record) = event
+            .query_row(params![seq], |row| {
+                let json: String = row.get(5)?;
+                Ok(EventRecord {
+                    id: row.get(0)?,
+                    source: row.get(1)?,
+                    event_type: row.get(2)?,
+                    subject: row.get(3)?,
+                    accepted_at: row.get(4)?,
+                    seq,
+                    event: serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json)),
+                    outcomes: Vec::new(),
+                })
+            })
+            .optional()?
+        else {
+            continue;
+        };
+        record.outcomes = outcomes
+            .query_map(params![seq], |row| row.get::<_, String>(0))?
+            .filter_map(|json| match json {
+                Ok(json) => serde_json::from_str(&json).ok().map(Ok),
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<rusqlite::Result<_>>()?;
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// Connection settings: wait for other processes, WAL, durability, foreign keys.
@@ -486,6 +637,9 @@ fn create_schema(conn: &Connection, label: &str) -> Result<(), StoreError> {
     let result = read_version(conn, label).and_then(|version| {
         if version == SCHEMA_VERSION {
             return Ok(());
+        }
+        if version == 1 {
+            conn.execute_batch(MIGRATE_FROM_1).map_err(failed)?;
         }
         conn.execute_batch(SCHEMA).map_err(failed)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -678,23 +832,49 @@ fn accept_one(
 ) -> rusqlite::Result<Accepted> {
     let inserted: Option<i64> = conn
         .prepare_cached(
-            "INSERT INTO events (source, id, type, json, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO events (source, id, type, json, accepted_at, subject, observed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (source, id) DO NOTHING RETURNING seq",
         )?
         .query_row(
-            params![event.source, event.id, kind, event.json, now],
+            params![
+                event.source,
+                event.id,
+                kind,
+                event.json,
+                now,
+                event.subject,
+                event.for_observers
+            ],
             |row| row.get(0),
         )
         .optional()?;
-    let (seq, duplicate) = match (inserted, on_duplicate) {
-        (Some(seq), _) => (seq, false),
-        (None, OnDuplicate::Skip) => {
-            return Ok(Accepted {
-                duplicate: true,
-                deliveries: Vec::new(),
-            });
+    let (seq, duplicate) = match inserted {
+        Some(seq) => (seq, false),
+        None => {
+            let (seq, observed): (i64, bool) = conn
+                .prepare_cached("SELECT seq, observed FROM events WHERE source = ?1 AND id = ?2")?
+                .query_row(params![event.source, event.id], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            match (observed || !event.for_observers, on_duplicate) {
+                // Seen by observers before (or only asking gates again): nothing new to store.
+                (true, OnDuplicate::Skip) => {
+                    return Ok(Accepted {
+                        duplicate: event.for_observers,
+                        deliveries: Vec::new(),
+                        seq,
+                    });
+                }
+                (true, OnDuplicate::Redeliver) => (refresh_event(conn, event, kind)?, true),
+                // Kept for its gates' history only: this is its first acceptance for observers.
+                (false, _) => {
+                    conn.prepare_cached("UPDATE events SET observed = 1 WHERE seq = ?1")?
+                        .execute(params![seq])?;
+                    (seq, false)
+                }
+            }
         }
-        (None, OnDuplicate::Redeliver) => (refresh_event(conn, event, kind)?, true),
     };
     let deliveries = event
         .handlers
@@ -704,13 +884,15 @@ fn accept_one(
     Ok(Accepted {
         duplicate,
         deliveries,
+        seq,
     })
 }
 
 /// Replaces a stored event's JSON with the one being redelivered; returns its `seq`.
 fn refresh_event(conn: &Connection, event: &NewEvent, kind: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached(
-        "UPDATE events SET json = ?3, type = ?4 WHERE source = ?1 AND id = ?2 RETURNING seq",
+        "UPDATE events SET json = ?3, type = ?4, observed = 1 WHERE source = ?1 AND id = ?2
+         RETURNING seq",
     )?
     .query_row(params![event.source, event.id, event.json, kind], |row| {
         row.get(0)
@@ -916,11 +1098,16 @@ fn selector_params(selector: &Selector) -> (Option<i64>, Option<&str>, Option<&s
 
 /// Deletes those of `events` (by `seq`) that have no delivery left.
 fn delete_orphans(conn: &Connection, events: &[i64]) -> rusqlite::Result<()> {
+    let mut outcomes = conn.prepare_cached(
+        "DELETE FROM outcomes
+         WHERE event_seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)",
+    )?;
     let mut delete = conn.prepare_cached(
         "DELETE FROM events
          WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)",
     )?;
     for seq in events.iter().collect::<BTreeSet<_>>() {
+        outcomes.execute(params![seq])?;
         delete.execute(params![seq])?;
     }
     Ok(())
@@ -950,6 +1137,8 @@ mod tests {
                 r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"{TYPE}","note":"{note}"}}"#
             ),
             handlers: handlers.iter().map(|h| h.to_string()).collect(),
+            subject: None,
+            for_observers: true,
         }
     }
 
@@ -1120,7 +1309,8 @@ mod tests {
             again,
             vec![Accepted {
                 duplicate: true,
-                deliveries: vec![]
+                deliveries: vec![],
+                seq: first[0].seq,
             }]
         );
         // The same event twice in one call: the second is the duplicate.
@@ -1191,13 +1381,8 @@ mod tests {
         assert_eq!((retry.id, retry.attempt), (accepted[0].deliveries[0], 2));
 
         let none = accept(&store, vec![event("e2", &[])], T0).await;
-        assert_eq!(
-            none,
-            vec![Accepted {
-                duplicate: false,
-                deliveries: vec![]
-            }]
-        );
+        assert!(!none[0].duplicate);
+        assert!(none[0].deliveries.is_empty());
         assert!(accept(&store, vec![event("e2", &[])], T0).await[0].duplicate);
     }
 
@@ -1440,6 +1625,193 @@ mod tests {
         assert_eq!(counts[1].pending, 1);
     }
 
+    fn outcome(handler: &str, attempt: u32) -> Outcome {
+        let mut annotations = serde_json::Map::new();
+        annotations.insert("summary".into(), format!("{handler} #{attempt}").into());
+        Outcome {
+            handler: handler.into(),
+            mode: "observe".into(),
+            digest: "d".repeat(64),
+            status: "ok".into(),
+            verdict: Some("allow".into()),
+            reason: None,
+            cause: None,
+            annotations,
+            fuel_consumed: 42,
+            duration_ms: 0.5,
+            attempt,
+            at: T0,
+        }
+    }
+
+    fn with_subject(mut event: NewEvent, subject: &str) -> NewEvent {
+        event.subject = Some(subject.into());
+        event
+    }
+
+    #[tokio::test]
+    async fn the_history_keeps_gate_and_observer_outcomes_with_the_event() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let accepted = accept(&store, vec![with_subject(event("e1", &["a"]), "act-1")], T0).await;
+        store
+            .record_outcomes(accepted[0].seq, vec![outcome("gate", 1)])
+            .await
+            .expect("gates recorded");
+        let delivery = claim(&store, "a", T0).await.expect("due");
+        store
+            .record_delivery_outcome(delivery.id, outcome("a", 1))
+            .await
+            .expect("observer recorded");
+        store.complete(delivery.id, T0).await.expect("complete");
+
+        let record = store
+            .event("e1".into(), None)
+            .await
+            .expect("read")
+            .expect("kept");
+        assert_eq!(record.subject.as_deref(), Some("act-1"));
+        assert_eq!(record.event["id"], "e1");
+        let handlers: Vec<&str> = record.outcomes.iter().map(|o| o.handler.as_str()).collect();
+        assert_eq!(handlers, ["gate", "a"]);
+        assert_eq!(record.outcomes[1], outcome("a", 1));
+        assert!(
+            store
+                .event("e1".into(), Some("/elsewhere".into()))
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert!(
+            store
+                .event("nope".into(), None)
+                .await
+                .expect("read")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gates_only_acceptance_is_history_not_a_duplicate() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let mut gates_only = event("e1", &[]);
+        gates_only.for_observers = false;
+        let first = accept(&store, vec![gates_only.clone()], T0).await;
+        assert!(!first[0].duplicate);
+        assert!(!accept(&store, vec![gates_only], T0).await[0].duplicate);
+        let observed = accept(&store, vec![event("e1", &["a"])], T0).await;
+        assert!(!observed[0].duplicate, "first acceptance for observers");
+        assert_eq!(observed[0].deliveries.len(), 1);
+        assert_eq!(observed[0].seq, first[0].seq, "one history row");
+        assert!(accept(&store, vec![event("e1", &["a"])], T0).await[0].duplicate);
+    }
+
+    #[tokio::test]
+    async fn listings_filter_and_page_newest_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let events = (0..5)
+            .map(|i| {
+                with_subject(
+                    event(&format!("e{i}"), &["a"]),
+                    if i % 2 == 0 { "even" } else { "odd" },
+                )
+            })
+            .collect();
+        accept(&store, events, T0).await;
+        let ids = |records: Vec<EventRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let all = store
+            .events(HistoryFilter::default(), 2)
+            .await
+            .expect("list");
+        let next = all.last().map(|r| r.seq);
+        assert_eq!(ids(all), ["e4", "e3"]);
+        let page = HistoryFilter {
+            before: next,
+            ..HistoryFilter::default()
+        };
+        assert_eq!(
+            ids(store.events(page, 10).await.expect("list")),
+            ["e2", "e1", "e0"]
+        );
+        let even = HistoryFilter {
+            subject: Some("even".into()),
+            ..HistoryFilter::default()
+        };
+        assert_eq!(
+            ids(store.events(even, 10).await.expect("list")),
+            ["e4", "e2", "e0"]
+        );
+        let by_handler = HistoryFilter {
+            handler: Some("b".into()),
+            ..HistoryFilter::default()
+        };
+        assert!(store.events(by_handler, 10).await.expect("list").is_empty());
+        let by_type = HistoryFilter {
+            event_type: Some(TYPE.into()),
+            ..HistoryFilter::default()
+        };
+        assert_eq!(store.events(by_type, 10).await.expect("list").len(), 5);
+    }
+
+    #[tokio::test]
+    async fn prune_forgets_old_history_without_open_deliveries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let mut gates_only = event("old-gate", &[]);
+        gates_only.for_observers = false;
+        let accepted = accept(&store, vec![gates_only, event("open", &["a"])], T0).await;
+        store
+            .record_outcomes(accepted[0].seq, vec![outcome("gate", 1)])
+            .await
+            .expect("recorded");
+        store.prune(T0 + 1).await.expect("prune");
+        assert!(
+            store
+                .event("old-gate".into(), None)
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert!(
+            store
+                .event("open".into(), None)
+                .await
+                .expect("read")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_in_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = db_path(&dir);
+        std::fs::create_dir_all(path.parent().expect("a folder")).expect("mkdir");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE events (seq INTEGER PRIMARY KEY, source TEXT NOT NULL, id TEXT NOT NULL,
+                     type TEXT NOT NULL, json TEXT NOT NULL, accepted_at INTEGER NOT NULL,
+                     UNIQUE (source, id));
+                 INSERT INTO events (source, id, type, json, accepted_at)
+                     VALUES ('/test', 'v1', 't', '{}', 1);
+                 PRAGMA user_version = 1;",
+            )
+            .expect("a version 1 file");
+        }
+        let store = SqliteStore::open(&path, Sync::Full).expect("migrated");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let again = runtime.block_on(accept(&store, vec![event("v1", &["a"])], T0));
+        assert!(
+            again[0].duplicate,
+            "old rows count as accepted for observers"
+        );
+    }
+
     #[tokio::test]
     async fn counts_by_handler_and_state() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1601,7 +1973,7 @@ mod tests {
         let path = db_path(&dir);
         drop(open(&dir));
         let conn = Connection::open(&path).expect("the file opens");
-        conn.pragma_update(None, "user_version", 2)
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .expect("user_version can be set");
         drop(conn);
 
@@ -1612,7 +1984,10 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("newer hookwasm (schema version 2"),
+            message.contains(&format!(
+                "newer hookwasm (schema version {}",
+                SCHEMA_VERSION + 1
+            )),
             "{message}"
         );
         assert!(message.contains("`eventDelivery.path`"), "{message}");
