@@ -12,6 +12,8 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::{AUTH_FILE_ENV, AuthConfig, AuthError};
+
 /// Defaults for [`Limits`]; documented in the README's config reference.
 pub mod defaults {
     /// Fuel per event: roughly one unit per wasm instruction (~50 ms of CPU here).
@@ -50,6 +52,8 @@ pub struct Config {
     pub handlers: Vec<HandlerSpec>,
     /// Where and how observers' deliveries are stored (`eventDelivery`).
     pub delivery: DeliveryConfig,
+    /// API tokens (`auth`, or the file `HOOKWASM_AUTH_FILE` names); `None` runs without.
+    pub auth: Option<AuthConfig>,
     /// `eventHandlers` entries that are Node modules, not hookwasm's: in a file shared with
     /// GitProxy, its own event handlers (such as the hookwasm bridge). Listed by `check`.
     pub left_to_proxy: Vec<ProxyEntry>,
@@ -458,6 +462,15 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// `auth` (in the file or from `HOOKWASM_AUTH_FILE`) is invalid.
+    #[error("{path}: {source}")]
+    Auth {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        #[source]
+        source: AuthError,
+    },
     /// One or more entries are invalid; each is reported.
     #[error("{path}: {} invalid event handler entr{}:\n{}", .errors.len(), if .errors.len() == 1 { "y" } else { "ies" }, EntryErrors(.errors))]
     Entries {
@@ -513,6 +526,7 @@ struct File {
     #[serde(default)]
     event_handlers: Vec<Value>,
     event_delivery: Option<Value>,
+    auth: Option<Value>,
 }
 
 /// `eventDelivery` as written.
@@ -631,6 +645,11 @@ impl Config {
             }
         })?;
 
+        let auth = parse_auth(file.auth).map_err(|source| ConfigError::Auth {
+            path: path.to_owned(),
+            source,
+        })?;
+
         let mut handlers = Vec::new();
         let mut errors = Vec::new();
         let mut left_to_proxy = Vec::new();
@@ -671,9 +690,23 @@ impl Config {
             path: path.to_owned(),
             handlers,
             delivery,
+            auth,
             left_to_proxy,
         };
         Ok((config, errors))
+    }
+}
+
+/// `auth` from the file, or from the file `HOOKWASM_AUTH_FILE` names; not both.
+fn parse_auth(value: Option<Value>) -> Result<Option<AuthConfig>, AuthError> {
+    let from_env = std::env::var_os(AUTH_FILE_ENV).filter(|v| !v.is_empty());
+    match (value, from_env) {
+        (Some(_), Some(_)) => Err(AuthError::new(format!(
+            "`auth` is set both in the config and in {AUTH_FILE_ENV}; keep one"
+        ))),
+        (Some(value), None) => AuthConfig::parse(value, "`auth`").map(Some),
+        (None, Some(file)) => AuthConfig::from_file(Path::new(&file)).map(Some),
+        (None, None) => Ok(None),
     }
 }
 

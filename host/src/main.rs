@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand, ValueEnum};
+use hookwasm::auth::Auth;
 use hookwasm::config::{
     AllowedHost, Capabilities, Config, DeliveryConfig, HandlerSpec, Limits, Mode, StoreKind,
     defaults,
@@ -19,6 +21,7 @@ use hookwasm::git;
 use hookwasm::outbox::{self, Selector, Store, sqlite::SqliteStore};
 use hookwasm::reload::Reloader;
 use hookwasm::sandbox::Sandbox;
+use hookwasm::server::Console;
 
 /// Runs lifecycle event handlers compiled to WebAssembly components, each in its own sandbox.
 #[derive(Parser)]
@@ -45,6 +48,10 @@ enum Command {
         /// Reload the config and modules when they change (SIGHUP reloads in any case).
         #[arg(long)]
         watch: bool,
+        /// Listen on a non-loopback address without API tokens (anyone who can reach it may
+        /// post events and retry dead letters): warned about on every start.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Validate the config and load every handler; report every problem at once.
     Check {
@@ -243,7 +250,16 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             listen,
             drain_secs,
             watch,
-        } => serve(&config, listen, Duration::from_secs(drain_secs), watch).await,
+            insecure,
+        } => {
+            let options = ServeOptions {
+                listen,
+                drain: Duration::from_secs(drain_secs),
+                watch,
+                insecure,
+            };
+            serve(&config, options).await
+        }
         Command::Check { config } => check(&config).await,
         Command::Call {
             module,
@@ -339,13 +355,37 @@ async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Confi
     Ok((sandbox, dispatcher, config))
 }
 
-async fn serve(
-    config: &Path,
+/// How `serve` listens and stops.
+struct ServeOptions {
     listen: SocketAddr,
     drain: Duration,
     watch: bool,
-) -> anyhow::Result<Exit> {
+    insecure: bool,
+}
+
+async fn serve(config: &Path, options: ServeOptions) -> anyhow::Result<Exit> {
+    let ServeOptions {
+        listen,
+        drain,
+        watch,
+        insecure,
+    } = options;
     let (sandbox, dispatcher, loaded) = start(config).await?;
+    let auth = Auth::new(loaded.auth.clone());
+    if !auth.enabled() && !listen.ip().is_loopback() {
+        if !insecure {
+            anyhow::bail!(
+                "refusing to listen on {listen} without API tokens: anyone who can reach it could \
+                 post events, read them and retry dead letters; configure `auth` (or {}), listen \
+                 on 127.0.0.1, or pass --insecure",
+                hookwasm::auth::AUTH_FILE_ENV
+            );
+        }
+        tracing::warn!(
+            "--insecure: listening on {listen} without API tokens; anyone who can reach it may \
+             post events, read them and retry dead letters"
+        );
+    }
     dispatcher.start_delivering();
     let dispatcher = Arc::new(dispatcher);
     prune_outbox(dispatcher.outbox().clone(), loaded.delivery.retention);
@@ -354,12 +394,19 @@ async fn serve(
         tokio::spawn(reloader.clone().watch()?);
         tracing::info!("watching {} and its modules for changes", config.display());
     }
-    reload_on_sighup(reloader)?;
+    reload_on_sighup(reloader.clone())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, hookwasm::server::router(dispatcher.clone()))
+    let console = Console {
+        dispatcher: dispatcher.clone(),
+        auth,
+        reloader: Some(reloader),
+    };
+    let app = hookwasm::server::app(console).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = listener.tap_io(hookwasm::server::tune_connection);
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!(

@@ -51,6 +51,9 @@ pub struct HandlerCounts {
     pub denied: u64,
     /// Fuel consumed over all invocations.
     pub fuel_consumed: u64,
+    /// The duration histogram: `[upper bound in ms, invocations up to it]`, cumulative (the
+    /// dashboard's p99 plot reads its changes).
+    pub duration_buckets: Vec<(f64, u64)>,
 }
 
 impl HandlerStats {
@@ -91,6 +94,14 @@ impl HandlerStats {
                 .collect(),
             denied: self.denied.load(Relaxed),
             fuel_consumed: self.fuel.load(Relaxed),
+            duration_buckets: DURATION_BUCKETS
+                .iter()
+                .zip(&self.buckets)
+                .scan(0, |total, (le, n)| {
+                    *total += n.load(Relaxed);
+                    Some((le * 1e3, *total))
+                })
+                .collect(),
         }
     }
 }

@@ -18,11 +18,87 @@ use axum::routing::{delete, get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::auth::Auth;
 use crate::config::{FailurePolicy, Mode};
 use crate::dispatch::{Backpressure, BreakerView, Dispatcher, Refused, ReloadStatus, Route};
 use crate::event::Event;
 use crate::metrics::HandlerCounts;
 use crate::outbox::{self, Selector};
+use crate::reload::Reloader;
+
+mod access;
+mod dashboard;
+mod stream;
+
+pub use stream::STREAM_BUFFER;
+
+/// The kernel send buffer of each connection. Fixed, so a stream consumer that stops reading
+/// fills its own buffer (and is cut off) after a few hundred KiB, rather than the kernel's
+/// autotuning holding megabytes for it.
+pub const SEND_BUFFER_BYTES: usize = 32 << 10;
+
+/// Applies [`SEND_BUFFER_BYTES`] to an accepted connection.
+pub fn tune_connection(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER_BYTES) {
+        tracing::debug!("cannot set a connection's send buffer: {e}");
+    }
+}
+
+/// What the operator console serves beside the API: who may call (tokens and sessions), and
+/// the reloader behind `POST /v1/reload`.
+#[derive(Debug)]
+pub struct Console {
+    /// The dispatcher whose handlers, history and outbox are shown.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Tokens and sessions.
+    pub auth: Auth,
+    /// Reloads the config and modules on an admin's request; `None` where nothing reloads.
+    pub reloader: Option<Arc<Reloader>>,
+}
+
+/// The whole server: the API ([`router`]), the event stream, the dashboard and its sign-in,
+/// `POST /v1/reload`, all behind the access check of `console.auth`.
+pub fn app(console: Console) -> Router {
+    let console = Arc::new(console);
+    let routes = Router::new()
+        .route("/v1/stream", get(stream::stream))
+        .route("/v1/session", get(dashboard::session))
+        .route("/v1/reload", post(reload))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
+        .route("/login", get(dashboard::login_page).post(dashboard::login))
+        .route("/logout", post(dashboard::logout))
+        .with_state(console.clone());
+    router(console.dispatcher.clone())
+        .merge(routes)
+        .layer(axum::middleware::from_fn_with_state(console, access::check))
+}
+
+/// Reloads the config and every module now, as SIGHUP does; answers what changed.
+async fn reload(State(console): State<Arc<Console>>) -> Response {
+    let Some(reloader) = &console.reloader else {
+        return error(
+            StatusCode::CONFLICT,
+            "this host was started without a config to reload",
+        );
+    };
+    let summary = reloader.reload().await;
+    let failed: Vec<Value> = summary
+        .failed
+        .iter()
+        .map(|(what, why)| json!({ "handler": what, "error": why }))
+        .collect();
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = json!({
+        "added": summary.added, "removed": summary.removed,
+        "swapped": summary.swapped, "failed": failed,
+    });
+    (status, axum::Json(body)).into_response()
+}
 
 /// Largest request body accepted by `POST /v1/events`.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -178,6 +254,8 @@ struct HandlerView<'a> {
     quarantine: BreakerView,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_reload: Option<ReloadStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_failure: Option<crate::dispatch::Failure>,
     counters: HandlerCounts,
 }
 
@@ -220,6 +298,7 @@ async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
                 dead_letters: observer.then(|| gauge.map_or(0, |g| g.dead)),
                 quarantine: version.breaker.view(),
                 last_reload: slot.last_reload(),
+                last_failure: slot.last_failure(),
                 counters: slot.stats.counts(),
             }
         })

@@ -11,6 +11,8 @@
 //!   producer;
 //! - `http_api`: the HTTP surface: bad requests, status endpoints, metrics;
 //! - `cli`: `call`, `replay` and `events`, their JSON output and exit codes;
+//! - `console`: API tokens and scopes on every endpoint, dashboard sessions with CSRF, the
+//!   loopback-only default, and the resumable event stream.
 //! - `config_errors`: every broken config entry reported, by `check` and by `serve`.
 //! - `reload`: `serve --watch` and SIGHUP swap modules and apply config edits while events
 //!   flow, losing nothing; the compile cache is one entry per module and rebuilds broken ones.
@@ -29,6 +31,7 @@ mod support;
 mod capabilities;
 mod cli;
 mod config_errors;
+mod console;
 mod gates;
 mod git;
 mod history;

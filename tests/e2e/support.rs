@@ -729,14 +729,36 @@ impl std::fmt::Display for Response {
 /// One request on its own connection (`Connection: close`), so every test request is
 /// independent. Small on purpose: the tests need status, headers and a JSON or text body.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Response {
+    http_with(addr, method, path, &[], body)
+}
+
+/// Like [`http`], with extra request headers (`Authorization`, `Cookie`, `Content-Type`, …);
+/// `Content-Type` defaults to JSON.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
         .set_read_timeout(Some(POLL_DEADLINE))
         .expect("a read timeout can be set");
     let body = body.unwrap_or("");
+    let mut extra = String::new();
+    for (name, value) in headers {
+        extra.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        extra.push_str("Content-Type: application/json\r\n");
+    }
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\
+         Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream

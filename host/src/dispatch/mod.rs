@@ -120,6 +120,21 @@ pub struct Slot {
     /// Whether the observer's worker was started (it is started once).
     worker_started: AtomicBool,
     last_reload: Mutex<Option<ReloadStatus>>,
+    last_failure: Mutex<Option<Failure>>,
+}
+
+/// A handler's most recent failure, for operators.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The event it failed on.
+    pub event_id: String,
+    /// The cause: `error`, `trap`, `out-of-fuel`, `timeout`, …
+    pub status: Status,
+    /// What it said.
+    pub reason: Option<String>,
 }
 
 impl Slot {
@@ -151,6 +166,14 @@ impl Slot {
     /// The last reload attempt, if any.
     pub fn last_reload(&self) -> Option<ReloadStatus> {
         self.last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The most recent failure, if any.
+    pub fn last_failure(&self) -> Option<Failure> {
+        self.last_failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -220,6 +243,12 @@ impl Slot {
         } else {
             let reason = report.reason.as_deref().unwrap_or_default();
             tracing::warn!(handler = %self.name, version, event, cause = %report.status, "handler failed: {reason}");
+            *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failure {
+                at: jiff::Timestamp::now().to_string(),
+                event_id: event.to_owned(),
+                status: report.status,
+                reason: report.reason.clone(),
+            });
         }
         report
     }
@@ -423,6 +452,7 @@ impl Dispatcher {
             finished: watch::channel(false).0,
             worker_started: AtomicBool::new(false),
             last_reload: Mutex::new(None),
+            last_failure: Mutex::new(None),
         });
         if self.delivering.load(Relaxed) {
             self.start_worker(&slot, predecessor.as_deref());

@@ -19,6 +19,9 @@ use crate::event::Event;
 /// 413 otherwise), and the default queue holds 1,024.
 pub const BATCH: usize = 100;
 /// How long connecting may take.
+/// The variable holding the API token the hooks send (a token with the `ingest` scope).
+pub const TOKEN_ENV: &str = "HOOKWASM_TOKEN";
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the server may take to answer one request: gates run within their own deadlines,
 /// one event after another, so a large push takes a while.
@@ -219,9 +222,17 @@ impl Forwarder {
         } else {
             format!("{}:{}", self.host, self.port)
         };
+        // A server with API tokens wants one with the `ingest` scope (never logged).
+        let authorization = std::env::var(TOKEN_ENV)
+            .ok()
+            .map(|token| token.trim().to_owned())
+            .filter(|token| !token.is_empty() && !token.contains(['\r', '\n']))
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: hookwasm-git-hook/{}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+             {authorization}Content-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             body.len()
         );

@@ -213,6 +213,52 @@ pub struct HistoryFilter {
     pub before: Option<i64>,
 }
 
+/// Which feed items a stream consumer wants; every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedFilter {
+    /// CloudEvents `type`.
+    pub event_type: Option<String>,
+    /// CloudEvents `subject`.
+    pub subject: Option<String>,
+    /// Only this handler's outcomes (no acceptance items).
+    pub handler: Option<String>,
+}
+
+/// One item of the live feed: an event accepted (`outcome` is `None`), or a handler's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedItem {
+    /// Increases with every item; what `Last-Event-ID` resumes from.
+    pub id: i64,
+    /// The event's place in the history.
+    pub seq: i64,
+    /// CloudEvents `id`.
+    pub event_id: String,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// CloudEvents `type`.
+    pub event_type: String,
+    /// CloudEvents `subject`.
+    pub subject: Option<String>,
+    /// When the event was accepted.
+    pub accepted_at: Millis,
+    /// The event as accepted, on acceptance items.
+    pub event: Option<serde_json::Value>,
+    /// The outcome, on outcome items.
+    pub outcome: Option<Outcome>,
+}
+
+/// A page of the feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feed {
+    /// The items, oldest first.
+    pub items: Vec<FeedItem>,
+    /// The newest item's id (of any filter); 0 when there is none.
+    pub head: i64,
+    /// The highest id deleted by pruning or discarding: a consumer that last saw an id below
+    /// it has missed items for good.
+    pub pruned_through: i64,
+}
+
 /// Which dead letters an operator command applies to; every field that is set must match, and
 /// an empty selector matches all of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -323,6 +369,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Events matching `filter`, newest first, at most `limit`, each with its outcomes.
     fn events(&self, filter: HistoryFilter, limit: usize) -> StoreFuture<Vec<EventRecord>>;
+
+    /// The feed's items after id `after` that match `filter`, oldest first, at most `limit`.
+    fn feed(&self, after: i64, filter: FeedFilter, limit: usize) -> StoreFuture<Feed>;
+
+    /// Changes whenever this process commits to the store: a stream waits on it (and polls
+    /// for what other processes write).
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// The current time as the store counts it.

@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Deserialize;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::{
-    Accepted, Counts, DeadLetter, Delivery, EventRecord, Gauge, HistoryFilter, Millis, NewEvent,
-    OnDuplicate, Outcome, Selector, Store, StoreError, StoreFuture,
+    Accepted, Counts, DeadLetter, Delivery, EventRecord, Feed, FeedFilter, FeedItem, Gauge,
+    HistoryFilter, Millis, NewEvent, OnDuplicate, Outcome, Selector, Store, StoreError,
+    StoreFuture,
 };
 
 /// The schema this code reads and writes, kept in `PRAGMA user_version`.
@@ -49,13 +50,16 @@ CREATE TABLE IF NOT EXISTS events (
     observed INTEGER NOT NULL DEFAULT 1,
     UNIQUE (source, id)
 );
--- The history: each handler's outcome for an event (one row per observer attempt).
+-- The history and its feed: a row when an event is first accepted (no handler), then one per
+-- handler outcome (one per observer attempt). `id` never repeats, so it orders the live stream.
 CREATE TABLE IF NOT EXISTS outcomes (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_seq INTEGER NOT NULL REFERENCES events (seq),
-    handler TEXT NOT NULL,
-    json TEXT NOT NULL
+    handler TEXT,
+    json TEXT
 );
+-- Small facts about the file: `pruned_through`, the highest feed id deleted.
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS outcomes_event ON outcomes (event_seq);
 CREATE INDEX IF NOT EXISTS outcomes_handler ON outcomes (handler, event_seq);
 -- History listings by subject and type, newest first; pruning by age.
@@ -152,6 +156,8 @@ pub struct SqliteStore {
     reader: Option<Arc<std::sync::Mutex<Connection>>>,
     /// Stops the checkpointer thread when dropped (file stores only).
     checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// Counts the writer's commits, so the live stream wakes when this process writes.
+    changed: watch::Sender<u64>,
 }
 
 /// How often the checkpointer copies the WAL into the database file.
@@ -208,9 +214,11 @@ impl SqliteStore {
     fn start(conn: Connection, label: String, sync: Sync) -> SqliteStore {
         let (jobs, queue) = mpsc::channel();
         let thread_label = label.clone();
+        let changed = watch::Sender::new(0);
+        let commits = changed.clone();
         let writer = std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || write_loop(&conn, &queue, &thread_label, sync))
+            .spawn(move || write_loop(&conn, &queue, &thread_label, sync, &commits))
             .expect("the OS refused to start the outbox writer thread");
         SqliteStore {
             jobs: Some(jobs),
@@ -218,6 +226,7 @@ impl SqliteStore {
             label: label.into(),
             reader: None,
             checkpointer: None,
+            changed,
         }
     }
 
@@ -523,6 +532,16 @@ impl Store for SqliteStore {
         })
     }
 
+    fn feed(&self, after: i64, filter: FeedFilter, limit: usize) -> StoreFuture<Feed> {
+        self.report("read the feed", move |conn| {
+            feed(conn, after, &filter, limit)
+        })
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     fn events(&self, filter: HistoryFilter, limit: usize) -> StoreFuture<Vec<EventRecord>> {
         self.report("list events", move |conn| {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -555,6 +574,68 @@ impl Store for SqliteStore {
     }
 }
 
+/// The feed rows after `after` that match `filter`, oldest first.
+fn feed(
+    conn: &Connection,
+    after: i64,
+    filter: &FeedFilter,
+    limit: usize,
+) -> rusqlite::Result<Feed> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let items = conn
+        .prepare_cached(
+            "SELECT o.id, o.handler, o.json, e.seq, e.id, e.source, e.type, e.subject,
+                    e.accepted_at, CASE WHEN o.handler IS NULL THEN e.json END
+             FROM outcomes o JOIN events e ON e.seq = o.event_seq
+             WHERE o.id > ?1
+               AND (?2 IS NULL OR e.type = ?2)
+               AND (?3 IS NULL OR e.subject = ?3)
+               AND (?4 IS NULL OR o.handler = ?4)
+             ORDER BY o.id LIMIT ?5",
+        )?
+        .query_map(
+            params![
+                after,
+                filter.event_type,
+                filter.subject,
+                filter.handler,
+                limit
+            ],
+            |row| {
+                let outcome: Option<String> = row.get(2)?;
+                let event: Option<String> = row.get(9)?;
+                Ok(FeedItem {
+                    id: row.get(0)?,
+                    seq: row.get(3)?,
+                    event_id: row.get(4)?,
+                    source: row.get(5)?,
+                    event_type: row.get(6)?,
+                    subject: row.get(7)?,
+                    accepted_at: row.get(8)?,
+                    event: event.and_then(|json| serde_json::from_str(&json).ok()),
+                    outcome: outcome.and_then(|json| serde_json::from_str(&json).ok()),
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let head: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM outcomes", [], |row| {
+        row.get(0)
+    })?;
+    let pruned_through: i64 = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'pruned_through'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    Ok(Feed {
+        items,
+        head,
+        pruned_through,
+    })
+}
+
 /// An outcome as stored: its JSON (the handler is also a column, for listings by handler).
 fn outcome_json(outcome: &Outcome) -> String {
     serde_json::to_string(outcome).unwrap_or_else(|_| "{}".into())
@@ -565,8 +646,9 @@ fn history(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<Vec<EventRecord>
     let mut event = conn.prepare_cached(
         "SELECT id, source, type, subject, accepted_at, json FROM events WHERE seq = ?1",
     )?;
-    let mut outcomes =
-        conn.prepare_cached("SELECT json FROM outcomes WHERE event_seq = ?1 ORDER BY id")?;
+    let mut outcomes = conn.prepare_cached(
+        "SELECT json FROM outcomes WHERE event_seq = ?1 AND handler IS NOT NULL ORDER BY id",
+    )?;
     let mut records = Vec::with_capacity(seqs.len());
     for &seq in seqs {
         let Some(mut record) = event
@@ -670,7 +752,13 @@ fn read_version(conn: &Connection, label: &str) -> Result<i64, StoreError> {
 }
 
 /// The writer thread: one batch per turn until every handle is dropped and the queue is empty.
-fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, label: &str, sync: Sync) {
+fn write_loop(
+    conn: &Connection,
+    queue: &mpsc::Receiver<Box<dyn Job>>,
+    label: &str,
+    sync: Sync,
+    changed: &watch::Sender<u64>,
+) {
     // The level the connection is at now; `configure` set `sync`.
     let mut level = sync;
     while let Ok(first) = queue.recv() {
@@ -695,6 +783,9 @@ fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, label: &s
         let outcome = ready.and_then(|()| run_batch(conn, &mut batch, label));
         for job in batch {
             job.reply(outcome.clone().err());
+        }
+        if outcome.is_ok() {
+            changed.send_modify(|commits| *commits += 1);
         }
     }
 }
@@ -850,7 +941,11 @@ fn accept_one(
         )
         .optional()?;
     let (seq, duplicate) = match inserted {
-        Some(seq) => (seq, false),
+        Some(seq) => {
+            conn.prepare_cached("INSERT INTO outcomes (event_seq) VALUES (?1)")?
+                .execute(params![seq])?;
+            (seq, false)
+        }
         None => {
             let (seq, observed): (i64, bool) = conn
                 .prepare_cached("SELECT seq, observed FROM events WHERE source = ?1 AND id = ?2")?
@@ -1100,14 +1195,24 @@ fn selector_params(selector: &Selector) -> (Option<i64>, Option<&str>, Option<&s
 fn delete_orphans(conn: &Connection, events: &[i64]) -> rusqlite::Result<()> {
     let mut outcomes = conn.prepare_cached(
         "DELETE FROM outcomes
-         WHERE event_seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)",
+         WHERE event_seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)
+         RETURNING id",
+    )?;
+    let mut pruned_through = conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('pruned_through', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
     )?;
     let mut delete = conn.prepare_cached(
         "DELETE FROM events
          WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = ?1)",
     )?;
     for seq in events.iter().collect::<BTreeSet<_>>() {
-        outcomes.execute(params![seq])?;
+        let deleted = outcomes
+            .query_map(params![seq], |row| row.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        if let Some(highest) = deleted.iter().max() {
+            pruned_through.execute(params![highest])?;
+        }
         delete.execute(params![seq])?;
     }
     Ok(())
