@@ -94,7 +94,7 @@ function failureStep(settings, event, cause) {
   }
   return makeStep(settings.stepName, {
     error: true,
-    errorMessage: `Push blocked: hookwasm's policy check could not run (${cause}) and the failure policy is closed. Try again later, or ask an administrator to check hookwasm at ${settings.url}.`,
+    errorMessage: `Push blocked: hookwasm's policy check could not run: ${cause}. The failure policy is closed; try again later, or ask an administrator to check hookwasm at ${settings.url}.`,
     content,
     logs: [`hookwasm's gates could not be asked: ${cause}; failure policy closed blocks the push`],
   });
