@@ -34,7 +34,9 @@ class Delivery {
     this.lastFailure = '';
     this.singles = 0;
     this.droppedUnlogged = 0;
+    this.lastDropped = null;
     this.lastDropLog = 0;
+    this.dropTimer = null;
     this.waiters = [];
     this.spoolChain = Promise.resolve();
     this.spoolFailed = false;
@@ -81,20 +83,33 @@ class Delivery {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.reportDrops();
   }
 
   dropped(event) {
     this.counts.dropped += 1;
     this.droppedUnlogged += 1;
-    const now = Date.now();
-    if (now - this.lastDropLog >= DROP_LOG_MS) {
-      this.log.error(
-        `queue full (${this.settings.queueLimit} events waiting for ${this.settings.url}): dropped ${this.droppedUnlogged} event(s), ` +
-          `latest ${event.type} ${event.id}; ${this.counts.dropped} dropped since start. Start hookwasm or raise HOOKWASM_QUEUE_LIMIT`,
-      );
-      this.lastDropLog = now;
-      this.droppedUnlogged = 0;
+    this.lastDropped = event;
+    if (Date.now() - this.lastDropLog >= DROP_LOG_MS) this.reportDrops();
+    else if (!this.dropTimer) {
+      // Drops after a report are reported later, in one line, never left unsaid.
+      this.dropTimer = setTimeout(() => this.reportDrops(), DROP_LOG_MS);
+      this.dropTimer.unref();
     }
+  }
+
+  /** Logs the drops not yet reported, in one line. */
+  reportDrops() {
+    if (this.dropTimer) clearTimeout(this.dropTimer);
+    this.dropTimer = null;
+    if (this.droppedUnlogged === 0) return;
+    const latest = this.lastDropped;
+    this.log.error(
+      `queue full (${this.settings.queueLimit} events waiting for ${this.settings.url}): dropped ${this.droppedUnlogged} event(s), ` +
+        `latest ${latest.type} ${latest.id}; ${this.counts.dropped} dropped since start. Start hookwasm or raise HOOKWASM_QUEUE_LIMIT`,
+    );
+    this.lastDropLog = Date.now();
+    this.droppedUnlogged = 0;
   }
 
   kick(delayMs) {
@@ -148,6 +163,7 @@ class Delivery {
     if (this.failingSince) {
       const seconds = ((Date.now() - this.failingSince) / 1000).toFixed(1);
       this.log.info(`hookwasm at ${this.settings.url} answers again after ${seconds} s; delivering ${this.queue.length + batch.length} queued event(s)`);
+      this.reportDrops();
     }
     this.failingSince = 0;
     this.lastFailure = '';

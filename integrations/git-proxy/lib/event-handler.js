@@ -43,14 +43,23 @@ class HookwasmEventHandlerPlugin {
       return handler;
     };
 
+    // A registry call that returns a promise (not GitProxy's, but a broken or wrapped registry)
+    // must not leave a rejection unhandled: Node ends the process on one by default.
+    const settle = (value, what) => {
+      if (value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function') {
+        Promise.resolve(value).then(undefined, (err) => log.error(`${what} rejected: ${describeError(err)}`));
+      }
+      return value;
+    };
+
     this.register = (registry) => {
       const failed = [];
       let subscribed = 0;
       for (const operation of OPERATIONS) {
         let builder;
+        const method = operation === 'push' ? 'onPush' : 'onPull';
         try {
-          const method = operation === 'push' ? 'onPush' : 'onPull';
-          builder = registry[method]();
+          builder = settle(registry[method](), `registry.${method}()`);
         } catch (err) {
           failed.push(`${operation}: ${describeError(err)}`);
           continue;
@@ -59,7 +68,7 @@ class HookwasmEventHandlerPlugin {
           try {
             // Each phase on the builder onPush()/onPull() returned: a builder whose methods do
             // not return `this` still gets every subscription.
-            builder[SUBSCRIBE[phase]](callback(operation, phase));
+            settle(builder[SUBSCRIBE[phase]](callback(operation, phase)), `${method}().${SUBSCRIBE[phase]}()`);
             subscribed += 1;
           } catch (err) {
             failed.push(`${operation}.${PHASES[phase]}: ${describeError(err)}`);
