@@ -30,7 +30,7 @@ async function listSubject(settings, subject) {
     const answer = await request(settings, 'GET', query, undefined, settings.timeoutMs);
     if (answer.failure) throw new Error(`cannot read hookwasm's event history: ${answer.failure}`);
     if (answer.status !== 200 || !answer.json || !Array.isArray(answer.json.events)) {
-      const hint = answer.status === 404 ? ' (this hookwasm keeps no event history: update it)' : '';
+      const hint = answer.status === 404 || answer.status === 405 ? ' (this hookwasm keeps no event history: update it)' : '';
       throw new Error(`hookwasm's event history answered HTTP ${answer.status}: ${answerError(answer)}${hint}`);
     }
     entries.push(...answer.json.events);
