@@ -34,7 +34,9 @@ const LIMITS = Object.freeze({
   /** All commit messages together: with the rest, well under hookwasm's 4 MiB body limit. */
   messages: 2 * 1024 * 1024,
   commits: 1000,
-  steps: 200,
+  steps: 100,
+  /** The whole gate event, in UTF-8 bytes: under hookwasm's 4 MiB body limit with room to spare. */
+  eventBytes: 3 * 1024 * 1024,
 });
 
 /**
@@ -142,7 +144,7 @@ function stepsOf(steps) {
   return steps.slice(0, LIMITS.steps).filter(isObject).map((step) => {
     const out = { name: text(step.stepName ?? step.name ?? 'unnamed'), passed: !step.error && !step.blocked };
     const message = step.error ? step.errorMessage : step.blocked ? step.blockedMessage : undefined;
-    if (message !== undefined && message !== null) out.message = bounded(message, LIMITS.text);
+    if (message !== undefined && message !== null) out.message = bounded(message, LIMITS.field);
     return out;
   });
 }
@@ -188,12 +190,14 @@ function commitsOf(commitData) {
  * the other a duplicate), and distinct for each request, so pushing the same commits again asks
  * the gates again. `startedActionId` carries the id GitProxy gave the request's `push.started`
  * event (its timestamp, before `setCommit`), so the two can be joined.
- * @returns {{event: object, omitted: number, truncated: number}}
+ * @returns {{event: object, body: string, omitted: number, truncated: number}}
  */
 function gateEventFromAction(action, source) {
   const actionId = text(action.id ?? action.timestamp ?? 'unknown');
   const started = action.timestamp !== undefined && action.timestamp !== null ? text(action.timestamp) : undefined;
-  const { commits, omitted, truncated } = commitsOf(action.commitData);
+  const shaped = commitsOf(action.commitData);
+  const { commits, truncated } = shaped;
+  let { omitted } = shaped;
   const data = {
     actionId,
     repository: repositoryOf(action.url, action.project, action.repoName),
@@ -206,7 +210,6 @@ function gateEventFromAction(action, source) {
     if (action[key] !== undefined && action[key] !== null) data[key] = text(action[key]);
   }
   if (started !== undefined) data.startedActionId = started;
-  if (omitted > 0) data.commitsOmitted = omitted;
   const event = {
     specversion: '1.0',
     id: `${actionId}/push.gate/${started ?? Date.now()}`,
@@ -217,7 +220,18 @@ function gateEventFromAction(action, source) {
     datacontenttype: 'application/json',
     data,
   };
-  return { event, omitted, truncated };
+  if (omitted > 0) data.commitsOmitted = omitted;
+  // Many long author names or multi-byte messages can still be too big: leave out commits from
+  // the end, a quarter at a time, until the event fits.
+  let body = JSON.stringify(event);
+  while (Buffer.byteLength(body) > LIMITS.eventBytes && data.commits.length > 0) {
+    const drop = Math.max(1, Math.ceil(data.commits.length / 4));
+    data.commits.splice(-drop);
+    omitted += drop;
+    data.commitsOmitted = omitted;
+    body = JSON.stringify(event);
+  }
+  return { event, body, omitted, truncated };
 }
 
 module.exports = {

@@ -134,7 +134,7 @@ class HookwasmPushGatePlugin {
         if (built.truncated > 0 || built.omitted > 0) {
           log.warn(`push ${event.subject}: ${built.truncated} commit message(s) shortened and ${built.omitted} commit(s) left out of the gate event (bounded to fit hookwasm's request limit)`);
         }
-        const answer = await request(settings, 'POST', '/v1/events?route=gates', JSON.stringify(event), settings.gateTimeoutMs);
+        const answer = await request(settings, 'POST', '/v1/events?route=gates', built.body, settings.gateTimeoutMs);
         const problem = unusable(answer);
         if (problem) {
           log.error(`push ${event.subject}: hookwasm's gates could not be asked (${problem}); failure policy ${settings.failurePolicy} ${settings.failurePolicy === 'open' ? 'lets it through' : 'blocks it'}`);

@@ -115,6 +115,17 @@ test('an allowing hookwasm lets the push on and still records its step; pulls ar
   assert.equal(event.data.commits[1].message, 'small');
   assert.ok(log.text().some((l) => /1 commit message\(s\) shortened/.test(l)), log.text().join('\n'));
   for (const line of log.text()) assert.ok(line.length <= MAX_LINE + 100, `log line of ${line.length} characters`);
+
+  // 1,200 commits with long author names: the first ones are sent, the rest counted.
+  const many = pushAction({ messages: Array.from({ length: 1200 }, (_, i) => `commit ${i}`) });
+  for (const c of many.commitData) c.author = 'A'.repeat(5000);
+  await gate.exec({}, many);
+  assert.equal(many.continue(), true);
+  const [, , third] = await recorder.waitFor(3);
+  assert.equal(third.data.commits[0].message, 'commit 0');
+  assert.equal(third.data.commits.length + third.data.commitsOmitted, 1200);
+  assert.ok(third.data.commits.length > 100, `${third.data.commits.length} commits sent`);
+  assert.ok(log.text().some((l) => new RegExp(`0 commit message\\(s\\) shortened and ${third.data.commitsOmitted} commit\\(s\\) left out`).test(l)), log.text().join('\n'));
 });
 
 test('an unreachable hookwasm blocks under the closed policy and lets through under open', async () => {
