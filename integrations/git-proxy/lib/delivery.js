@@ -46,7 +46,11 @@ class Delivery {
 
   /** Queues `event` for delivery; never throws, never waits. */
   enqueue(event) {
-    if (this.closed) return;
+    if (this.closed) {
+      this.counts.dropped += 1;
+      this.log.error(`dropped ${event.type} ${event.id}: the plugin was closed (${this.counts.dropped} dropped since start)`);
+      return;
+    }
     if (this.queue.length >= this.settings.queueLimit) {
       this.dropped(event);
       return;

@@ -124,4 +124,14 @@ test('an answer that is not hookwasm\'s keeps the events queued and says so; a t
   assert.equal(quiet.stats().dropped, 1);
   assert.deepEqual(r.failures, []);
   quiet.close();
+
+  // After close (GitProxy stopping) an event is not sent, and that is said, not silent.
+  const closedLog = captureLog();
+  const closed = createEventHandlerPlugin({ url: fake.url, env: {}, logger: closedLog });
+  const r2 = new Registry();
+  closed.register(r2);
+  closed.close();
+  r2.dispatch(action, 'started');
+  assert.equal(closed.stats().dropped, 1);
+  assert.deepEqual(closedLog.text(), ['[hookwasm] dropped pull.started 1764594000001/pull.started: the plugin was closed (1 dropped since start)']);
 });
