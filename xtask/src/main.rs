@@ -210,10 +210,15 @@ fn cargo_test(args: &[&str]) -> anyhow::Result<(u64, u64)> {
 
 /// The GitProxy package (`integrations/git-proxy`): installs its dev dependencies into its own
 /// `node_modules` (`npm ci`), then runs its suite (`npm test`: type check, `node --test`) against
-/// the debug `hookwasm` binary. Returns (passed, failed) from node's summary.
+/// the debug `hookwasm` binary, which its tests start as `hookwasm serve` with the guests' `.wasm`
+/// files. Returns (passed, failed) from node's summary.
 fn node_tests() -> anyhow::Result<(u64, u64)> {
     const PACKAGE: &str = "integrations/git-proxy";
-    cargo(&["build", "-p", "hookwasm"])?;
+    // `cargo test` has just built the binary for the end-to-end tests. A `cargo build -p hookwasm`
+    // would rebuild part of wasmtime (dev-dependencies unify other features), so only when missing.
+    if !Path::new("target/debug/hookwasm").exists() {
+        cargo(&["build", "-p", "hookwasm"])?;
+    }
     let bin = std::fs::canonicalize("target/debug/hookwasm")
         .context("target/debug/hookwasm is missing after `cargo build -p hookwasm`")?;
     eprintln!(
