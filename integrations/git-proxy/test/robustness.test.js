@@ -90,21 +90,24 @@ test('bad details and a 10 MiB error: one bounded line or a bounded event, never
 
 test('an answer that is not hookwasm\'s keeps the events queued and says so; a throwing logger is harmless', async (t) => {
   let requests = 0;
+  const seen = [];
   const fake = await startFake((req, res) => {
     requests += 1;
+    seen.push({ url: req.url, method: req.method, type: req.headers['content-type'], auth: req.headers.authorization });
     req.resume();
     res.writeHead(202, { 'content-type': 'text/html' });
     res.end('<html>proxy login</html>');
   });
   t.after(() => fake.close());
   const log = captureLog();
-  const plugin = createEventHandlerPlugin({ url: fake.url, retryMinMs: 50, retryMaxMs: 100, env: {}, logger: log });
+  const plugin = createEventHandlerPlugin({ url: fake.url, retryMinMs: 50, retryMaxMs: 100, env: { HOOKWASM_TOKEN: 'sekrit' }, logger: log });
   const registry = new Registry();
   plugin.register(registry);
   registry.dispatch(new Action(1764594000000, 'push', 'https://github.com/finos/git-proxy.git'), 'started');
   await waitFor('three attempts', () => requests >= 3);
   assert.equal(plugin.stats().delivered, 0);
   assert.equal(plugin.stats().queued, 1, 'kept for a later attempt');
+  assert.deepEqual(seen[0], { url: '/v1/events?route=observers', method: 'POST', type: 'application/json', auth: 'Bearer sekrit' });
   const lines = log.text().filter((l) => l.includes('not JSON'));
   assert.equal(lines.length, 1, log.text().join('\n'));
   assert.match(lines[0], /cannot deliver to hookwasm: HTTP 202 with an answer that is not JSON \(is http:\/\/127\.0\.0\.1:\d+ hookwasm\?\); 1 event\(s\) queued/);
