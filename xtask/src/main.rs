@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>` from anywhere in the repository:
 //!
 //! - `serve`: build the guests and the host (release), then serve the sample `proxy.config.json`;
-//! - `test`: formatting, clippy (host and wasm crates), the guests, then every test;
+//! - `test`: formatting, clippy (host and wasm crates), the guests, then every test (the Rust
+//!   crates', then the GitProxy package's Node suite against the built host);
 //! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2`.
 //!
 //! Guests build into their own target folder (`target/guests`), so a host build never waits on
@@ -97,7 +98,17 @@ fn main() -> anyhow::Result<()> {
             let mut test = vec!["test"];
             test.extend(TESTED.iter().flat_map(|c| ["-p", c]));
             test.extend(args[1..].iter().map(String::as_str));
-            cargo_test(&test)
+            let (passed, failed) = cargo_test(&test)?;
+            let (node_passed, node_failed) = node_tests()?;
+            println!(
+                "tests: {} passed, {} failed",
+                passed + node_passed,
+                failed + node_failed
+            );
+            if node_failed > 0 {
+                bail!("the GitProxy package's Node tests failed");
+            }
+            Ok(())
         }
         Some("build-guests") => build_guests(),
         _ => bail!(
@@ -163,9 +174,9 @@ fn add_wasm_target() -> anyhow::Result<()> {
     }
 }
 
-/// Runs `cargo test`, passing its output through, and ends with one line totalling every test
-/// binary's results: cargo's own last line is often a doc-test run with nothing in it.
-fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
+/// Runs `cargo test`, passing its output through, and totals every test binary's results
+/// (cargo's own last line is often a doc-test run with nothing in it): (passed, failed).
+fn cargo_test(args: &[&str]) -> anyhow::Result<(u64, u64)> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
     let mut child = Command::new(cargo)
@@ -190,11 +201,59 @@ fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
         }
     }
     let status = child.wait().context("cargo test did not finish")?;
-    println!("tests: {passed} passed, {failed} failed");
+    println!("cargo tests: {passed} passed, {failed} failed");
     if !status.success() {
         bail!("cargo test failed ({status})");
     }
-    Ok(())
+    Ok((passed, failed))
+}
+
+/// The GitProxy package (`integrations/git-proxy`): installs its dev dependencies into its own
+/// `node_modules` (`npm ci`), then runs its suite (`npm test`: type check, `node --test`) against
+/// the debug `hookwasm` binary, which its tests start as `hookwasm serve` with the guests' `.wasm`
+/// files. Returns (passed, failed) from node's summary.
+fn node_tests() -> anyhow::Result<(u64, u64)> {
+    const PACKAGE: &str = "integrations/git-proxy";
+    // `cargo test` has just built the binary for the end-to-end tests. A `cargo build -p hookwasm`
+    // would rebuild part of wasmtime (dev-dependencies unify other features), so only when missing.
+    if !Path::new("target/debug/hookwasm").exists() {
+        cargo(&["build", "-p", "hookwasm"])?;
+    }
+    let bin = std::fs::canonicalize("target/debug/hookwasm")
+        .context("target/debug/hookwasm is missing after `cargo build -p hookwasm`")?;
+    eprintln!(
+        "installing the GitProxy package's dev dependencies (npm ci) into {PACKAGE}/node_modules"
+    );
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(PACKAGE))?;
+    eprintln!("$ npm test (in {PACKAGE}, HOOKWASM_BIN={})", bin.display());
+    let mut child = Command::new("npm")
+        .arg("test")
+        .current_dir(PACKAGE)
+        .env("HOOKWASM_BIN", &bin)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run npm test: is Node.js (20 or later, with npm) installed?")?;
+    let stdout = child.stdout.take().context("npm test has no stdout")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.context("cannot read npm test's output")?;
+        println!("{line}");
+        // node's summary: "# pass 17" (TAP reporter) or "ℹ pass 17" (spec reporter).
+        let summary = line.trim_start_matches(['#', 'ℹ', ' ']);
+        if let Some(n) = summary.strip_prefix("pass ") {
+            passed += n.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(n) = summary.strip_prefix("fail ") {
+            failed += n.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    let status = child.wait().context("npm test did not finish")?;
+    println!("node tests: {passed} passed, {failed} failed");
+    if !status.success() && failed == 0 {
+        bail!("npm test failed ({status}) before node's test runner reported");
+    }
+    Ok((passed, failed))
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {

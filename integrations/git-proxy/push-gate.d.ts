@@ -1,0 +1,4 @@
+import { HookwasmPushGatePlugin } from './index';
+/** The push-action plugin, configured from the environment. */
+declare const plugin: HookwasmPushGatePlugin;
+export = plugin;
