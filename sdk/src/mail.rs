@@ -33,7 +33,7 @@
 //! `send` blocks the handler until the relay has taken the message (or refused it). Outside
 //! WebAssembly (native unit tests) there is no host: `send` fails with an error saying so.
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// One e-mail to build up and [`send`](Message::send):
 /// `Message::to(["a@example.com"]).subject(..).text(..).send()`.
@@ -139,7 +139,8 @@ mod transport {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod transport {
-    use super::{Error, Message, Result};
+    use super::{Message, Result};
+    use crate::Error;
 
     pub(super) fn send(message: Message) -> Result<()> {
         Err(Error::new(format!(
