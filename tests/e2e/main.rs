@@ -19,6 +19,8 @@
 //!   handlers carry on.
 //! - `quarantine`: repeated failures open the breaker, a probe closes it, over HTTP.
 //! - `capabilities`: outbound HTTP only where granted; the webhook plugin's signed deliveries.
+//! - `notify`: the notify plugin's Slack and Teams cards and its e-mail through a real SMTP server
+//!   (aiosmtpd); SMTP refused where not granted; a WIT 0.1.0 component still runs.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
 
@@ -31,6 +33,7 @@ mod gates;
 mod git;
 mod http_api;
 mod isolation;
+mod notify;
 mod observers;
 mod outbox;
 mod quarantine;
