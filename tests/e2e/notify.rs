@@ -433,6 +433,63 @@ fn smtp_is_refused_without_the_grant_for_another_relay_and_outside_the_recipient
 }
 
 #[test]
+fn a_relay_that_never_answers_ends_with_the_deadline_and_the_host_carries_on() {
+    // A "relay" that accepts connections and never says a word: the send must give up within
+    // the event's deadline, as the handler's error, and the next event must still be handled.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let relay = format!("smtp://{}", silent.local_addr().expect("its address"));
+    silent.set_nonblocking(true).expect("non-blocking accept");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut open = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((stream, _)) = silent.accept() {
+                    open.push(stream);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            open.len()
+        })
+    };
+    let work = Workdir::new();
+    let mut entry = mailer(
+        "silent",
+        "reviewers@example.com",
+        None,
+        Some(smtp_grant(&relay)),
+    );
+    entry["limits"] = json!({ "timeoutMs": 800 });
+    let host = Host::serve(&work.config(&[entry]));
+    let started = Instant::now();
+    assert_eq!(host.post_events(&pending_review("s-1")).status, 202);
+    assert_eq!(host.post_events(&pending_review("s-2")).status, 202);
+    host.wait_until("both sends gave up", || {
+        host.invocations("silent", "error") == 2
+    });
+    let elapsed = started.elapsed();
+    // Two sends of at most 800 ms each, one after the other (an observer's events are in order).
+    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+    let log = host.log();
+    for failure in log.failures_of("silent") {
+        let message = failure.message().expect("a message");
+        assert!(
+            message.contains(&format!(
+                "{relay} did not take the message within the event's deadline"
+            )),
+            "{log}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        held.join().expect("the silent relay"),
+        2,
+        "one connection per send"
+    );
+}
+
+#[test]
 fn smtp_grant_mistakes_are_reported_by_check_with_the_entry_and_field() {
     let work = Workdir::new();
     let mut bad_relay = mailer("bad-relay", "r@example.com", None, None);

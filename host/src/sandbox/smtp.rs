@@ -17,7 +17,7 @@
 //! event's deadline; it runs on the store's fiber, so waiting never holds a runtime thread.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart};
@@ -34,6 +34,9 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 10;
 pub const MAX_RECIPIENTS: usize = 20;
 /// Most messages a handler may send while handling one event (refused ones count too).
 pub const MAX_SENDS_PER_EVENT: u32 = 5;
+/// How long before the event's deadline a send gives up, so the handler still has time to
+/// report the relay's silence as its error instead of being cut off.
+const SEND_RESERVE: Duration = Duration::from_millis(50);
 
 /// The SMTP side of one invocation: who the handler is, what it was granted, when it must be
 /// done, and how many messages it sent.
@@ -87,9 +90,14 @@ impl SmtpState {
         }
         let recipients = message.to.len();
         let email = build(&grant, message).map_err(|why| self.refuse(why))?;
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let left = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(SEND_RESERVE);
         if left.is_zero() {
-            return Err("the event's deadline has passed; nothing was sent".into());
+            return Err(
+                "too little of the event's deadline is left to send; nothing was sent".into(),
+            );
         }
         let transport = transport(&grant, left)?;
         let relay = grant.relay();
@@ -100,7 +108,7 @@ impl SmtpState {
             }
             Ok(Err(e)) => Err(format!("{relay} did not take the message: {e}")),
             Err(_) => Err(format!(
-                "{relay} did not take the message within the event's deadline ({} ms left)",
+                "{relay} did not take the message within the event's deadline (gave up after {} ms)",
                 left.as_millis()
             )),
         }
@@ -204,7 +212,7 @@ fn address(text: &str, what: &str) -> Result<Address, String> {
 /// A connection to the granted relay for one message, its every step bounded by `left`.
 fn transport(
     grant: &SmtpGrant,
-    left: std::time::Duration,
+    left: Duration,
 ) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
     let tls = |host: &str| {
         TlsParameters::new(host.to_owned()).map_err(|e| format!("cannot set up TLS: {e}"))
