@@ -20,7 +20,7 @@
 //! impl Handler for Mailer {
 //!     fn on_event(&self, event: &Event) -> Result<Outcome> {
 //!         mail::Message::to(&self.to)
-//!             .subject(format!("hookwasm: {}", event.r#type))
+//!             .subject(format!("hookwasm: {}", event.type_))
 //!             .text(format!("Event {} arrived.", event.id))
 //!             .send()?;
 //!         Ok(Outcome::allow().annotate("mailed", self.to.len()))

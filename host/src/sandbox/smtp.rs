@@ -274,7 +274,8 @@ mod tests {
 
     #[test]
     fn messages_outside_the_grant_or_the_bounds_are_refused() {
-        let cases: [(fn(&mut wit::MailMessage), &str); 6] = [
+        type Change = fn(&mut wit::MailMessage);
+        let cases: [(Change, &str); 6] = [
             (
                 |m| m.from = Some("ceo@example.com".into()),
                 "sender ceo@example.com is not in capabilities.smtp.from",
@@ -307,7 +308,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_ungranted_handler_or_another_relay_is_refused_before_any_connection() {
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(5);
         let mut ungranted = SmtpState::new("notify".into(), None, deadline);
         let error = ungranted.send(message()).await.expect_err("refused");
         assert_eq!(

@@ -184,7 +184,7 @@ impl Handler for Notify {
     }
 
     fn on_proxy_action(&self, event: &Event, action: &ProxyAction) -> Result<Outcome> {
-        if !self.events.iter().any(|t| *t == event.type_) {
+        if !self.events.contains(&event.type_) {
             return Ok(Outcome::allow());
         }
         let templates = self.templates()?;

@@ -119,9 +119,9 @@ impl Template {
                 continue;
             }
             let end = after.find("}}").ok_or_else(|| {
-                TemplateError(format!(
-                    "a `{{{{` is never closed; write `{{{{name}}}}` or `{{{{{{{{` for a literal `{{{{`"
-                ))
+                TemplateError(
+                    "a `{{` is never closed; write `{{name}}` or `{{{{` for a literal `{{`".into(),
+                )
             })?;
             let name = after[..end].trim();
             let known = PLACEHOLDERS
