@@ -200,3 +200,91 @@ fn first_line(message: &str) -> String {
         None => line.to_owned(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use hookwasm_sdk::{Operation, Payload, Repository, User};
+
+    use super::*;
+
+    fn event(data_commits: serde_json::Value) -> (Event, ProxyAction) {
+        let action = ProxyAction {
+            operation: Operation::Push,
+            phase: Phase::PendingReview,
+            action_id: "1700000000000".into(),
+            repository: Repository {
+                url: "https://github.com/acme/widgets.git".into(),
+                project: "acme".into(),
+                name: "widgets".into(),
+            },
+            user: Some(User {
+                username: "grace".into(),
+                email: None,
+            }),
+            branch: Some("refs/heads/release/1.2".into()),
+            commit_from: None,
+            commit_to: None,
+            error: None,
+            steps: Vec::new(),
+        };
+        let json = serde_json::json!({
+            "id": "e1",
+            "type": "push.pending-review",
+            "data": { "commits": data_commits },
+        });
+        let event = Event {
+            id: "e1".into(),
+            source: "https://proxy.example.com".into(),
+            type_: "push.pending-review".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            subject: None,
+            payload: Payload::ProxyAction(action.clone()),
+            json: json.to_string(),
+        };
+        (event, action)
+    }
+
+    #[test]
+    fn facts_come_from_the_typed_payload_and_commits_from_the_json() {
+        let commits: Vec<serde_json::Value> = (0..12)
+            .map(|i| {
+                serde_json::json!({
+                    "id": format!("{i:040}"),
+                    "message": format!("Commit {i}\n\nbody"),
+                    "author": "Ada",
+                    "authorEmail": "ada@example.com",
+                    "committer": "ignored",
+                })
+            })
+            .collect();
+        let (event, action) = event(serde_json::json!(commits));
+        let push = Push::new(&event, &action, "https://ui.example.com/");
+        assert_eq!(push.repository, "acme/widgets");
+        assert_eq!(push.branch, "release/1.2");
+        assert_eq!(push.pusher, "grace");
+        assert_eq!(push.status, "is waiting for review");
+        assert_eq!(
+            push.link,
+            "https://ui.example.com/dashboard/push/1700000000000"
+        );
+        assert_eq!(push.commits.len(), 12);
+        assert_eq!(push.fact("commitCount", Format::Plain), "12");
+        let list = push.commit_list(Format::Plain);
+        assert!(list.starts_with("- 0000000 Commit 0 (Ada)\n"), "{list}");
+        assert!(
+            list.ends_with("- 0000000 Commit 9 (Ada)\n- and 2 more"),
+            "{list}"
+        );
+    }
+
+    #[test]
+    fn missing_or_malformed_commits_are_an_empty_list() {
+        for commits in [serde_json::json!(null), serde_json::json!("nope")] {
+            let (event, action) = event(commits);
+            let push = Push::new(&event, &action, "https://ui.example.com");
+            assert!(push.commits.is_empty());
+            assert_eq!(push.commit_list(Format::Plain), "(no commits listed)");
+        }
+    }
+}
