@@ -187,6 +187,7 @@ fn install_smtp_server() -> anyhow::Result<PathBuf> {
         .output()
         .is_ok_and(|out| out.status.success());
     if !present {
+        ensure_pip()?;
         eprintln!("installing {AIOSMTPD} into {PIP_TARGET} for the e-mail tests");
         run(Command::new("python3").args([
             "-m",
@@ -200,6 +201,28 @@ fn install_smtp_server() -> anyhow::Result<PathBuf> {
         ]))?;
     }
     std::fs::canonicalize(target).with_context(|| format!("cannot find {PIP_TARGET}"))
+}
+
+/// Makes sure `python3 -m pip` works: Debian's `python3` comes without it, so install
+/// `python3-pip` with apt-get (as root) when it is missing.
+fn ensure_pip() -> anyhow::Result<()> {
+    let works = |python: &mut Command| {
+        python
+            .args(["-m", "pip", "--version"])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    if works(&mut Command::new("python3")) {
+        return Ok(());
+    }
+    eprintln!("python3 has no pip; installing python3-pip with apt-get for the e-mail tests");
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get").args(["install", "-y", "-q", "python3-pip"]))
+        .context("cannot install python3-pip; install it (or pip for python3) and run again")?;
+    if !works(&mut Command::new("python3")) {
+        bail!("python3 still has no pip after installing python3-pip");
+    }
+    Ok(())
 }
 
 /// Runs `cargo test`, passing its output through, and ends with one line totalling every test
