@@ -167,7 +167,11 @@ fn build(grant: &SmtpGrant, message: wit::MailMessage) -> Result<Message, String
         return Err("the subject contains a line break; it must be one line".into());
     }
     let from = match message.from.as_deref() {
-        None => grant.from[0].clone(),
+        None => grant
+            .from
+            .first()
+            .cloned()
+            .ok_or("capabilities.smtp.from lists no sender")?,
         Some(from) if grant.allows_sender(from) => from.to_owned(),
         Some(from) => {
             return Err(format!(
