@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{AUTH_FILE_ENV, AuthConfig, AuthError};
+mod smtp;
+pub use smtp::{RecipientPattern, SmtpCredentials, SmtpGrant, SmtpTls};
 
 /// Defaults for [`Limits`]; documented in the README's config reference.
 pub mod defaults {
@@ -170,6 +172,8 @@ impl HandlerSpec {
 pub struct Capabilities {
     /// Where outbound HTTP may go; empty means no outbound HTTP at all.
     pub allowed_hosts: Vec<AllowedHost>,
+    /// The SMTP relay the handler may send e-mail through; `None`: no e-mail at all.
+    pub smtp: Option<SmtpGrant>,
 }
 
 /// One `allowedHosts` entry: `scheme://host[:port]`, where the host may start with `*.` to allow
@@ -575,6 +579,7 @@ struct Entry {
 struct CapabilitiesEntry {
     #[serde(default)]
     allowed_hosts: Vec<String>,
+    smtp: Option<smtp::SmtpEntry>,
 }
 
 fn enabled_by_default() -> bool {
@@ -893,6 +898,12 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         .map(|h| AllowedHost::parse(h))
         .collect::<Result<Vec<_>, _>>()
         .map_err(&fail)?;
+    let smtp = entry
+        .capabilities
+        .smtp
+        .map(smtp::parse)
+        .transpose()
+        .map_err(&fail)?;
     let failure_policy = match (entry.mode, entry.failure_policy) {
         (_, Some(policy)) => policy,
         (Mode::Gate, None) => FailurePolicy::Closed,
@@ -913,7 +924,10 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         queue_capacity,
         quarantine,
         retry,
-        capabilities: Capabilities { allowed_hosts },
+        capabilities: Capabilities {
+            allowed_hosts,
+            smtp,
+        },
         source,
     })
 }

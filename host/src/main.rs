@@ -555,7 +555,10 @@ async fn call(args: CallArgs) -> anyhow::Result<Exit> {
         &args.module,
         handler_config,
         limits,
-        Capabilities { allowed_hosts },
+        Capabilities {
+            allowed_hosts,
+            smtp: None,
+        },
     );
     // `call` has no config folder: it caches only where HOOKWASM_CACHE_DIR says.
     let mut sandbox = Sandbox::new()?;

@@ -46,6 +46,7 @@
 //! - [`Result`] and [`Error`]: `?` works on any error that implements `Display`.
 //! - [`log`] and the [`info!`]-style macros: the host's log, tagged with the handler's name.
 //! - [`http`]: blocking outbound requests, to the hosts the operator granted.
+//! - [`mail`]: e-mail through the SMTP relay the operator granted.
 //! - The WIT types under short names ([`Event`], [`Payload`], [`RefUpdate`], ...).
 //!
 //! # Config and serde
@@ -88,6 +89,7 @@ pub mod export;
 mod handler;
 pub mod http;
 pub mod log;
+pub mod mail;
 mod outcome;
 
 pub use serde;

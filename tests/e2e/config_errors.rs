@@ -65,7 +65,7 @@ fn every_module_problem(work: &Workdir) -> (std::path::PathBuf, Vec<(String, Vec
             vec![
                 "is not a hookwasm event handler".to_owned(),
                 "wasi:cli/run".to_owned(),
-                "hookwasm:handler/event-handler@0.1.0".to_owned(),
+                "hookwasm:handler/event-handler@0.2.0".to_owned(),
             ],
         ),
         (

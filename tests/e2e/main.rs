@@ -23,6 +23,8 @@
 //! - `capabilities`: outbound HTTP only where granted; the webhook plugin's signed deliveries.
 //! - `history`: every event's outcomes kept and served by `GET /v1/events`; the sample config
 //!   shared with GitProxy.
+//! - `notify`: the notify plugin's Slack and Teams cards and its e-mail through a real SMTP server
+//!   (aiosmtpd); SMTP refused where not granted; a WIT 0.1.0 component still runs.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
 
@@ -37,6 +39,7 @@ mod git;
 mod history;
 mod http_api;
 mod isolation;
+mod notify;
 mod observers;
 mod outbox;
 mod quarantine;

@@ -1,8 +1,9 @@
 //! Project tasks, run as `cargo xtask <task>` from anywhere in the repository:
 //!
 //! - `serve`: build the guests and the host (release), then serve the sample `proxy.config.json`;
-//! - `test`: formatting, clippy (host and wasm crates), the guests, then every test (the Rust
-//!   crates', then the GitProxy package's Node suite against the built host);
+//! - `test`: formatting, clippy (host and wasm crates), the guests, Python's `aiosmtpd` (into
+//!   `target/pip`, for the e-mail tests), then every test (the Rust crates', then the GitProxy
+//!   package's Node suite against the built host);
 //! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2`.
 //!
 //! Guests build into their own target folder (`target/guests`), so a host build never waits on
@@ -15,31 +16,38 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Every guest crate: (package, folder the built `.wasm` is copied to).
-const GUESTS: [(&str, &str); 6] = [
+const GUESTS: [(&str, &str); 8] = [
     ("console-logger", "plugins"),
     ("branch-protection", "plugins"),
     ("webhook", "plugins"),
+    ("notify", "plugins"),
+    ("wit-0-1", "tests/guests"),
     ("chaos", "tests/guests"),
     ("other-world", "tests/guests"),
     ("bench", "tests/guests"),
 ];
 /// The crates that build for wasm, for clippy.
-const WASM_CRATES: [&str; 7] = [
+const WASM_CRATES: [&str; 9] = [
     "hookwasm-sdk",
     "console-logger",
     "branch-protection",
     "webhook",
+    "notify",
+    "wit-0-1",
     "chaos",
     "other-world",
     "bench",
 ];
 /// Native crates whose tests run: the host (unit + end-to-end) and the guests' pure logic.
-const TESTED: [&str; 7] = [
+const TESTED: [&str; 8] = [
     "hookwasm",
     "hookwasm-sdk",
     "console-logger",
     "branch-protection",
     "webhook",
+    // With the host in the same run, `notify` alone is ambiguous: the host depends on the
+    // file-watcher crate `notify` 8.x. The version picks the plugin (the workspace's version).
+    "notify@0.1.0",
     "chaos",
     "bench",
 ];
@@ -95,10 +103,12 @@ fn main() -> anyhow::Result<()> {
             clippy.extend(["--", "-D", "warnings"]);
             cargo(&clippy)?;
             build_guests()?;
+            let pythonpath = install_smtp_server()?;
             let mut test = vec!["test"];
             test.extend(TESTED.iter().flat_map(|c| ["-p", c]));
             test.extend(args[1..].iter().map(String::as_str));
-            let (passed, failed) = cargo_test(&test)?;
+            let (passed, failed) =
+                cargo_test(&test, &[(PYTHONPATH_VAR, pythonpath.as_os_str())])?;
             let (node_passed, node_failed) = node_tests()?;
             println!(
                 "tests: {} passed, {} failed",
@@ -174,13 +184,69 @@ fn add_wasm_target() -> anyhow::Result<()> {
     }
 }
 
-/// Runs `cargo test`, passing its output through, and totals every test binary's results
-/// (cargo's own last line is often a doc-test run with nothing in it): (passed, failed).
-fn cargo_test(args: &[&str]) -> anyhow::Result<(u64, u64)> {
+/// Where the e-mail tests find Python packages (set for `cargo test`).
+const PYTHONPATH_VAR: &str = "HOOKWASM_PYTHONPATH";
+/// The project-local folder `pip install --target` fills.
+const PIP_TARGET: &str = "target/pip";
+/// The real SMTP server the notify plugin's e-mail test delivers to (tests/e2e/smtp_sink.py).
+const AIOSMTPD: &str = "aiosmtpd==1.4.6";
+
+/// Installs Python's `aiosmtpd` into `target/pip` (not the system's Python) unless it is already
+/// there, and returns that folder for the tests' `HOOKWASM_PYTHONPATH`.
+fn install_smtp_server() -> anyhow::Result<PathBuf> {
+    let target = Path::new(PIP_TARGET);
+    let present = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .env("PYTHONPATH", target)
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !present {
+        ensure_pip()?;
+        eprintln!("installing {AIOSMTPD} into {PIP_TARGET} for the e-mail tests");
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            PIP_TARGET,
+            AIOSMTPD,
+        ]))?;
+    }
+    std::fs::canonicalize(target).with_context(|| format!("cannot find {PIP_TARGET}"))
+}
+
+/// Makes sure `python3 -m pip` works: Debian's `python3` comes without it, so install
+/// `python3-pip` with apt-get (as root) when it is missing.
+fn ensure_pip() -> anyhow::Result<()> {
+    let works = |python: &mut Command| {
+        python
+            .args(["-m", "pip", "--version"])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    if works(&mut Command::new("python3")) {
+        return Ok(());
+    }
+    eprintln!("python3 has no pip; installing python3-pip with apt-get for the e-mail tests");
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get").args(["install", "-y", "-q", "python3-pip"]))
+        .context("cannot install python3-pip; install it (or pip for python3) and run again")?;
+    if !works(&mut Command::new("python3")) {
+        bail!("python3 still has no pip after installing python3-pip");
+    }
+    Ok(())
+}
+
+/// Runs `cargo test` with `env`, passing its output through, and totals every test binary's
+/// results (cargo's own last line is often a doc-test run with nothing in it): (passed, failed).
+fn cargo_test(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<(u64, u64)> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
     let mut child = Command::new(cargo)
         .args(args)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;

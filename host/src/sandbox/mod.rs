@@ -11,6 +11,7 @@ mod http;
 mod limits;
 mod output;
 mod pool;
+mod smtp;
 mod state;
 mod status;
 pub mod wit;
@@ -21,10 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config as EngineConfig, Engine, Store, UpdateDeadline};
 
-use crate::config::{AllowedHost, HandlerSpec, Limits};
+use crate::config::{AllowedHost, HandlerSpec, Limits, SmtpGrant};
 use crate::event::Event;
 use state::StoreState;
 use status::Budget;
@@ -32,6 +33,7 @@ use status::Budget;
 pub use http::MAX_RESPONSE_BYTES;
 pub use limits::{MAX_ANNOTATIONS, MAX_MESSAGE_BYTES, MAX_WASM_STACK_BYTES};
 pub use output::{MAX_LINE_BYTES, MAX_LINES};
+pub use smtp::{MAX_MESSAGE_BYTES as MAX_MAIL_BYTES, MAX_RECIPIENTS, MAX_SENDS_PER_EVENT};
 pub use status::Status;
 
 /// How often the engine's epoch advances: the granularity of deadlines.
@@ -40,14 +42,18 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// How long after its deadline a guest blocked in a host call is cut off.
 const HOST_CALL_GRACE: Duration = Duration::from_millis(20);
 
-/// The world every handler must implement, for error messages.
-pub const WORLD: &str = "hookwasm:handler/event-handler@0.1.0";
+/// The world every handler must implement, for error messages. Components built against 0.1.0
+/// load too (see `wit.rs`).
+pub const WORLD: &str = "hookwasm:handler/event-handler@0.2.0";
 
-/// The process-wide engine and linker, plus the thread that drives epoch deadlines.
+/// The process-wide engine and linkers, plus the thread that drives epoch deadlines.
 #[derive(Clone)]
 pub struct Sandbox {
     engine: Engine,
+    /// For handlers without `capabilities.smtp`: its `send` only refuses.
     linker: Arc<Linker<StoreState>>,
+    /// For handlers granted `capabilities.smtp`: the same, with the real `send`.
+    smtp_linker: Arc<Linker<StoreState>>,
     cache: Option<cache::CompileCache>,
     _ticker: Arc<EpochTicker>,
 }
@@ -200,17 +206,21 @@ impl Sandbox {
                 Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?
             }
         };
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("cannot link wasi:http: {e}"))?;
-        wit::EventHandler::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("cannot link the host interface: {e}"))?;
+        let mut linker = base_linker(&engine)?;
+        let mut smtp_linker = base_linker(&engine)?;
+        wit::hookwasm::handler::smtp::add_to_linker::<_, smtp::RefusedView>(&mut linker, |s| {
+            s.smtp.refused()
+        })
+        .map_err(|e| anyhow::anyhow!("cannot link the smtp interface: {e}"))?;
+        wit::hookwasm::handler::smtp::add_to_linker::<_, HasSelf<_>>(&mut smtp_linker, |s| {
+            &mut s.smtp
+        })
+        .map_err(|e| anyhow::anyhow!("cannot link the smtp interface: {e}"))?;
         Ok(Sandbox {
             _ticker: Arc::new(EpochTicker::start(engine.clone())),
             engine,
             linker: Arc::new(linker),
+            smtp_linker: Arc::new(smtp_linker),
             cache: None,
         })
     }
@@ -294,8 +304,12 @@ impl Sandbox {
                 "it exports {found}, not `init` and `on-event`"
             )));
         }
-        let pre = self
-            .linker
+        // Only a handler granted SMTP gets the linker whose `send` can reach a relay.
+        let linker = match spec.capabilities.smtp {
+            Some(_) => &self.smtp_linker,
+            None => &self.linker,
+        };
+        let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| wrong_world(format!("its imports cannot be satisfied ({e})")))?;
         let pre = wit::EventHandlerPre::new(pre).map_err(|e| wrong_world(e.to_string()))?;
@@ -305,11 +319,33 @@ impl Sandbox {
             config_json: spec.config.to_string().into(),
             limits: spec.limits,
             allowed_hosts: spec.capabilities.allowed_hosts.clone().into(),
+            smtp: spec.capabilities.smtp.clone().map(Arc::new),
             _ticker: self._ticker.clone(),
             engine: self.engine.clone(),
             pre,
         })))
     }
+}
+
+/// A linker with everything every handler gets: WASI (with nothing behind it), `wasi:http`
+/// (behind the policy in `http.rs`), and the `host` and `types` interfaces of every supported
+/// package version. The `smtp` interface is added by the caller, granted or refusing.
+fn base_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(|e| anyhow::anyhow!("cannot link wasi:http: {e}"))?;
+    let host = |e: wasmtime::Error| anyhow::anyhow!("cannot link the host interface: {e}");
+    wit::hookwasm::handler::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        .map_err(host)?;
+    wit::hookwasm::handler::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        .map_err(host)?;
+    wit::v0_1::hookwasm::handler::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        .map_err(host)?;
+    wit::v0_1::hookwasm::handler::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        .map_err(host)?;
+    Ok(linker)
 }
 
 /// SHA-256 of a module file, lower-case hex: how a version is identified.
@@ -327,6 +363,7 @@ struct HandlerInner {
     config_json: Arc<str>,
     limits: Limits,
     allowed_hosts: Arc<[AllowedHost]>,
+    smtp: Option<Arc<SmtpGrant>>,
     engine: Engine,
     pre: wit::EventHandlerPre<StoreState>,
     /// Deadlines need the ticker running for as long as any handler can run.
@@ -420,11 +457,13 @@ impl Handler {
             usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let http =
             http::HttpPolicy::new(self.0.name.clone(), self.0.allowed_hosts.clone(), deadline);
+        let smtp = smtp::SmtpState::new(self.0.name.clone(), self.0.smtp.clone(), deadline);
         let state = StoreState::new(
             self.0.config_json.clone(),
             output.clone(),
             memory_bytes,
             http,
+            smtp,
         );
         let mut store = Store::new(&self.0.engine, state);
         store.limiter(|state| &mut state.memory);

@@ -11,6 +11,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::http::HttpPolicy;
 use super::output::GuestOutput;
+use super::smtp::SmtpState;
 use super::wit;
 
 /// The per-invocation store data.
@@ -29,6 +30,8 @@ pub struct StoreState {
     pub output: GuestOutput,
     /// The linear-memory cap and whether the guest hit it.
     pub memory: MemoryCap,
+    /// The `smtp` interface's grant, deadline and send count for this invocation.
+    pub smtp: SmtpState,
 }
 
 impl StoreState {
@@ -38,6 +41,7 @@ impl StoreState {
         output: GuestOutput,
         memory_bytes: usize,
         http_policy: HttpPolicy,
+        smtp: SmtpState,
     ) -> StoreState {
         StoreState {
             wasi: None,
@@ -50,6 +54,7 @@ impl StoreState {
                 max_bytes: memory_bytes,
                 hit: false,
             },
+            smtp,
         }
     }
 }
@@ -107,6 +112,27 @@ impl wit::hookwasm::handler::host::Host for StoreState {
 }
 
 impl wit::hookwasm::handler::types::Host for StoreState {}
+
+/// Components built against 0.1.0 import the same `host` interface under its old version.
+impl wit::v0_1::hookwasm::handler::host::Host for StoreState {
+    fn log(&mut self, level: wit::v0_1::hookwasm::handler::host::Level, message: String) {
+        use wit::v0_1::hookwasm::handler::host::Level as Old;
+        let level = match level {
+            Old::Trace => wit::Level::Trace,
+            Old::Debug => wit::Level::Debug,
+            Old::Info => wit::Level::Info,
+            Old::Warn => wit::Level::Warn,
+            Old::Error => wit::Level::Error,
+        };
+        self.output.log(level, &message);
+    }
+
+    fn config(&mut self) -> String {
+        self.config_json.to_string()
+    }
+}
+
+impl wit::v0_1::hookwasm::handler::types::Host for StoreState {}
 
 /// A cap on linear memory and tables. Refusing a `memory.grow` is not a trap by itself: the
 /// guest sees the failure (Rust aborts on it), and `hit` tells the host why it died.
