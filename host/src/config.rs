@@ -50,6 +50,9 @@ pub struct Config {
     pub handlers: Vec<HandlerSpec>,
     /// Where and how observers' deliveries are stored (`eventDelivery`).
     pub delivery: DeliveryConfig,
+    /// Declared event types (`eventTypes`, `strictTypes`, or the file `HOOKWASM_EVENT_TYPES`
+    /// names).
+    pub registry: std::sync::Arc<crate::event::registry::Registry>,
 }
 
 /// `eventDelivery`: the outbox that observers' deliveries go through.
@@ -432,6 +435,14 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// `eventTypes` or `strictTypes` is invalid.
+    #[error("{path}: {message}")]
+    EventTypes {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// One or more entries are invalid; each is reported.
     #[error("{path}: {} invalid event handler entr{}:\n{}", .errors.len(), if .errors.len() == 1 { "y" } else { "ies" }, EntryErrors(.errors))]
     Entries {
@@ -487,6 +498,9 @@ struct File {
     #[serde(default)]
     event_handlers: Vec<Value>,
     event_delivery: Option<Value>,
+    /// hookwasm's own keys; see `event::registry` for sharing the file with GitProxy.
+    event_types: Option<Value>,
+    strict_types: Option<Value>,
 }
 
 /// `eventDelivery` as written.
@@ -605,6 +619,16 @@ impl Config {
             }
         })?;
 
+        let registry = crate::event::registry::Registry::from_sources(
+            file.event_types,
+            file.strict_types,
+            &base,
+        )
+        .map_err(|message| ConfigError::EventTypes {
+            path: path.to_owned(),
+            message,
+        })?;
+
         let mut handlers = Vec::new();
         let mut errors = Vec::new();
         for (index, value) in file.event_handlers.into_iter().enumerate() {
@@ -628,6 +652,7 @@ impl Config {
             path: path.to_owned(),
             handlers,
             delivery,
+            registry: std::sync::Arc::new(registry),
         };
         Ok((config, errors))
     }
