@@ -19,6 +19,9 @@
 //!   handlers carry on.
 //! - `quarantine`: repeated failures open the breaker, a probe closes it, over HTTP.
 //! - `capabilities`: outbound HTTP only where granted; the webhook plugin's signed deliveries.
+//! - `cloudevents`: the official CloudEvents SDKs in structured, binary and batch modes; declared
+//!   event types validated at ingest and listed alike over HTTP and the CLI; trace context into
+//!   handlers' outbound requests and OTLP; malformed headers and attributes refused.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
 
@@ -26,6 +29,7 @@ mod support;
 
 mod capabilities;
 mod cli;
+mod cloudevents;
 mod config_errors;
 mod gates;
 mod git;

@@ -1,7 +1,9 @@
 //! Project tasks, run as `cargo xtask <task>` from anywhere in the repository:
 //!
 //! - `serve`: build the guests and the host (release), then serve the sample `proxy.config.json`;
-//! - `test`: formatting, clippy (host and wasm crates), the guests, then every test;
+//! - `test`: formatting, clippy (host and wasm crates), the guests, the CloudEvents SDKs the
+//!   interop tests use (pip into `target/pip`, npm into `tests/interop/node_modules`), then
+//!   every test;
 //! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2`.
 //!
 //! Guests build into their own target folder (`target/guests`), so a host build never waits on
@@ -94,10 +96,11 @@ fn main() -> anyhow::Result<()> {
             clippy.extend(["--", "-D", "warnings"]);
             cargo(&clippy)?;
             build_guests()?;
+            let interop = install_cloudevents_sdks()?;
             let mut test = vec!["test"];
             test.extend(TESTED.iter().flat_map(|c| ["-p", c]));
             test.extend(args[1..].iter().map(String::as_str));
-            cargo_test(&test)
+            cargo_test(&test, &interop)
         }
         Some("build-guests") => build_guests(),
         _ => bail!(
@@ -143,6 +146,59 @@ fn build_guests() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The official CloudEvents SDKs the interop tests send with: Python's from PyPI into
+/// `target/pip`, JavaScript's from npm into `tests/interop/node_modules` (pinned by its
+/// package-lock.json). Returns the variables that tell the tests where they are.
+fn install_cloudevents_sdks() -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
+    let root = std::env::current_dir().context("no current folder")?;
+    let pip_target = root.join(CLOUDEVENTS_PIP_TARGET);
+    if !pip_target
+        .join(format!("cloudevents-{CLOUDEVENTS_PYTHON}.dist-info"))
+        .is_dir()
+    {
+        println!(
+            "installing the CloudEvents Python SDK (cloudevents {CLOUDEVENTS_PYTHON}) into {CLOUDEVENTS_PIP_TARGET} for the interop tests"
+        );
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--upgrade",
+            "--target",
+            CLOUDEVENTS_PIP_TARGET,
+            &format!("cloudevents=={CLOUDEVENTS_PYTHON}"),
+        ]))?;
+    }
+    let interop = root.join(INTEROP_DIR);
+    if !interop
+        .join("node_modules/cloudevents/package.json")
+        .is_file()
+    {
+        println!(
+            "installing the CloudEvents JavaScript SDK (npm ci, as {INTEROP_DIR}/package-lock.json pins it) into {INTEROP_DIR}/node_modules for the interop tests"
+        );
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&interop))?;
+    }
+    Ok(vec![
+        ("HOOKWASM_INTEROP_PYTHONPATH", pip_target),
+        (
+            "HOOKWASM_INTEROP_NODE_MODULES",
+            interop.join("node_modules"),
+        ),
+    ])
+}
+
+/// The interop tests' scripts and their npm package.
+const INTEROP_DIR: &str = "tests/interop";
+/// Where pip installs the Python SDK.
+const CLOUDEVENTS_PIP_TARGET: &str = "target/pip";
+/// The Python SDK's version (npm's is in tests/interop/package-lock.json).
+const CLOUDEVENTS_PYTHON: &str = "2.2.0";
+
 /// The guests need the wasm32-wasip2 standard library. `rust-toolchain.toml` lists the target,
 /// but rustup only installs listed targets with a new toolchain, so ask for it explicitly.
 fn add_wasm_target() -> anyhow::Result<()> {
@@ -165,11 +221,12 @@ fn add_wasm_target() -> anyhow::Result<()> {
 
 /// Runs `cargo test`, passing its output through, and ends with one line totalling every test
 /// binary's results: cargo's own last line is often a doc-test run with nothing in it.
-fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
+fn cargo_test(args: &[&str], env: &[(&str, PathBuf)]) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
     let mut child = Command::new(cargo)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;
