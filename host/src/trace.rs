@@ -278,11 +278,29 @@ impl Telemetry {
         {
             return Ok(None);
         }
+        // The specification's default is http/protobuf; the crate's, with JSON compiled in, is
+        // JSON. Only an explicit choice picks JSON; gRPC is not built in.
+        let protocol = [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()));
+        let protocol = match protocol.as_deref().map(str::trim) {
+            None | Some("http/protobuf") => opentelemetry_otlp::Protocol::HttpBinary,
+            Some("http/json") => opentelemetry_otlp::Protocol::HttpJson,
+            Some(other) => {
+                return Err(TelemetryError(format!(
+                    "protocol {other:?} is not supported; use http/protobuf or http/json"
+                )));
+            }
+        };
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| TelemetryError(format!("no async runtime ({e})")))?;
         use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_protocol(protocol)
             .with_http_client(OnRuntime {
                 client: opentelemetry_http::hyper::HyperClient::with_default_connector(
                     EXPORT_TIMEOUT,

@@ -505,10 +505,32 @@ fn example_of(schema: &Value, root: &Value, depth: usize) -> Value {
             )
         }
         "string" => Value::String(example_string(schema)),
-        "integer" => json!(schema.get("minimum").and_then(Value::as_i64).unwrap_or(0)),
-        "number" => json!(schema.get("minimum").and_then(Value::as_f64).unwrap_or(0.0)),
+        "integer" | "number" => example_number(schema, kind == "integer"),
         "boolean" => Value::Bool(false),
         _ => Value::Null,
+    }
+}
+
+/// The smallest round number within `minimum`/`exclusiveMinimum`, else the largest within the
+/// maxima, else 0.
+fn example_number(schema: &Map<String, Value>, integer: bool) -> Value {
+    let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
+    let mut value = match (bound("minimum"), bound("exclusiveMinimum")) {
+        (Some(min), _) => min.ceil(),
+        (None, Some(min)) => min.floor() + 1.0,
+        (None, None) => match (bound("maximum"), bound("exclusiveMaximum")) {
+            (Some(max), _) => max.floor(),
+            (None, Some(max)) => max.ceil() - 1.0,
+            (None, None) => 0.0,
+        },
+    };
+    if let Some(step) = bound("multipleOf").filter(|s| *s > 0.0) {
+        value = (value / step).ceil() * step;
+    }
+    if integer || value.fract() == 0.0 {
+        json!(value as i64)
+    } else {
+        json!(value)
     }
 }
 
@@ -552,7 +574,8 @@ mod tests {
                 "properties": {
                     "login": {"type": "string", "minLength": 2},
                     "email": {"type": "string", "format": "email"},
-                    "age": {"type": "integer", "minimum": 0}
+                    "age": {"type": "integer", "minimum": 0},
+                    "score": {"type": "number", "exclusiveMinimum": 0.5, "maximum": 10}
                 }
             }
         }])
@@ -633,7 +656,25 @@ mod tests {
 
     #[test]
     fn every_example_passes_its_own_schema() {
-        let registry = registry(user_created(), true);
+        let mut types = user_created();
+        types.as_array_mut().expect("a list").push(json!({
+            "type": "acme.score.set",
+            "description": "bounds and formats",
+            "dataSchema": {
+                "type": "object",
+                "required": ["score", "step", "when", "id", "level", "tags"],
+                "properties": {
+                    "score": {"type": "number", "exclusiveMinimum": 0.5, "maximum": 10},
+                    "step": {"type": "integer", "minimum": 3, "multipleOf": 5},
+                    "when": {"type": "string", "format": "date-time"},
+                    "id": {"type": "string", "format": "uuid"},
+                    "level": {"$ref": "#/$defs/level"},
+                    "tags": {"type": "array", "minItems": 2, "items": {"type": "string", "minLength": 3}}
+                },
+                "$defs": {"level": {"enum": ["low", "high"]}}
+            }
+        }));
+        let registry = registry(types, true);
         for entry in registry.catalogue() {
             let event_type = entry["type"].as_str().expect("type");
             let example = registry
