@@ -116,7 +116,7 @@ fn send_with(
 }
 
 /// The delivered event with id `id`, as JSON.
-fn delivered<'a>(requests: &'a [Received], id: &str) -> Value {
+fn delivered(requests: &[Received], id: &str) -> Value {
     requests
         .iter()
         .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
@@ -426,6 +426,9 @@ fn raw_post(addr: SocketAddr, headers: &[(&str, &[u8])], body: &[u8]) -> (u16, S
     (status, body)
 }
 
+/// Headers, body, and how the error must start.
+type Case<'a> = (Vec<(&'a str, &'a [u8])>, Vec<u8>, &'a str);
+
 #[test]
 fn malformed_headers_and_attributes_get_a_400_with_a_reason_and_never_a_panic() {
     let work = Workdir::new();
@@ -440,7 +443,7 @@ fn malformed_headers_and_attributes_get_a_400_with_a_reason_and_never_a_panic() 
         ]
     };
     let huge = "x".repeat(9000);
-    let cases: Vec<(Vec<(&str, &[u8])>, Vec<u8>, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ([ce(b"f1"), vec![("ce-id", b"f2")]].concat(), vec![], "binary mode: header `ce-id` appears 2 times"),
         (ce(b"caf\xc3\x28"), vec![], "binary mode: header `ce-id` is not valid UTF-8"),
         (ce(b"%FF%FE"), vec![], "binary mode: header `ce-id` is not valid UTF-8"),
