@@ -580,8 +580,14 @@ async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
         if line.trim().is_empty() {
             continue;
         }
-        let event = Event::from_slice(line.as_bytes())
-            .map_err(|e| anyhow::anyhow!("{} line {}: {e}", events_path.display(), number + 1))?;
+        let at = || format!("{} line {}", events_path.display(), number + 1);
+        let event =
+            Event::from_slice(line.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+        // Declared types are checked as ingest checks them.
+        dispatcher
+            .registry()
+            .check(&event)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
         events.push(event);
     }
     let mut exit = Exit::Success;

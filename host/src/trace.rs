@@ -11,12 +11,14 @@
 //!   hook puts it on every outgoing request as `traceparent`.
 //! - Spans are exported only when `OTEL_EXPORTER_OTLP_ENDPOINT` or
 //!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (OTLP/HTTP, protobuf by default,
-//!   `OTEL_EXPORTER_OTLP_PROTOCOL=http/json` for JSON); otherwise the tracer is a no-op and an
+//!   `OTEL_EXPORTER_OTLP_PROTOCOL=http/json` for JSON); otherwise no span is built and an
 //!   outgoing request carries the producer's context on unchanged.
 
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use opentelemetry::trace::{
@@ -29,6 +31,15 @@ use crate::event::Event;
 
 /// The tracer's name in exported spans.
 const TRACER: &str = "hookwasm";
+
+/// Whether spans are exported. Without export no span is built at all (a handler invocation
+/// pays nothing), and outbound requests carry the event's own context.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The tracer, when spans are exported.
+fn tracer() -> Option<global::BoxedTracer> {
+    EXPORTING.load(Relaxed).then(|| global::tracer(TRACER))
+}
 
 /// A W3C trace context: `00-<trace id>-<parent span id>-<flags>` and an optional `tracestate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,14 +168,16 @@ fn parent_of(event: &Event) -> Context {
 /// The span of one event's ingest, from the HTTP request until it was accepted or refused.
 #[derive(Debug)]
 pub struct IngestSpan {
-    span: global::BoxedSpan,
+    span: Option<global::BoxedSpan>,
 }
 
 impl IngestSpan {
     /// Starts the ingest span of an event received in `mode` (`structured`, `binary`, `batch`),
     /// under `parent` (the event's or the request's trace context, if any).
     pub fn start(parent: Option<&TraceParent>, mode: &str, attrs: &[(&str, &str)]) -> IngestSpan {
-        let tracer = global::tracer(TRACER);
+        let Some(tracer) = tracer() else {
+            return IngestSpan { span: None };
+        };
         let parent = parent.map_or_else(Context::new, TraceParent::context);
         let mut attributes = vec![KeyValue::new("cloudevents.mode", mode.to_owned())];
         attributes.extend(
@@ -177,34 +190,41 @@ impl IngestSpan {
             .with_kind(SpanKind::Server)
             .with_attributes(attributes)
             .start_with_context(&tracer, &parent);
-        IngestSpan { span }
+        IngestSpan { span: Some(span) }
     }
 
-    /// This span's context, when it is exported (a no-op tracer has none of its own).
+    /// This span's context, when spans are exported.
     pub fn context(&self) -> Option<TraceParent> {
-        TraceParent::of_span(self.span.span_context())
+        TraceParent::of_span(self.span.as_ref()?.span_context())
     }
 
     /// Ends the span: the event was accepted, or refused for `error`.
-    pub fn end(mut self, error: Option<&str>) {
+    pub fn end(self, error: Option<&str>) {
+        let Some(mut span) = self.span else { return };
         if let Some(error) = error {
-            self.span.set_status(Status::error(error.to_owned()));
+            span.set_status(Status::error(error.to_owned()));
         }
-        self.span.end();
+        span.end();
     }
 }
 
 /// The span of one handler invocation (a gate's answer or an observer's delivery attempt).
 #[derive(Debug)]
 pub struct HandlerSpan {
-    span: global::BoxedSpan,
+    span: Option<global::BoxedSpan>,
     outbound: Option<TraceParent>,
 }
 
 impl HandlerSpan {
     /// Starts the span of `handler` (a `gate` or an `observer`, version `digest`) on `event`.
     pub fn start(handler: &str, role: &str, digest: &str, event: &Event) -> HandlerSpan {
-        let tracer = global::tracer(TRACER);
+        let Some(tracer) = tracer() else {
+            // Not exported: requests the handler makes carry the producer's context on.
+            return HandlerSpan {
+                span: None,
+                outbound: event.trace_parent(),
+            };
+        };
         let parent = parent_of(event);
         let span = tracer
             .span_builder(format!("hookwasm {role} {handler}"))
@@ -217,10 +237,12 @@ impl HandlerSpan {
                 KeyValue::new("cloudevents.event_type", event.event_type().to_owned()),
             ])
             .start_with_context(&tracer, &parent);
-        // Exported: requests the handler makes are children of this span. Not exported: they
-        // carry the producer's context on unchanged.
+        // Requests the handler makes are children of this span.
         let outbound = TraceParent::of_span(span.span_context()).or_else(|| event.trace_parent());
-        HandlerSpan { span, outbound }
+        HandlerSpan {
+            span: Some(span),
+            outbound,
+        }
     }
 
     /// Runs `invocation` with this span as the context of the handler's outbound requests.
@@ -230,16 +252,17 @@ impl HandlerSpan {
 
     /// Ends the span with how the invocation went: `cause` is the report's status (`ok`,
     /// `error`, `trap`, `out-of-fuel`, …).
-    pub fn end(mut self, cause: &str, fuel: u64, reason: Option<&str>) {
-        self.span
-            .set_attribute(KeyValue::new("hookwasm.cause", cause.to_owned()));
-        self.span
-            .set_attribute(KeyValue::new("hookwasm.fuel", fuel as i64));
+    pub fn end(self, cause: &str, fuel: u64, reason: Option<&str>) {
+        let Some(mut span) = self.span else { return };
+        span.set_attribute(KeyValue::new("hookwasm.cause", cause.to_owned()));
+        span.set_attribute(KeyValue::new(
+            "hookwasm.fuel",
+            i64::try_from(fuel).unwrap_or(i64::MAX),
+        ));
         if cause != "ok" {
-            self.span
-                .set_status(Status::error(reason.unwrap_or(cause).to_owned()));
+            span.set_status(Status::error(reason.unwrap_or(cause).to_owned()));
         }
-        self.span.end();
+        span.end();
     }
 }
 
@@ -322,11 +345,13 @@ impl Telemetry {
             )
             .build();
         global::set_tracer_provider(provider.clone());
+        EXPORTING.store(true, Relaxed);
         Ok(Some(Telemetry { provider }))
     }
 
     /// Exports the spans still buffered and stops. Blocks: call it off the async executor.
     pub fn shutdown(self) {
+        EXPORTING.store(false, Relaxed);
         if let Err(e) = self.provider.shutdown() {
             tracing::warn!("traces not all exported: {e}");
         }

@@ -371,6 +371,25 @@ fn declared_types_are_validated_at_ingest_and_listed_alike_over_http_and_the_cli
         "strict: no catch-all"
     );
 
+    // `replay` checks declared types as ingest does, before it runs anything.
+    let events = work.ndjson(
+        "events.ndjson",
+        &[
+            user(
+                "r-1",
+                json!({"login": "grace", "email": "grace@example.com"}),
+            ),
+            user("r-2", json!({"login": "grace", "email": 7})),
+        ],
+    );
+    let run = hookwasm(&["replay", "--config", &config_arg, &events.to_string_lossy()]);
+    run.assert_code(2);
+    assert!(
+        run.error().contains("line 2") && run.error().contains("/data/email"),
+        "{run}"
+    );
+    assert!(run.stdout.is_empty(), "nothing ran: {run}");
+
     // A config shared with GitProxy keeps the keys in a file named by HOOKWASM_EVENT_TYPES.
     let sidecar = work.write(
         "event-types.json",

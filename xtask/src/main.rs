@@ -156,6 +156,7 @@ fn install_cloudevents_sdks() -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
         .join(format!("cloudevents-{CLOUDEVENTS_PYTHON}.dist-info"))
         .is_dir()
     {
+        ensure_pip()?;
         println!(
             "installing the CloudEvents Python SDK (cloudevents {CLOUDEVENTS_PYTHON}) into {CLOUDEVENTS_PIP_TARGET} for the interop tests"
         );
@@ -165,6 +166,8 @@ fn install_cloudevents_sdks() -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--no-warn-conflicts",
+            "--root-user-action=ignore",
             "--upgrade",
             "--target",
             CLOUDEVENTS_PIP_TARGET,
@@ -190,6 +193,21 @@ fn install_cloudevents_sdks() -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
             interop.join("node_modules"),
         ),
     ])
+}
+
+/// Debian's python3 comes without pip: install its package when `python3 -m pip` is missing.
+fn ensure_pip() -> anyhow::Result<()> {
+    let pip = Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if pip.is_ok_and(|s| s.success()) {
+        return Ok(());
+    }
+    println!("python3 has no pip: installing the Debian package python3-pip with apt-get");
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "python3-pip"]))
 }
 
 /// The interop tests' scripts and their npm package.
