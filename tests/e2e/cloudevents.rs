@@ -390,6 +390,20 @@ fn declared_types_are_validated_at_ingest_and_listed_alike_over_http_and_the_cli
     );
     assert!(run.stdout.is_empty(), "nothing ran: {run}");
 
+    // A broken declaration is named by `check` (and refuses `serve`), with what to do.
+    let broken = config_with(
+        &work,
+        &[],
+        json!({ "eventTypes": [{"type": "acme.x.y", "description": "d", "dataSchema": {"type": "nope"}}] }),
+    );
+    let run = hookwasm(&["check", "--config", &broken.to_string_lossy()]);
+    run.assert_code(2);
+    assert!(
+        run.error()
+            .contains("`eventTypes[0]` (acme.x.y): `dataSchema` is not a valid JSON Schema"),
+        "{run}"
+    );
+
     // A config shared with GitProxy keeps the keys in a file named by HOOKWASM_EVENT_TYPES.
     let sidecar = work.write(
         "event-types.json",
@@ -650,5 +664,49 @@ fn a_traceparent_reaches_the_handlers_outbound_request_and_the_otlp_receiver() {
     assert_eq!(attribute("hookwasm.cause"), Any::StringValue("ok".into()));
     assert!(matches!(attribute("hookwasm.fuel"), Any::IntValue(n) if n > 0));
     assert!(matches!(attribute("hookwasm.digest"), Any::StringValue(d) if d.len() == 64));
+
+    // The header form: an event without the extension, posted with a W3C `traceparent`
+    // header, is stored with it, so its delivery (made later, from the outbox) has that parent.
+    const HEADER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const HEADER_SPAN: &str = "b7ad6b7169203331";
+    let header = format!("00-{HEADER_TRACE}-{HEADER_SPAN}-01");
+    let body = json!({
+        "specversion": "1.0", "id": "traced-2", "source": "https://producer.example.com",
+        "type": "acme.order.placed", "data": {"order": 2}
+    })
+    .to_string();
+    let (status, answer) = raw_post(
+        host.addr(),
+        &[
+            ("content-type", b"application/cloudevents+json"),
+            ("traceparent", header.as_bytes()),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let delivered = webhook.wait_for_answered(2);
+    let stored: Value = serde_json::from_slice(&delivered[1].body).expect("JSON");
+    assert_eq!(stored["id"], "traced-2");
+    assert_eq!(stored["traceparent"], header, "stored with the event");
+    let outbound = delivered[1].header("traceparent").expect("traceparent");
+    assert!(
+        outbound.starts_with(&format!("00-{HEADER_TRACE}-")),
+        "{outbound}"
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let delivery = spans()
+            .into_iter()
+            .find(|s| s.name == "hookwasm observer recorder" && hex(&s.trace_id) == HEADER_TRACE);
+        if let Some(delivery) = delivery {
+            assert_eq!(hex(&delivery.parent_span_id), HEADER_SPAN);
+            break;
+        }
+        assert!(
+            start.elapsed() < POLL_DEADLINE,
+            "no delivery span of traced-2"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     drop(host);
 }

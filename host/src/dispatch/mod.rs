@@ -206,7 +206,7 @@ impl Slot {
                 let span = trace::HandlerSpan::start(&self.name, role_of(spec.mode), digest, event);
                 let invocation = span.scope(version.handler.on_event(event)).await;
                 span.end(
-                    &invocation.status.to_string(),
+                    invocation.status.as_str(),
                     invocation.fuel_consumed,
                     invocation.error.as_deref(),
                 );
