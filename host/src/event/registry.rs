@@ -359,7 +359,12 @@ fn parse_entry(value: Value, base: &Path) -> Result<CustomType, String> {
     let validator = jsonschema::options()
         .should_validate_formats(true)
         .build(&data_schema)
-        .map_err(|e| format!("`dataSchema` is not a valid JSON Schema: {e}"))?;
+        .map_err(|e| match e.kind() {
+            jsonschema::error::ValidationErrorKind::Referencing(_) => format!(
+                "`dataSchema` refers to a schema hookwasm cannot reach ({e}); `$ref`s must point inside the schema, e.g. #/$defs/name"
+            ),
+            _ => format!("`dataSchema` is not a valid JSON Schema: {e}"),
+        })?;
     Ok(CustomType {
         display_name: entry
             .display_name
@@ -648,6 +653,13 @@ mod tests {
                 .contains("declared twice")
         );
         assert!(err(json!([{"type": "a.b", "description": "d", "colour": 1}])).contains("colour"));
+        // Nothing is fetched: a remote reference is refused when the config is read.
+        let remote = err(json!([{"type": "a.b", "description": "d",
+            "dataSchema": {"$ref": "https://schemas.example.com/user.json"}}]));
+        assert!(
+            remote.contains("`$ref`s must point inside the schema"),
+            "{remote}"
+        );
         assert!(
             err(json!([{"type": "a.b", "description": "d", "dataSchema": "missing.json"}]))
                 .starts_with("`eventTypes[0]` (a.b): cannot read `dataSchema` file")
