@@ -9,8 +9,9 @@
 //! - it completes within the event's deadline, with a response body of at most
 //!   [`MAX_RESPONSE_BYTES`].
 //!
-//! Every request carries the invocation's trace context as `traceparent` (and `tracestate`),
-//! replacing any the guest set, so the receiver's spans join the producer's trace.
+//! When the event has a trace context, every request carries the invocation's as `traceparent`
+//! (and `tracestate`), replacing any the guest set, so the receiver's spans join the producer's
+//! trace.
 //!
 //! Plain-HTTP requests are sent to the address that was checked, so a second DNS answer cannot
 //! redirect them. HTTPS requests are resolved again by the TLS client; the certificate must
@@ -63,10 +64,10 @@ impl HttpPolicy {
 
     /// Puts the invocation's trace context on an outgoing request.
     fn propagate(&self, request: &mut http::Request<WasiBody>) {
+        let Some(trace) = &self.trace else { return };
         let headers = request.headers_mut();
         headers.remove("traceparent");
         headers.remove("tracestate");
-        let Some(trace) = &self.trace else { return };
         if let Ok(value) = http::HeaderValue::from_str(&trace.to_string()) {
             headers.insert("traceparent", value);
         }
