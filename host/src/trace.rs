@@ -325,7 +325,8 @@ impl Telemetry {
             .with_http()
             .with_protocol(protocol)
             .with_http_client(OnRuntime {
-                client: opentelemetry_http::hyper::HyperClient::with_default_connector(
+                client: opentelemetry_http::hyper::HyperClient::new(
+                    https_or_http(),
                     EXPORT_TIMEOUT,
                     None,
                 ),
@@ -358,6 +359,18 @@ impl Telemetry {
     }
 }
 
+/// The collector's connector: `https://` endpoints over rustls (verified against the webpki
+/// roots), `http://` ones in the clear.
+fn https_or_http() -> Connector {
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build()
+}
+
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
 /// How long one OTLP export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -365,7 +378,7 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// each request is spawned onto the host's runtime and awaited from there.
 #[derive(Debug, Clone)]
 struct OnRuntime {
-    client: opentelemetry_http::hyper::HyperClient,
+    client: opentelemetry_http::hyper::HyperClient<Connector>,
     runtime: tokio::runtime::Handle,
 }
 
