@@ -175,10 +175,10 @@ fn install_cloudevents_sdks() -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
         ]))?;
     }
     let interop = root.join(INTEROP_DIR);
-    if !interop
-        .join("node_modules/cloudevents/package.json")
-        .is_file()
-    {
+    // npm ci again when the lock file changed since the last install.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let installed = modified(&interop.join("node_modules/.package-lock.json"));
+    if installed.is_none() || installed < modified(&interop.join("package-lock.json")) {
         println!(
             "installing the CloudEvents JavaScript SDK (npm ci, as {INTEROP_DIR}/package-lock.json pins it) into {INTEROP_DIR}/node_modules for the interop tests"
         );
