@@ -43,8 +43,20 @@ impl Event {
         Event::from_json(value)
     }
 
+    /// Reads an event the outbox stored when it was accepted. Extension attributes are not
+    /// checked again: an event accepted under older, looser rules is delivered as it was.
+    pub fn from_stored(bytes: &[u8]) -> Result<Event, EventError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| EventError(format!("not valid JSON: {e}")))?;
+        Event::parse(value, attributes::Rules::Stored)
+    }
+
     /// Validates a CloudEvent given as JSON and types its payload.
     pub fn from_json(value: Value) -> Result<Event, EventError> {
+        Event::parse(value, attributes::Rules::New)
+    }
+
+    fn parse(value: Value, rules: attributes::Rules) -> Result<Event, EventError> {
         let Value::Object(mut attrs) = value else {
             return Err(EventError(
                 "an event must be a JSON object (a CloudEvent)".into(),
@@ -63,7 +75,7 @@ impl Event {
                 ));
             }
         }
-        attributes::check(&mut attrs)?;
+        attributes::check(&mut attrs, rules)?;
         let id = required(&attrs, "id")?;
         let source = required(&attrs, "source")?;
         let event_type = required(&attrs, "type")?;
@@ -571,6 +583,20 @@ mod tests {
             matches!(&event.wit().payload, wit::Payload::Custom(json) if json == r#"{"login":"ada"}"#)
         );
         assert_eq!(event.refs().count(), 0);
+    }
+
+    #[test]
+    fn stored_events_keep_extensions_an_older_version_accepted() {
+        let stored = json!({
+            "specversion": "1.0", "id": "old", "source": "s", "type": "acme.a.b",
+            "Legacy_Ext": {"nested": true}
+        });
+        assert!(
+            Event::from_json(stored.clone()).is_err(),
+            "refused when new"
+        );
+        let event = Event::from_stored(stored.to_string().as_bytes()).expect("delivered as stored");
+        assert_eq!(event.json()["Legacy_Ext"]["nested"], true);
     }
 
     #[test]

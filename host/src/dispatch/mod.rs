@@ -1038,7 +1038,7 @@ async fn attempt(
     admission: Admission,
     delivery: Delivery,
 ) -> Option<Recording> {
-    let event = match Event::from_slice(delivery.event_json.as_bytes()) {
+    let event = match Event::from_stored(delivery.event_json.as_bytes()) {
         Ok(event) => event,
         Err(e) => {
             // Only a hand-edited outbox gets here: retrying cannot help.

@@ -44,9 +44,19 @@ pub fn is_json(content_type: &str) -> bool {
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
+/// Which rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rules {
+    /// An event being accepted: every rule.
+    New,
+    /// An event read back from the outbox: accepted once, perhaps under looser rules of an
+    /// earlier version, so its extension attributes are delivered as they are.
+    Stored,
+}
+
 /// Checks the optional and extension attributes in place; decodes JSON `data_base64` into
 /// `data`.
-pub(super) fn check(attrs: &mut Map<String, Value>) -> Result<(), EventError> {
+pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), EventError> {
     for name in ["datacontenttype", "dataschema"] {
         match attrs.get(name) {
             None | Some(Value::String(_)) => {}
@@ -91,6 +101,9 @@ pub(super) fn check(attrs: &mut Map<String, Value>) -> Result<(), EventError> {
         )));
     }
 
+    if rules == Rules::Stored {
+        return Ok(());
+    }
     let mut extensions = 0;
     for (name, value) in attrs.iter() {
         if CORE.contains(&name.as_str()) {
