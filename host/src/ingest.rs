@@ -483,6 +483,23 @@ mod tests {
         );
         let event = accepted(&request)[0];
         assert_eq!(event.json()["data_base64"], "/wD+");
+        assert!(
+            matches!(&event.wit().payload, crate::sandbox::wit::Payload::Custom(p) if p == "\"/wD+\"")
+        );
+        // Text stays text, with its type.
+        let request = read_ok(
+            &headers(&[
+                ("ce-specversion", b"1.0"),
+                ("ce-id", b"txt"),
+                ("ce-source", b"s"),
+                ("ce-type", b"acme.note.written"),
+                ("content-type", b"text/plain; charset=utf-8"),
+            ]),
+            "{not json} café".as_bytes(),
+        );
+        let text = accepted(&request)[0];
+        assert_eq!(text.json()["data"], "{not json} café");
+        assert_eq!(text.json()["datacontenttype"], "text/plain; charset=utf-8");
         assert_eq!(event.json()["datacontenttype"], "application/octet-stream");
     }
 

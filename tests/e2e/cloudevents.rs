@@ -714,3 +714,41 @@ fn a_traceparent_reaches_the_handlers_outbound_request_and_the_otlp_receiver() {
     }
     drop(host);
 }
+
+#[test]
+fn a_reload_applies_new_event_types_without_a_restart() {
+    let work = Workdir::new();
+    let handlers = [crate::support::console_logger()];
+    let config = config_with(&work, &handlers, json!({}));
+    let host = Host::serve_cached(&config);
+    let event = json!({"specversion": "1.0", "id": "late-1", "source": "s",
+                       "type": "acme.late.declared", "data": {"n": "one"}});
+    assert_eq!(
+        host.post_events(&event).status,
+        202,
+        "undeclared: accepted unchecked"
+    );
+
+    config_with(
+        &work,
+        &handlers,
+        json!({ "eventTypes": [{
+            "type": "acme.late.declared",
+            "description": "declared after the start",
+            "dataSchema": {"type": "object", "properties": {"n": {"type": "integer"}}}
+        }] }),
+    );
+    host.signal("HUP");
+    host.wait_until("the reload lists the new type", || {
+        host.get("/v1/event-types").json()["eventTypes"]
+            .as_array()
+            .is_some_and(|types| types.iter().any(|t| t["type"] == "acme.late.declared"))
+    });
+    let mut again = event.clone();
+    again["id"] = json!("late-2");
+    let refused = host.post_events(&again);
+    assert_eq!(refused.status, 400, "{refused}");
+    assert_eq!(refused.json()["pointer"], "/data/n");
+    again["data"]["n"] = json!(2);
+    assert_eq!(host.post_events(&again).status, 202);
+}
