@@ -59,6 +59,9 @@ pub struct Config {
     /// `eventHandlers` entries that are Node modules, not hookwasm's: in a file shared with
     /// GitProxy, its own event handlers (such as the hookwasm bridge). Listed by `check`.
     pub left_to_proxy: Vec<ProxyEntry>,
+    /// Declared event types (`eventTypes`, `strictTypes`, or the file `HOOKWASM_EVENT_TYPES`
+    /// names).
+    pub registry: std::sync::Arc<crate::event::registry::Registry>,
 }
 
 /// An `eventHandlers` entry that hookwasm leaves to GitProxy.
@@ -475,6 +478,14 @@ pub enum ConfigError {
         #[source]
         source: AuthError,
     },
+    /// `eventTypes` or `strictTypes` is invalid.
+    #[error("{path}: {message}")]
+    EventTypes {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// One or more entries are invalid; each is reported.
     #[error("{path}: {} invalid event handler entr{}:\n{}", .errors.len(), if .errors.len() == 1 { "y" } else { "ies" }, EntryErrors(.errors))]
     Entries {
@@ -531,6 +542,9 @@ struct File {
     event_handlers: Vec<Value>,
     event_delivery: Option<Value>,
     auth: Option<Value>,
+    /// hookwasm's own keys; see `event::registry` for sharing the file with GitProxy.
+    event_types: Option<Value>,
+    strict_types: Option<Value>,
 }
 
 /// `eventDelivery` as written.
@@ -654,6 +668,15 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        let registry = crate::event::registry::Registry::from_sources(
+            file.event_types,
+            file.strict_types,
+            &base,
+        )
+        .map_err(|message| ConfigError::EventTypes {
+            path: path.to_owned(),
+            message,
+        })?;
 
         let mut handlers = Vec::new();
         let mut errors = Vec::new();
@@ -697,6 +720,7 @@ impl Config {
             delivery,
             auth,
             left_to_proxy,
+            registry: std::sync::Arc::new(registry),
         };
         Ok((config, errors))
     }

@@ -13,6 +13,11 @@ use serde_json::{Map, Value};
 
 use crate::sandbox::wit;
 
+mod attributes;
+pub mod registry;
+
+pub use attributes::is_json;
+
 /// An accepted event: its JSON as given (plus a `time` when the producer sent none) and the typed
 /// WIT record built from it. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -38,8 +43,20 @@ impl Event {
         Event::from_json(value)
     }
 
+    /// Reads an event the outbox stored when it was accepted. Extension attributes are not
+    /// checked again: an event accepted under older, looser rules is delivered as it was.
+    pub fn from_stored(bytes: &[u8]) -> Result<Event, EventError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| EventError(format!("not valid JSON: {e}")))?;
+        Event::parse(value, attributes::Rules::Stored)
+    }
+
     /// Validates a CloudEvent given as JSON and types its payload.
     pub fn from_json(value: Value) -> Result<Event, EventError> {
+        Event::parse(value, attributes::Rules::New)
+    }
+
+    fn parse(value: Value, rules: attributes::Rules) -> Result<Event, EventError> {
         let Value::Object(mut attrs) = value else {
             return Err(EventError(
                 "an event must be a JSON object (a CloudEvent)".into(),
@@ -58,11 +75,7 @@ impl Event {
                 ));
             }
         }
-        if attrs.contains_key("data_base64") {
-            return Err(EventError(
-                "`data_base64` is not supported; send the payload as JSON in `data`".into(),
-            ));
-        }
+        attributes::check(&mut attrs, rules)?;
         let id = required(&attrs, "id")?;
         let source = required(&attrs, "source")?;
         let event_type = required(&attrs, "type")?;
@@ -81,12 +94,16 @@ impl Event {
             }
         };
         let data = attrs.get("data").cloned().unwrap_or(Value::Null);
-        if data.is_null() && kind_of(&event_type).is_some_and(|k| k != Kind::Custom) {
+        let typed = kind_of(&event_type).is_some_and(|k| k != Kind::Custom);
+        if data.is_null() && typed {
             return Err(EventError(format!(
-                "`data` is missing: a {event_type} event carries a typed payload; run `hookwasm events` for its schema"
+                "`data` is missing: a {event_type} event carries a typed payload as JSON; run `hookwasm events` for its schema"
             )));
         }
-        let payload = payload(&event_type, data)?;
+        let payload = match payload(&event_type, data)? {
+            wit::Payload::Custom(_) => wit::Payload::Custom(attributes::custom_payload(&attrs)),
+            typed => typed,
+        };
         let json = Value::Object(attrs);
         let wit = wit::Event {
             id,
@@ -103,6 +120,13 @@ impl Event {
     /// The CloudEvents `id`: the idempotency key.
     pub fn id(&self) -> &str {
         &self.0.wit.id
+    }
+
+    /// The W3C trace context the event carries (the CloudEvents distributed-tracing extension).
+    pub fn trace_parent(&self) -> Option<crate::trace::TraceParent> {
+        let traceparent = self.0.json.get("traceparent")?.as_str()?;
+        let tracestate = self.0.json.get("tracestate").and_then(Value::as_str);
+        crate::trace::TraceParent::parse(traceparent).map(|t| t.with_state(tracestate))
     }
 
     /// The CloudEvents `type`, e.g. `git.branch.force-pushed`.
@@ -589,6 +613,20 @@ mod tests {
             matches!(&event.wit().payload, wit::Payload::Custom(json) if json == r#"{"login":"ada"}"#)
         );
         assert_eq!(event.refs().count(), 0);
+    }
+
+    #[test]
+    fn stored_events_keep_extensions_an_older_version_accepted() {
+        let stored = json!({
+            "specversion": "1.0", "id": "old", "source": "s", "type": "acme.a.b",
+            "Legacy_Ext": {"nested": true}
+        });
+        assert!(
+            Event::from_json(stored.clone()).is_err(),
+            "refused when new"
+        );
+        let event = Event::from_stored(stored.to_string().as_bytes()).expect("delivered as stored");
+        assert_eq!(event.json()["Legacy_Ext"]["nested"], true);
     }
 
     #[test]

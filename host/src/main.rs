@@ -91,8 +91,19 @@ enum Command {
         /// One CloudEvent per line, or `-` for standard input.
         events: PathBuf,
     },
-    /// Print the known event types with the JSON Schema of each payload.
-    Events,
+    /// Print the event types (built-in and declared in `eventTypes`) with the JSON Schema of
+    /// each payload, one type's entry, or a valid example event of it.
+    Events {
+        /// Only this type.
+        #[arg(value_name = "TYPE")]
+        event_type: Option<String>,
+        /// Print a valid example CloudEvent of TYPE instead of its entry.
+        #[arg(long, requires = "event_type")]
+        example: bool,
+        /// The config declaring `eventTypes` [default: proxy.config.json, when it exists].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Show the outbox: observers' deliveries by state, and the age of the oldest open one.
     Deliveries {
         /// The config file (its `eventDelivery` names the outbox).
@@ -285,13 +296,11 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             .await
         }
         Command::Replay { config, events } => replay(&config, &events).await,
-        Command::Events => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&hookwasm::event::catalogue())?
-            );
-            Ok(Exit::Success)
-        }
+        Command::Events {
+            event_type,
+            example,
+            config,
+        } => events(event_type.as_deref(), example, config),
         Command::Deliveries { config, json } => deliveries(&config, json).await,
         Command::DeadLetters { action } => dead_letters(action).await,
         Command::GitHook { hook, config } => git_hook(hook, config).await,
@@ -302,6 +311,33 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             uninstall,
         } => install_git_hooks(&repo, config, url, uninstall),
     }
+}
+
+/// `hookwasm events`: the catalogue, one entry, or an example event, as JSON.
+fn events(
+    event_type: Option<&str>,
+    example: bool,
+    config: Option<PathBuf>,
+) -> anyhow::Result<Exit> {
+    let default = PathBuf::from("proxy.config.json");
+    let registry = match config {
+        Some(path) => Config::load(&path)?.registry,
+        None if default.is_file() => Config::load(&default)?.registry,
+        None => Arc::new(
+            hookwasm::event::registry::Registry::from_sources(None, None, Path::new(".")).map_err(
+                |e| anyhow::anyhow!("{}: {e}", hookwasm::event::registry::EVENT_TYPES_ENV),
+            )?,
+        ),
+    };
+    let output = match (event_type, example) {
+        (None, _) => serde_json::Value::from(registry.catalogue()),
+        (Some(event_type), false) => registry.entry(event_type).ok_or_else(|| {
+            anyhow::anyhow!("unknown event type {event_type:?}; run `hookwasm events` for the list")
+        })?,
+        (Some(event_type), true) => registry.example(event_type).map_err(anyhow::Error::msg)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(Exit::Success)
 }
 
 /// Where compiled modules are cached: `HOOKWASM_CACHE_DIR`, or `.hookwasm/cache` beside the
@@ -352,6 +388,8 @@ async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Confi
         );
     }
     let dispatcher = Dispatcher::start(loaded, outbox).await;
+    dispatcher.set_registry(config.registry.clone());
+    config.registry.warn_undeclared(&config.handlers);
     Ok((sandbox, dispatcher, config))
 }
 
@@ -370,6 +408,10 @@ async fn serve(config: &Path, options: ServeOptions) -> anyhow::Result<Exit> {
         watch,
         insecure,
     } = options;
+    let telemetry = hookwasm::trace::Telemetry::from_env()?;
+    if telemetry.is_some() {
+        tracing::info!("exporting traces over OTLP (OTEL_EXPORTER_OTLP_* is set)");
+    }
     let (sandbox, dispatcher, loaded) = start(config).await?;
     let auth = Auth::new(loaded.auth.clone());
     if !auth.enabled() && !listen.ip().is_loopback() {
@@ -415,6 +457,9 @@ async fn serve(config: &Path, options: ServeOptions) -> anyhow::Result<Exit> {
     );
     let drained = dispatcher.shutdown(drain).await;
     report_left(drained.left, &loaded.delivery);
+    if let Some(telemetry) = telemetry {
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
     Ok(Exit::Success)
 }
 
@@ -593,8 +638,14 @@ async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
         if line.trim().is_empty() {
             continue;
         }
-        let event = Event::from_slice(line.as_bytes())
-            .map_err(|e| anyhow::anyhow!("{} line {}: {e}", events_path.display(), number + 1))?;
+        let at = || format!("{} line {}", events_path.display(), number + 1);
+        let event =
+            Event::from_slice(line.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+        // Declared types are checked as ingest checks them.
+        dispatcher
+            .registry()
+            .check(&event)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
         events.push(event);
     }
     let mut exit = Exit::Success;

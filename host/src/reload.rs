@@ -78,6 +78,8 @@ impl Reloader {
                 return summary;
             }
         };
+        self.dispatcher.set_registry(config.registry.clone());
+        config.registry.warn_undeclared(&config.handlers);
         let wanted: Vec<&HandlerSpec> = config.handlers.iter().filter(|s| s.enabled).collect();
 
         for slot in self.dispatcher.slots().iter() {

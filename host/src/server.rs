@@ -1,5 +1,6 @@
-//! HTTP ingest and status: `POST /v1/events`, the event history (`GET /v1/events`,
-//! `GET /v1/events/{id}`), `GET /v1/handlers`, the outbox
+//! HTTP ingest and status: `POST /v1/events` (every CloudEvents HTTP mode, see
+//! [`crate::ingest`]), the event history (`GET /v1/events`, `GET /v1/events/{id}`),
+//! `GET /v1/event-types`, `GET /v1/handlers`, the outbox
 //! (`GET /v1/deliveries`, `GET /v1/dead-letters`, `POST /v1/dead-letters/{id}/retry`,
 //! `DELETE /v1/dead-letters/{id}`), `GET /healthz`, `GET /metrics`.
 //!
@@ -12,16 +13,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::auth::Auth;
 use crate::config::{FailurePolicy, Mode};
 use crate::dispatch::{Backpressure, BreakerView, Dispatcher, Refused, ReloadStatus, Route};
-use crate::event::Event;
+use crate::ingest;
 use crate::metrics::HandlerCounts;
 use crate::outbox::{self, Selector};
 use crate::reload::Reloader;
@@ -83,7 +84,7 @@ async fn reload(State(console): State<Arc<Console>>) -> Response {
         );
     };
     let summary = reloader.reload().await;
-    let failed: Vec<Value> = summary
+    let failed: Vec<serde_json::Value> = summary
         .failed
         .iter()
         .map(|(what, why)| json!({ "handler": what, "error": why }))
@@ -103,7 +104,7 @@ async fn reload(State(console): State<Arc<Console>>) -> Response {
 /// Largest request body accepted by `POST /v1/events`.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// Most events one `POST /v1/events` may carry.
-pub const MAX_BATCH: usize = 1_000;
+pub const MAX_BATCH: usize = ingest::MAX_BATCH;
 /// What `Retry-After` says when an observer's queue is full, in seconds.
 const RETRY_AFTER_SECS: &str = "1";
 
@@ -112,6 +113,7 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
     Router::new()
         .route("/v1/events", post(post_events).get(list_events))
         .route("/v1/events/{id}", get(get_event))
+        .route("/v1/event-types", get(get_event_types))
         .route("/v1/handlers", get(get_handlers))
         .route("/v1/deliveries", get(get_deliveries))
         .route("/v1/dead-letters", get(get_dead_letters))
@@ -136,29 +138,57 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// One CloudEvent (an object) or a batch (an array). Answers 200 with the merged gate verdict
-/// when a gate ran, 202 when the events were only queued for observers.
+/// Events in any CloudEvents HTTP mode (see [`crate::ingest`]). A single event (structured or
+/// binary) or an array is answered with the merged gate verdict (200 when a gate ran, 202 when
+/// the events were only queued); an array is all or nothing. A batch
+/// (`application/cloudevents-batch+json`) is answered with one result per event, accepted or
+/// refused on its own (400 only when every event was refused).
 async fn post_events(
     State(dispatcher): State<Arc<Dispatcher>>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let route = match route(query.as_deref()) {
         Ok(route) => route,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let events = match parse_events(&body) {
-        Ok(events) => events,
-        Err(message) => {
+    let request = match ingest::read(&headers, &body, &dispatcher.registry()) {
+        Ok(request) => request,
+        Err(refused) => {
             dispatcher.stats().events_invalid.fetch_add(1, Relaxed);
-            return error(StatusCode::BAD_REQUEST, message);
+            return (StatusCode::BAD_REQUEST, axum::Json(refused)).into_response();
         }
     };
-    let batch = events.len() > 1 || body.trim_ascii_start().starts_with(b"[");
-    match dispatcher
-        .submit_to(&events, route, Backpressure::Refuse)
-        .await
-    {
+    let mode = request.mode;
+    let mut events = Vec::with_capacity(request.items.len());
+    let mut spans = Vec::with_capacity(request.items.len());
+    let mut refused = Vec::new();
+    for (index, item) in request.items.into_iter().enumerate() {
+        match item {
+            ingest::Item::Accepted(event, span) => {
+                events.push(event);
+                spans.push(span);
+            }
+            ingest::Item::Refused { id, refused: why } => {
+                dispatcher.stats().events_invalid.fetch_add(1, Relaxed);
+                refused.push((index, id, why));
+            }
+        }
+    }
+    let submitted = if events.is_empty() {
+        Ok(Vec::new())
+    } else {
+        dispatcher
+            .submit_to(&events, route, Backpressure::Refuse)
+            .await
+    };
+    let failure = submitted.as_ref().err().map(ToString::to_string);
+    for span in spans {
+        span.end(failure.as_deref());
+    }
+    match submitted {
+        Ok(decisions) if mode == ingest::Mode::Batch => batch_answer(decisions, refused),
         Ok(mut decisions) => {
             let gated = decisions.iter().any(|d| !d.gates.is_empty());
             let status = if gated {
@@ -167,7 +197,9 @@ async fn post_events(
                 StatusCode::ACCEPTED
             };
             match decisions.pop() {
-                Some(decision) if !batch => (status, axum::Json(decision)).into_response(),
+                Some(decision) if mode != ingest::Mode::Array => {
+                    (status, axum::Json(decision)).into_response()
+                }
                 last => {
                     decisions.extend(last);
                     (status, axum::Json(json!({ "results": decisions }))).into_response()
@@ -184,6 +216,64 @@ async fn post_events(
         }
         Err(refused) => error(StatusCode::PAYLOAD_TOO_LARGE, refused.to_string()),
     }
+}
+
+/// A batch's answer: per event, in order, `{"index", "status": "accepted", …decision}` or
+/// `{"index", "id", "status": "refused", "error", …}`.
+fn batch_answer(
+    decisions: Vec<crate::dispatch::Decision>,
+    refused: Vec<(usize, Option<String>, ingest::Refused)>,
+) -> Response {
+    let gated = decisions.iter().any(|d| !d.gates.is_empty());
+    let all_refused = decisions.is_empty();
+    let total = decisions.len() + refused.len();
+    let mut decisions = decisions.into_iter();
+    let mut refused = refused.into_iter().peekable();
+    let mut results = Vec::with_capacity(total);
+    for index in 0..total {
+        let mut result = match refused.next_if(|(at, ..)| *at == index) {
+            Some((_, id, why)) => {
+                let mut value = serde_json::to_value(why).unwrap_or_default();
+                value["status"] = json!("refused");
+                if let Some(id) = id {
+                    value["eventId"] = json!(id);
+                }
+                value
+            }
+            None => {
+                let mut value = decisions
+                    .next()
+                    .and_then(|d| serde_json::to_value(d).ok())
+                    .unwrap_or_default();
+                value["status"] = json!("accepted");
+                value
+            }
+        };
+        result["index"] = json!(index);
+        results.push(result);
+    }
+    let status = if all_refused {
+        StatusCode::BAD_REQUEST
+    } else if gated {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    (
+        status,
+        axum::Json(json!({ "mode": "batch", "results": results })),
+    )
+        .into_response()
+}
+
+/// Every event type with the JSON Schema of its `data`: what `hookwasm events` prints.
+async fn get_event_types(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
+    let registry = dispatcher.registry();
+    axum::Json(json!({
+        "strictTypes": registry.strict(),
+        "eventTypes": registry.catalogue(),
+    }))
+    .into_response()
 }
 
 /// `?route=gates` or `?route=observers` reaches only those handlers (a git server asks its gates
@@ -207,33 +297,6 @@ fn route(query: Option<&str>) -> Result<Route, String> {
         };
     }
     Ok(route)
-}
-
-/// Parses and validates the whole body before anything is dispatched: all events or none.
-fn parse_events(body: &[u8]) -> Result<Vec<Event>, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    match value {
-        Value::Array(items) => {
-            if items.is_empty() {
-                return Err("the batch is empty; send at least one event".into());
-            }
-            if items.len() > MAX_BATCH {
-                return Err(format!(
-                    "the batch holds {} events; send at most {MAX_BATCH} per request",
-                    items.len()
-                ));
-            }
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| Event::from_json(item).map_err(|e| format!("event [{i}]: {e}")))
-                .collect()
-        }
-        value => Ok(vec![
-            Event::from_json(value).map_err(|e| format!("invalid event: {e}"))?,
-        ]),
-    }
 }
 
 /// One handler as `GET /v1/handlers` shows it.

@@ -25,6 +25,9 @@
 //!   shared with GitProxy.
 //! - `notify`: the notify plugin's Slack and Teams cards and its e-mail through a real SMTP server
 //!   (aiosmtpd); SMTP refused where not granted; a WIT 0.1.0 component still runs.
+//! - `cloudevents`: the official CloudEvents SDKs in structured, binary and batch modes; declared
+//!   event types validated at ingest and listed alike over HTTP and the CLI; trace context into
+//!   handlers' outbound requests and OTLP; malformed headers and attributes refused.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
 
@@ -32,6 +35,7 @@ mod support;
 
 mod capabilities;
 mod cli;
+mod cloudevents;
 mod config_errors;
 mod console;
 mod gates;

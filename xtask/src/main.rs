@@ -1,9 +1,10 @@
 //! Project tasks, run as `cargo xtask <task>` from anywhere in the repository:
 //!
 //! - `serve`: build the guests and the host (release), then serve the sample `proxy.config.json`;
-//! - `test`: formatting, clippy (host and wasm crates), the guests, Python's `aiosmtpd` (into
-//!   `target/pip`, for the e-mail tests), then every test (the Rust crates', then the GitProxy
-//!   package's Node suite against the built host);
+//! - `test`: formatting, clippy (host and wasm crates), the guests, what the tests talk to
+//!   (Python's `aiosmtpd` and the CloudEvents SDKs: pip into `target/pip`, npm into
+//!   `tests/interop/node_modules`), then every test (the Rust crates', then the GitProxy package's
+//!   Node suite against the built host);
 //! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2`.
 //!
 //! Guests build into their own target folder (`target/guests`), so a host build never waits on
@@ -103,12 +104,12 @@ fn main() -> anyhow::Result<()> {
             clippy.extend(["--", "-D", "warnings"]);
             cargo(&clippy)?;
             build_guests()?;
-            let pythonpath = install_smtp_server()?;
+            let mut env = install_cloudevents_sdks()?;
+            env.push((PYTHONPATH_VAR, install_smtp_server()?));
             let mut test = vec!["test"];
             test.extend(TESTED.iter().flat_map(|c| ["-p", c]));
             test.extend(args[1..].iter().map(String::as_str));
-            let (passed, failed) =
-                cargo_test(&test, &[(PYTHONPATH_VAR, pythonpath.as_os_str())])?;
+            let (passed, failed) = cargo_test(&test, &env)?;
             let (node_passed, node_failed) = node_tests()?;
             println!(
                 "tests: {} passed, {} failed",
@@ -164,6 +165,77 @@ fn build_guests() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The official CloudEvents SDKs the interop tests send with: Python's from PyPI into
+/// `target/pip`, JavaScript's from npm into `tests/interop/node_modules` (pinned by its
+/// package-lock.json). Returns the variables that tell the tests where they are.
+fn install_cloudevents_sdks() -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
+    let root = std::env::current_dir().context("no current folder")?;
+    let pip_target = root.join(PIP_TARGET);
+    if !pip_target
+        .join(format!("cloudevents-{CLOUDEVENTS_PYTHON}.dist-info"))
+        .is_dir()
+    {
+        ensure_pip()?;
+        println!(
+            "installing the CloudEvents Python SDK (cloudevents {CLOUDEVENTS_PYTHON}) into {PIP_TARGET} for the interop tests"
+        );
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-warn-conflicts",
+            "--root-user-action=ignore",
+            "--upgrade",
+            "--target",
+            PIP_TARGET,
+            &format!("cloudevents=={CLOUDEVENTS_PYTHON}"),
+        ]))?;
+    }
+    let interop = root.join(INTEROP_DIR);
+    // npm ci again when the lock file changed since the last install.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let installed = modified(&interop.join("node_modules/.package-lock.json"));
+    if installed.is_none() || installed < modified(&interop.join("package-lock.json")) {
+        println!(
+            "installing the CloudEvents JavaScript SDK (npm ci, as {INTEROP_DIR}/package-lock.json pins it) into {INTEROP_DIR}/node_modules for the interop tests"
+        );
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&interop))?;
+    }
+    Ok(vec![
+        ("HOOKWASM_INTEROP_PYTHONPATH", pip_target),
+        (
+            "HOOKWASM_INTEROP_NODE_MODULES",
+            interop.join("node_modules"),
+        ),
+    ])
+}
+
+/// Debian's python3 comes without pip: install its package when `python3 -m pip` is missing.
+fn ensure_pip() -> anyhow::Result<()> {
+    let pip = Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if pip.is_ok_and(|s| s.success()) {
+        return Ok(());
+    }
+    println!("python3 has no pip: installing the Debian package python3-pip with apt-get");
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "python3-pip"]))
+}
+
+/// The interop tests' scripts and their npm package.
+const INTEROP_DIR: &str = "tests/interop";
+/// Where pip installs the Python SDK.
+const PIP_TARGET: &str = "target/pip";
+/// The Python SDK's version (npm's is in tests/interop/package-lock.json).
+const CLOUDEVENTS_PYTHON: &str = "2.2.0";
+
 /// The guests need the wasm32-wasip2 standard library. `rust-toolchain.toml` lists the target,
 /// but rustup only installs listed targets with a new toolchain, so ask for it explicitly.
 fn add_wasm_target() -> anyhow::Result<()> {
@@ -186,8 +258,6 @@ fn add_wasm_target() -> anyhow::Result<()> {
 
 /// Where the e-mail tests find Python packages (set for `cargo test`).
 const PYTHONPATH_VAR: &str = "HOOKWASM_PYTHONPATH";
-/// The project-local folder `pip install --target` fills.
-const PIP_TARGET: &str = "target/pip";
 /// The real SMTP server the notify plugin's e-mail test delivers to (tests/e2e/smtp_sink.py).
 const AIOSMTPD: &str = "aiosmtpd==1.4.6";
 
@@ -217,36 +287,14 @@ fn install_smtp_server() -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(target).with_context(|| format!("cannot find {PIP_TARGET}"))
 }
 
-/// Makes sure `python3 -m pip` works: Debian's `python3` comes without it, so install
-/// `python3-pip` with apt-get (as root) when it is missing.
-fn ensure_pip() -> anyhow::Result<()> {
-    let works = |python: &mut Command| {
-        python
-            .args(["-m", "pip", "--version"])
-            .output()
-            .is_ok_and(|out| out.status.success())
-    };
-    if works(&mut Command::new("python3")) {
-        return Ok(());
-    }
-    eprintln!("python3 has no pip; installing python3-pip with apt-get for the e-mail tests");
-    run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "python3-pip"]))
-        .context("cannot install python3-pip; install it (or pip for python3) and run again")?;
-    if !works(&mut Command::new("python3")) {
-        bail!("python3 still has no pip after installing python3-pip");
-    }
-    Ok(())
-}
-
 /// Runs `cargo test` with `env`, passing its output through, and totals every test binary's
 /// results (cargo's own last line is often a doc-test run with nothing in it): (passed, failed).
-fn cargo_test(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<(u64, u64)> {
+fn cargo_test(args: &[&str], env: &[(&str, PathBuf)]) -> anyhow::Result<(u64, u64)> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
     let mut child = Command::new(cargo)
         .args(args)
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;

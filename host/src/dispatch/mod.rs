@@ -29,9 +29,11 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, EntryError, HandlerSpec, Limits, Mode, RetryPolicy};
 use crate::event::Event;
+use crate::event::registry::Registry;
 use crate::metrics::{HandlerSample, HandlerStats, HostStats};
 use crate::outbox::{self, Delivery, NewEvent, OnDuplicate, Store};
 use crate::sandbox::{Handler, Invocation, LoadError, Sandbox, Status};
+use crate::trace;
 
 pub use breaker::{Admission, Breaker, BreakerView, Transition};
 pub use report::{Attributed, Decision, Report, Verdict};
@@ -224,7 +226,13 @@ impl Slot {
                 duration: Duration::ZERO,
             },
             Admission::Run | Admission::Probe => {
-                let invocation = version.handler.on_event(event).await;
+                let span = trace::HandlerSpan::start(&self.name, role_of(spec.mode), digest, event);
+                let invocation = span.scope(version.handler.on_event(event)).await;
+                span.end(
+                    invocation.status.as_str(),
+                    invocation.fuel_consumed,
+                    invocation.error.as_deref(),
+                );
                 let ok = invocation.status == Status::Ok;
                 log_transition(&self.name, version.breaker.record(admission, ok));
                 invocation
@@ -251,6 +259,14 @@ impl Slot {
             });
         }
         report
+    }
+}
+
+/// How a span names a handler's role.
+fn role_of(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Gate => "gate",
+        Mode::Observe => "observer",
     }
 }
 
@@ -361,6 +377,8 @@ pub struct Dispatcher {
     /// under the same name waits for its old worker, so one observer never has two.
     retired: Mutex<Vec<Arc<Slot>>>,
     workers: Mutex<JoinSet<()>>,
+    /// The event types ingest checks events against; a reload replaces it.
+    registry: ArcSwap<Registry>,
 }
 
 impl Dispatcher {
@@ -378,6 +396,7 @@ impl Dispatcher {
             delivering: AtomicBool::new(false),
             retired: Mutex::new(Vec::new()),
             workers: Mutex::new(JoinSet::new()),
+            registry: ArcSwap::from_pointee(Registry::default()),
         };
         for (spec, handler) in handlers {
             dispatcher.add(Version::new(spec, handler));
@@ -398,6 +417,16 @@ impl Dispatcher {
             Err(e) => tracing::warn!("cannot count the outbox's open deliveries: {e}"),
         }
         dispatcher
+    }
+
+    /// The event types ingest checks events against.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
+    /// Replaces the event types (at start and on reload).
+    pub fn set_registry(&self, registry: Arc<Registry>) {
+        self.registry.store(registry);
     }
 
     /// The outbox observers' deliveries go through.
@@ -1082,7 +1111,7 @@ async fn attempt(
     admission: Admission,
     delivery: Delivery,
 ) -> Option<Recording> {
-    let event = match Event::from_slice(delivery.event_json.as_bytes()) {
+    let event = match Event::from_stored(delivery.event_json.as_bytes()) {
         Ok(event) => event,
         Err(e) => {
             // Only a hand-edited outbox gets here: retrying cannot help.

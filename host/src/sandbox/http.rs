@@ -9,6 +9,10 @@
 //! - it completes within the event's deadline, with a response body of at most
 //!   [`MAX_RESPONSE_BYTES`].
 //!
+//! When the event has a trace context, every request carries the invocation's as `traceparent`
+//! (and `tracestate`), replacing any the guest set, so the receiver's spans join the producer's
+//! trace.
+//!
 //! Plain-HTTP requests are sent to the address that was checked, so a second DNS answer cannot
 //! redirect them. HTTPS requests are resolved again by the TLS client; the certificate must
 //! still be valid for the allowed name.
@@ -38,6 +42,7 @@ pub struct HttpPolicy {
     handler: Arc<str>,
     allowed: Arc<[AllowedHost]>,
     deadline: Instant,
+    trace: Option<crate::trace::TraceParent>,
 }
 
 impl HttpPolicy {
@@ -47,6 +52,27 @@ impl HttpPolicy {
             handler,
             allowed,
             deadline,
+            trace: None,
+        }
+    }
+
+    /// The same rules, with the trace context outgoing requests carry.
+    pub fn with_trace(mut self, trace: Option<crate::trace::TraceParent>) -> HttpPolicy {
+        self.trace = trace;
+        self
+    }
+
+    /// Puts the invocation's trace context on an outgoing request.
+    fn propagate(&self, request: &mut http::Request<WasiBody>) {
+        let Some(trace) = &self.trace else { return };
+        let headers = request.headers_mut();
+        headers.remove("traceparent");
+        headers.remove("tracestate");
+        if let Ok(value) = http::HeaderValue::from_str(&trace.to_string()) {
+            headers.insert("traceparent", value);
+        }
+        if let Some(Ok(value)) = trace.state().map(http::HeaderValue::from_str) {
+            headers.insert("tracestate", value);
         }
     }
 
@@ -122,6 +148,7 @@ impl WasiHttpHooks for HttpPolicy {
         Box::new(async move {
             let address = policy.vet(request.uri()).await?;
             let options = policy.options(options)?;
+            policy.propagate(&mut request);
             if request.uri().scheme_str() == Some("http") {
                 // Connect to the address just checked; the Host header keeps the name.
                 let mut parts = request.uri().clone().into_parts();

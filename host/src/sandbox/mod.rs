@@ -456,7 +456,8 @@ impl Handler {
         let memory_bytes =
             usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let http =
-            http::HttpPolicy::new(self.0.name.clone(), self.0.allowed_hosts.clone(), deadline);
+            http::HttpPolicy::new(self.0.name.clone(), self.0.allowed_hosts.clone(), deadline)
+                .with_trace(crate::trace::outbound());
         let smtp = smtp::SmtpState::new(self.0.name.clone(), self.0.smtp.clone(), deadline);
         let state = StoreState::new(
             self.0.config_json.clone(),
