@@ -13,6 +13,8 @@
 //! - `cli`: `call`, `replay` and `events`, their JSON output and exit codes;
 //! - `console`: API tokens and scopes on every endpoint, dashboard sessions with CSRF, the
 //!   loopback-only default, and the resumable event stream.
+//! - `dashboard`: the dashboard in headless Chromium (chromedriver): sign in, live events with
+//!   verdicts and annotations, retrying a dead letter, a quarantined handler; screenshots.
 //! - `config_errors`: every broken config entry reported, by `check` and by `serve`.
 //! - `reload`: `serve --watch` and SIGHUP swap modules and apply config edits while events
 //!   flow, losing nothing; the compile cache is one entry per module and rebuilds broken ones.
@@ -38,6 +40,7 @@ mod cli;
 mod cloudevents;
 mod config_errors;
 mod console;
+mod dashboard;
 mod gates;
 mod git;
 mod history;

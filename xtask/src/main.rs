@@ -104,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             clippy.extend(["--", "-D", "warnings"]);
             cargo(&clippy)?;
             build_guests()?;
+            install_chromium()?;
             let mut env = install_cloudevents_sdks()?;
             env.push((PYTHONPATH_VAR, install_smtp_server()?));
             let mut test = vec!["test"];
@@ -225,8 +226,32 @@ fn ensure_pip() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("python3 has no pip: installing the Debian package python3-pip with apt-get");
-    run(Command::new("apt-get").arg("update"))?;
-    run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "python3-pip"]))
+    apt_install(&["python3-pip"])
+}
+
+/// Installs Debian packages (as root, the way CI and a fresh machine run): `apt-get update`
+/// once, then the packages without their recommendations.
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(packages);
+    run(&mut install).with_context(|| {
+        format!(
+            "cannot install {}; install them with apt-get as root and run again",
+            packages.join(" ")
+        )
+    })
+}
+
+/// The dashboard's browser test drives Debian's Chromium through chromedriver: installs both
+/// when either is missing.
+fn install_chromium() -> anyhow::Result<()> {
+    if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
+        return Ok(());
+    }
+    println!("installing Debian's chromium and chromium-driver with apt-get for the dashboard's browser test");
+    apt_install(&["chromium", "chromium-driver"])
 }
 
 /// The interop tests' scripts and their npm package.
