@@ -98,6 +98,9 @@ fn main() -> anyhow::Result<()> {
     if wanted("http") {
         http(&bench, &mut report)?;
     }
+    if wanted("stream") {
+        stream(&bench, &mut report)?;
+    }
     if wanted("fanout") || wanted("memory") {
         fanout(&bench, &mut report, wanted("fanout"))?;
     }
@@ -359,6 +362,70 @@ fn http(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         }
         server.stop();
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// stream: ingest with 10 `GET /v1/stream` consumers attached vs none
+// ---------------------------------------------------------------------------------------------
+
+/// Stream consumers attached in the second run.
+const STREAM_CONSUMERS: usize = 10;
+
+fn stream(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    report.heading(&format!(
+        "stream: POST /v1/events (one observer), {CLIENTS} clients, with 0 and {STREAM_CONSUMERS} stream consumers"
+    ));
+    let server = Server::start(bench, &handlers(bench, "observe", "trivial", 1))?;
+    let alone = closed_loop(&server, 1, CLIENTS)?;
+    let mut stats = alone.stats.clone();
+    stats.note = "no stream consumer".into();
+    report.row(stats.named("stream", "observer", "ingest, no consumer"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let consumers: Vec<_> = (0..STREAM_CONSUMERS)
+        .map(|_| {
+            let (address, stop, received) = (server.address, stop.clone(), received.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut stream = TcpStream::connect(address)?;
+                stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+                stream.write_all(b"GET /v1/stream HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+                let mut buffer = [0u8; 64 << 10];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match stream.read(&mut buffer) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let messages = buffer[..n].windows(2).filter(|w| w == b"\n\n").count();
+                            received
+                                .fetch_add(messages as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let beside = closed_loop(&server, 1, CLIENTS)?;
+    let mut stats = beside.stats.clone();
+    stats.note = format!(
+        "{STREAM_CONSUMERS} consumers read {} messages meanwhile; {:.2}x the rate without",
+        received.load(std::sync::atomic::Ordering::Relaxed),
+        beside.stats.events_per_s / alone.stats.events_per_s.max(1e-9)
+    );
+    report.row(stats.named(
+        "stream",
+        "observer",
+        &format!("ingest, {STREAM_CONSUMERS} consumers"),
+    ));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for consumer in consumers {
+        let _ = consumer.join();
+    }
+    server.stop();
     Ok(())
 }
 

@@ -48,7 +48,10 @@ impl Driver {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
         let started = Instant::now();
         while std::net::TcpStream::connect(addr).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not listen");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not listen"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let profile = Workdir::new();
@@ -116,7 +119,11 @@ impl Driver {
 
     fn click(&self, css: &str) {
         let element = self.element(css);
-        self.call("POST", &format!("/element/{element}/click"), Some(json!({})));
+        self.call(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        );
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -185,7 +192,8 @@ fn webdriver(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) ->
 fn config(work: &Workdir, fragile: &str) -> PathBuf {
     let mut broken = chaos_gate("broken", "error");
     broken["events"] = json!(["custom.break"]);
-    broken["quarantine"] = json!({ "afterFailures": 1, "backoffMs": 600000, "maxBackoffMs": 600000 });
+    broken["quarantine"] =
+        json!({ "afterFailures": 1, "backoffMs": 600000, "maxBackoffMs": 600000 });
     let mut reviewer = chaos_gate("reviewer", "ok");
     reviewer["events"] = json!(["push.*"]);
     let mut summary = chaos("summary", "ok");
@@ -231,7 +239,10 @@ fn an_operator_signs_in_watches_events_live_retries_a_dead_letter_and_sees_quara
     let browser = Driver::start();
     let base = format!("http://{}", host.addr());
     browser.open(&format!("{base}/"));
-    browser.wait_for("the sign-in form", "return document.querySelector('#token') !== null");
+    browser.wait_for(
+        "the sign-in form",
+        "return document.querySelector('#token') !== null",
+    );
     browser.screenshot("0-sign-in");
     browser.type_into("#token", ADMIN);
     browser.click("#sign-in");
@@ -239,15 +250,17 @@ fn an_operator_signs_in_watches_events_live_retries_a_dead_letter_and_sees_quara
         "the handlers page",
         "return document.querySelector('tr[data-handler=\"broken\"] .state')?.textContent",
     );
-    let state = browser.run(
-        "return document.querySelector('tr[data-handler=\"broken\"] .state').textContent",
-    );
+    let state = browser
+        .run("return document.querySelector('tr[data-handler=\"broken\"] .state').textContent");
     assert!(
         state.as_str().is_some_and(|s| s.starts_with("quarantined")),
         "{state}"
     );
     let who = browser.run("return document.querySelector('#who').textContent");
-    assert!(who.as_str().is_some_and(|w| w.contains("operator")), "{who}");
+    assert!(
+        who.as_str().is_some_and(|w| w.contains("operator")),
+        "{who}"
+    );
     let screenshot = browser.screenshot("1-handlers");
     println!("dashboard: handlers page in {}", screenshot.display());
 
@@ -304,10 +317,21 @@ fn an_operator_signs_in_watches_events_live_retries_a_dead_letter_and_sees_quara
                 .collect()
         })
         .unwrap_or_default();
-    assert_eq!(fragile, ["error", "ok"], "the failed attempt, then the retried one: {record}");
+    assert_eq!(
+        fragile,
+        ["error", "ok"],
+        "the failed attempt, then the retried one: {record}"
+    );
 }
 
 fn host_get(host: &Host, path: &str) -> Value {
     let authorization = format!("Bearer {ADMIN}");
-    http_with(host.addr(), "GET", path, &[("Authorization", &authorization)], None).json()
+    http_with(
+        host.addr(),
+        "GET",
+        path,
+        &[("Authorization", &authorization)],
+        None,
+    )
+    .json()
 }

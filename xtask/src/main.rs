@@ -250,7 +250,9 @@ fn install_chromium() -> anyhow::Result<()> {
     if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
         return Ok(());
     }
-    println!("installing Debian's chromium and chromium-driver with apt-get for the dashboard's browser test");
+    println!(
+        "installing Debian's chromium and chromium-driver with apt-get for the dashboard's browser test"
+    );
     apt_install(&["chromium", "chromium-driver"])
 }
 
