@@ -18,7 +18,7 @@ use hookwasm::event::Event;
 use hookwasm::git;
 use hookwasm::outbox::{self, Selector, Store, sqlite::SqliteStore};
 use hookwasm::reload::Reloader;
-use hookwasm::sandbox::Sandbox;
+use hookwasm::sandbox::{LoadError, Sandbox};
 
 /// Runs lifecycle event handlers compiled to WebAssembly components, each in its own sandbox.
 #[derive(Parser)]
@@ -270,10 +270,8 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
         }
         Command::Replay { config, events } => replay(&config, &events).await,
         Command::Events => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&hookwasm::event::catalogue())?
-            );
+            let text = serde_json::to_string_pretty(&hookwasm::event::catalogue())?;
+            write_stdout(format!("{text}\n").as_bytes())?;
             Ok(Exit::Success)
         }
         Command::Deliveries { config, json } => deliveries(&config, json).await,
@@ -502,16 +500,23 @@ async fn call(args: CallArgs) -> anyhow::Result<Exit> {
         limits,
         Capabilities { allowed_hosts },
     );
-    // `call` has no config folder: it caches only where HOOKWASM_CACHE_DIR says.
+    // `call` has no config folder: it caches in the user's cache folder, so trying a large
+    // module again (a JavaScript handler is ~12 MB) does not compile it again.
     let mut sandbox = Sandbox::new()?;
-    if let Some(dir) = std::env::var_os("HOOKWASM_CACHE_DIR") {
-        sandbox = sandbox.with_cache(Path::new(&dir));
+    if let Some(dir) = hookwasm::sandbox::user_cache_dir() {
+        sandbox = sandbox.with_cache(&dir);
     }
     let handler = {
         let (sandbox, spec) = (sandbox.clone(), spec.clone());
         tokio::task::spawn_blocking(move || sandbox.load(&spec)).await??
     };
-    handler.init().await?;
+    handler.init().await.map_err(|e| match e {
+        // The config came from the command line, not from an entry: say which flag to fix.
+        LoadError::Init { status, message } => anyhow::anyhow!(
+            "init refused the handler config ({status}): {message}; pass the config it expects with --handler-config '<json>'"
+        ),
+        other => other.into(),
+    })?;
     let invocation = handler.on_event(&event).await;
     let report = Report::new(&spec.name, handler.digest(), None, event.id(), invocation);
     print_line(&report)?;
@@ -658,11 +663,21 @@ fn read_input(path: &Path) -> anyhow::Result<String> {
 }
 
 fn print_line(report: &Report) -> anyhow::Result<()> {
+    let mut line = serde_json::to_vec(report)?;
+    line.push(b'\n');
+    write_stdout(&line)
+}
+
+/// Writes to stdout. A reader that went away (`hookwasm events | head`) is not an error: the
+/// output is simply no longer wanted.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer(&mut stdout, report)?;
-    stdout.write_all(b"\n")?;
-    stdout.flush()?;
-    Ok(())
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("cannot write to standard output: {e}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A git hook: read and classify git's input, then dispatch in process or forward to `serve`.

@@ -21,9 +21,12 @@
 //! - `capabilities`: outbound HTTP only where granted; the webhook plugin's signed deliveries.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
+//! - `authors`: a plugin author's mistakes get one line saying what to do; `call` caches
+//!   compiled modules; `--watch` reloads while the host's own log grows beside the config.
 
 mod support;
 
+mod authors;
 mod capabilities;
 mod cli;
 mod config_errors;

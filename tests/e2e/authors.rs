@@ -1,0 +1,280 @@
+//! A plugin author's first hour: the mistakes a newcomer makes get one line that says what to do,
+//! `call` reuses compiled modules, and `serve --watch` reloads even while the host's own log is
+//! being written in the watched folder.
+//!
+//! `newcomer.rs` plays the whole first hour (`hookwasm new` → build → test → call → serve →
+//! edit under `--watch --build`).
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{
+    Guest, Host, LOG_HANDLED, POLL_DEADLINE, Workdir, custom, hookwasm, ref_update,
+    shared_cache_dir, with_custom_section, workspace_root, write_by_rename, write_in_place,
+};
+
+/// The one `error:` line of a bad-input exit.
+fn one_line_error(run: &crate::support::Run) -> String {
+    run.assert_code(2);
+    let error = run.error();
+    assert_eq!(error.trim_end().lines().count(), 1, "one line\n{run}");
+    error
+}
+
+#[test]
+fn a_crate_built_without_cdylib_is_named_in_one_line() {
+    // `cargo build` of a lib crate without `crate-type = ["cdylib"]` leaves `libname.rlib` and
+    // no `name.wasm`: the error says which line to add, and the OS error is not doubled.
+    let work = Workdir::new();
+    work.write("libmy_handler.rlib", b"!<arch>\n");
+    let module = work.path().join("my_handler.wasm");
+    let event = work.write("event.json", custom("c-1").to_string());
+    let run = hookwasm(&[
+        "call",
+        &module.to_string_lossy(),
+        "--event",
+        &event.to_string_lossy(),
+    ]);
+    let error = one_line_error(&run);
+    assert!(
+        error.contains(r#"add `crate-type = ["cdylib"]` under `[lib]`"#),
+        "{run}"
+    );
+    assert!(!error.contains("os error"), "no raw OS error\n{run}");
+
+    // Without the .rlib beside it, it is a path or a build that has not happened.
+    std::fs::remove_file(work.path().join("libmy_handler.rlib")).expect("remove the rlib");
+    let run = hookwasm(&[
+        "call",
+        &module.to_string_lossy(),
+        "--event",
+        &event.to_string_lossy(),
+    ]);
+    let error = one_line_error(&run);
+    assert!(
+        error.contains("my_handler.wasm: no such file; build it first, or fix the path"),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_component_without_exports_names_export_handler() {
+    // The smallest component (the preamble alone) is what a crate that forgot the macro is to
+    // the host: a component exporting nothing.
+    let work = Workdir::new();
+    let module = work.write(
+        "empty.wasm",
+        [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00],
+    );
+    let event = work.write("event.json", custom("e-1").to_string());
+    let error = one_line_error(&hookwasm(&[
+        "call",
+        &module.to_string_lossy(),
+        "--event",
+        &event.to_string_lossy(),
+    ]));
+    assert!(
+        error.contains("it exports nothing")
+            && error.contains("`hookwasm_sdk::export_handler!(YourHandler);`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_core_module_says_build_for_wasm32_wasip2() {
+    // What wasm32-wasip1 and wasm32-unknown-unknown produce: a core module.
+    let work = Workdir::new();
+    let module = work.write(
+        "core.wasm",
+        [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+    );
+    let event = work.write("event.json", custom("m-1").to_string());
+    let error = one_line_error(&hookwasm(&[
+        "call",
+        &module.to_string_lossy(),
+        "--event",
+        &event.to_string_lossy(),
+    ]));
+    assert!(
+        error.contains("core WebAssembly module, not a component")
+            && error.contains("`cargo build --release --target wasm32-wasip2`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_sdk_refuses_to_build_for_other_wasm_targets() {
+    // Before the host ever sees the file: building a handler for wasm32-wasip1 fails at once,
+    // naming the target to use. (`cargo xtask test` installs the wasip1 standard library.)
+    let root = workspace_root();
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "check",
+            "-q",
+            "-p",
+            "hookwasm-sdk",
+            "--target",
+            "wasm32-wasip1",
+            "--target-dir",
+        ])
+        .arg(root.join("target").join("wasip1-check"))
+        .current_dir(&root)
+        .output()
+        .expect("cannot run cargo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the build must fail\n{stderr}");
+    assert!(
+        stderr.contains("hookwasm handlers are WebAssembly components: build for wasm32-wasip2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn call_names_handler_config_when_init_refuses_it() {
+    let work = Workdir::new();
+    let event = work.write(
+        "event.json",
+        ref_update("h-1", "git.branch.updated", "refs/heads/main").to_string(),
+    );
+    let error = one_line_error(&hookwasm(&[
+        "call",
+        &Guest::BranchProtection.module(),
+        "--event",
+        &event.to_string_lossy(),
+        "--handler-config",
+        r#"{"protected": "main"}"#,
+    ]));
+    assert!(
+        error.starts_with("init refused the handler config (error): invalid handler config:")
+            && error.contains("pass the config it expects with --handler-config '<json>'")
+            && !error.contains("entry"),
+        "{error}"
+    );
+}
+
+#[test]
+fn events_into_a_closed_pipe_exits_quietly() {
+    // `hookwasm events | head -1`: the reader is gone before hookwasm writes.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_hookwasm"))
+        .arg("events")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("cannot run hookwasm");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+}
+
+#[test]
+fn call_keeps_compiled_modules_in_the_users_cache() {
+    // Without HOOKWASM_CACHE_DIR, `call` caches in $XDG_CACHE_HOME/hookwasm: the second call
+    // of the same module loads it from there instead of compiling it.
+    let work = Workdir::new();
+    let xdg = work.path().join("xdg-cache");
+    let event = work.write("event.json", custom("cache-1").to_string());
+    let module = work.write(
+        "chaos.wasm",
+        with_custom_section(
+            &std::fs::read(Guest::Chaos.path()).expect("chaos.wasm is built"),
+            "authors-cache",
+            b"unique to this test",
+        ),
+    );
+    let run = |label: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hookwasm"));
+        command
+            .args(["call", &module.to_string_lossy(), "--event"])
+            .arg(&event)
+            .args(["--handler-config", r#"{"behavior": "ok"}"#])
+            .env_remove("HOOKWASM_CACHE_DIR")
+            .env("XDG_CACHE_HOME", &xdg)
+            .env("RUST_LOG", "hookwasm=debug")
+            .env("HOOKWASM_LOG_FORMAT", "json");
+        let out = command.output().expect("cannot run hookwasm");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{label}: {stderr}");
+        stderr
+    };
+    let first = run("first call");
+    assert!(first.contains(r#""message":"compiled""#), "{first}");
+    let entries: Vec<_> = std::fs::read_dir(xdg.join("hookwasm"))
+        .expect("the cache folder exists")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(entries.len(), 1, "one compiled module in the cache");
+    let second = run("second call");
+    assert!(
+        second.contains(r#""message":"loaded from the compile cache""#),
+        "{second}"
+    );
+    assert!(!second.contains(r#""message":"compiled""#), "{second}");
+}
+
+#[test]
+fn watch_reloads_while_the_hosts_own_log_is_written_in_the_config_folder() {
+    // `serve --watch 2> serve.log` in the config's folder: the log grows all the time, and a
+    // rebuilt module must still be swapped in (the debounce counts only watched files).
+    let work = Workdir::new();
+    let original = std::fs::read(Guest::Chaos.path()).expect("chaos.wasm is built");
+    let module = work.write("chaos.wasm", &original);
+    let config = work.config(&[json!({
+        "name": "c", "module": "chaos.wasm", "config": {"behavior": "ok"}
+    })]);
+    let cache = shared_cache_dir();
+    let host = Host::serve_env(
+        &config,
+        &["--watch"],
+        &[
+            ("RUST_LOG", LOG_HANDLED),
+            ("HOOKWASM_CACHE_DIR", &cache.to_string_lossy()),
+        ],
+    );
+    // Wait until the watcher is live: rewrite the config until a reload follows.
+    let text = std::fs::read(&config).expect("config");
+    let start = Instant::now();
+    while host.log().with_message("reload done").is_empty() {
+        assert!(start.elapsed() < POLL_DEADLINE, "no reload\n{}", host.log());
+        write_in_place(&config, &text);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let log_path = work.path().join("serve.log");
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut log = std::fs::File::create(&log_path).expect("serve.log");
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                writeln!(log, "INFO handled event {n}").expect("write serve.log");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let next = with_custom_section(&original, "authors-debounce", b"v2");
+    write_by_rename(&module, &next);
+    let swapped = Instant::now();
+    host.wait_for_log("the rebuilt module is swapped in", |l| {
+        l.message()
+            .filter(|m| m.starts_with("reloaded: "))
+            .map(str::to_owned)
+    });
+    let waited = swapped.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("the log writer");
+    assert!(
+        waited < Duration::from_secs(10),
+        "the reload took {waited:?}"
+    );
+}
