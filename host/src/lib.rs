@@ -14,6 +14,10 @@ pub mod event;
 pub mod git;
 pub mod metrics;
 pub mod outbox;
+pub mod rebuild;
 pub mod reload;
 pub mod sandbox;
+pub mod scaffold;
+#[cfg(test)]
+mod sdk_agreement;
 pub mod server;

@@ -17,6 +17,7 @@ use hookwasm::dispatch::{self, Dispatcher, Report};
 use hookwasm::event::Event;
 use hookwasm::git;
 use hookwasm::outbox::{self, Selector, Store, sqlite::SqliteStore};
+use hookwasm::rebuild::Rebuild;
 use hookwasm::reload::Reloader;
 use hookwasm::sandbox::{LoadError, Sandbox};
 
@@ -45,6 +46,15 @@ enum Command {
         /// Reload the config and modules when they change (SIGHUP reloads in any case).
         #[arg(long)]
         watch: bool,
+        /// With --watch: when a source file changes, run this shell command in the config's
+        /// folder (e.g. "cargo build --release"), then reload. A failed build is logged and the
+        /// running version keeps serving.
+        #[arg(long, value_name = "COMMAND", requires = "watch")]
+        build: Option<String>,
+        /// With --build: the folders whose edits start a build (repeatable) [default: the
+        /// config's folder].
+        #[arg(long = "sources", value_name = "DIR", requires = "build")]
+        sources: Vec<PathBuf>,
     },
     /// Validate the config and load every handler; report every problem at once.
     Check {
@@ -86,6 +96,28 @@ enum Command {
     },
     /// Print the known event types with the JSON Schema of each payload.
     Events,
+    /// Create a handler project: the handler, a test, a sample event.json and a
+    /// proxy.config.json that loads it. It builds and runs without edits.
+    New {
+        /// The project's name (its folder, package and handler name).
+        name: String,
+        /// A gate: answers allow/deny (refuses force-pushes to protected branches) [default].
+        #[arg(long, conflicts_with = "observer")]
+        gate: bool,
+        /// An observer: watches every event (logs one line per event).
+        #[arg(long)]
+        observer: bool,
+        /// The language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: NewLang,
+        /// Rust: depend on hookwasm-sdk at this local path (a checkout's `sdk/`) instead of
+        /// this release's git tag.
+        #[arg(long, value_name = "DIR")]
+        sdk_path: Option<PathBuf>,
+        /// Create the project in this folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Show the outbox: observers' deliveries by state, and the age of the oldest open one.
     Deliveries {
         /// The config file (its `eventDelivery` names the outbox).
@@ -175,6 +207,15 @@ struct DeadLetterFilter {
     all: bool,
 }
 
+/// The languages `hookwasm new` writes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum NewLang {
+    /// A Rust crate on hookwasm-sdk.
+    Rust,
+    /// A JavaScript module, built with componentize-js.
+    Js,
+}
+
 /// The git hooks hookwasm implements.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Hook {
@@ -243,7 +284,19 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             listen,
             drain_secs,
             watch,
-        } => serve(&config, listen, Duration::from_secs(drain_secs), watch).await,
+            build,
+            sources,
+        } => {
+            let rebuild = build.map(|command| rebuild_for(&config, command, sources));
+            serve(
+                &config,
+                listen,
+                Duration::from_secs(drain_secs),
+                watch,
+                rebuild,
+            )
+            .await
+        }
         Command::Check { config } => check(&config).await,
         Command::Call {
             module,
@@ -274,6 +327,14 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             write_stdout(format!("{text}\n").as_bytes())?;
             Ok(Exit::Success)
         }
+        Command::New {
+            name,
+            gate: _,
+            observer,
+            lang,
+            sdk_path,
+            dir,
+        } => new_project(&dir, name, observer, lang, sdk_path),
         Command::Deliveries { config, json } => deliveries(&config, json).await,
         Command::DeadLetters { action } => dead_letters(action).await,
         Command::GitHook { hook, config } => git_hook(hook, config).await,
@@ -284,6 +345,46 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             uninstall,
         } => install_git_hooks(&repo, config, url, uninstall),
     }
+}
+
+fn new_project(
+    dir: &Path,
+    name: String,
+    observer: bool,
+    lang: NewLang,
+    sdk_path: Option<PathBuf>,
+) -> anyhow::Result<Exit> {
+    use hookwasm::scaffold::{self, Kind, Lang, NewProject};
+    let sdk_path = match sdk_path {
+        Some(path) => Some(
+            std::path::absolute(&path)
+                .map_err(|e| anyhow::anyhow!("--sdk-path {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let project = NewProject {
+        name,
+        kind: if observer { Kind::Observer } else { Kind::Gate },
+        lang: match lang {
+            NewLang::Rust => Lang::Rust,
+            NewLang::Js => Lang::Js,
+        },
+        sdk_path,
+    };
+    let files = scaffold::generate(dir, &project)?;
+    let folder = dir.join(&project.name);
+    for file in &files {
+        println!("created {}", folder.join(file).display());
+    }
+    let next = match project.lang {
+        Lang::Rust => "cargo build --release && cargo test-native",
+        Lang::Js => "npm install && npm run build && npm test",
+    };
+    println!(
+        "next: cd {} && {next}; then see README.md",
+        folder.display()
+    );
+    Ok(Exit::Success)
 }
 
 /// Where compiled modules are cached: `HOOKWASM_CACHE_DIR`, or `.hookwasm/cache` beside the
@@ -337,11 +438,31 @@ async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Confi
     Ok((sandbox, dispatcher, config))
 }
 
+/// What `--build` runs, where, and what it watches.
+fn rebuild_for(config: &Path, command: String, sources: Vec<PathBuf>) -> Rebuild {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let dir = absolute(config)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let sources = if sources.is_empty() {
+        vec![dir.clone()]
+    } else {
+        sources.iter().map(|s| absolute(s)).collect()
+    };
+    Rebuild {
+        command,
+        dir,
+        sources,
+    }
+}
+
 async fn serve(
     config: &Path,
     listen: SocketAddr,
     drain: Duration,
     watch: bool,
+    rebuild: Option<Rebuild>,
 ) -> anyhow::Result<Exit> {
     let (sandbox, dispatcher, loaded) = start(config).await?;
     dispatcher.start_delivering();
@@ -351,6 +472,11 @@ async fn serve(
     if watch {
         tokio::spawn(reloader.clone().watch()?);
         tracing::info!("watching {} and its modules for changes", config.display());
+    }
+    if let Some(rebuild) = rebuild {
+        let (command, sources) = (rebuild.command.clone(), rebuild.sources.clone());
+        tokio::spawn(rebuild.watch(reloader.clone())?);
+        tracing::info!(?sources, "rebuilding with `{command}` when sources change");
     }
     reload_on_sighup(reloader)?;
     let listener = tokio::net::TcpListener::bind(listen)
