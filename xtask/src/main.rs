@@ -2,7 +2,8 @@
 //!
 //! - `serve`: build the guests and the host (release), then serve the sample `proxy.config.json`;
 //! - `test`: formatting, clippy (host and wasm crates), the guests, then every test;
-//! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2`.
+//! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2` (JavaScript
+//!   guests with componentize-js, installed by `npm ci` into `sdk-js/node_modules`).
 //!
 //! Guests build into their own target folder (`target/guests`), so a host build never waits on
 //! them; each built component is copied next to its crate (`plugins/<name>.wasm`,
@@ -42,6 +43,15 @@ const TESTED: [&str; 7] = [
     "chaos",
     "bench",
 ];
+/// JavaScript guests: (handler module, component it becomes), built with componentize-js.
+const JS_GUESTS: [(&str, &str); 1] = [(
+    "plugins/js-branch-guard/handler.js",
+    "plugins/js-branch-guard.wasm",
+)];
+/// JavaScript test folders, run with `node --test`.
+const JS_TESTS: [&str; 1] = ["plugins/js-branch-guard"];
+/// The JavaScript SDK's folder: its `npm ci` installs componentize-js there, project-local.
+const SDK_JS: &str = "sdk-js";
 const WASM_TARGET: &str = "wasm32-wasip2";
 const GUEST_TARGET_DIR: &str = "target/guests";
 const GUEST_PROFILE: &str = "guest";
@@ -94,6 +104,8 @@ fn main() -> anyhow::Result<()> {
             clippy.extend(["--", "-D", "warnings"]);
             cargo(&clippy)?;
             build_guests()?;
+            test_js()?;
+            add_wasip1_target()?;
             let mut test = vec!["test"];
             test.extend(TESTED.iter().flat_map(|c| ["-p", c]));
             test.extend(args[1..].iter().map(String::as_str));
@@ -140,7 +152,91 @@ fn build_guests() -> anyhow::Result<()> {
             .with_context(|| format!("cannot copy {} to {}", built.display(), dest.display()))?;
         println!("built {}", dest.display());
     }
+    build_js_guests()
+}
+
+/// Installs the JavaScript SDK's dev dependencies (componentize-js, ~400 MB) into
+/// `sdk-js/node_modules` with `npm ci`, when they are missing or the lock file changed.
+fn npm_ci_sdk_js() -> anyhow::Result<()> {
+    let lock = Path::new(SDK_JS).join("package-lock.json");
+    let installed = Path::new(SDK_JS).join("node_modules/.package-lock.json");
+    if newer_than(&installed, &[lock]) {
+        return Ok(());
+    }
+    eprintln!("installing componentize-js into {SDK_JS}/node_modules (npm ci, project-local)");
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(SDK_JS))
+}
+
+/// Builds each JavaScript guest into a component with componentize-js, from the repository
+/// root so the handlers' relative imports of `sdk-js/` resolve. Skipped when the component is
+/// newer than its sources (a build takes ~20 s).
+fn build_js_guests() -> anyhow::Result<()> {
+    npm_ci_sdk_js()?;
+    let cli = Path::new(SDK_JS).join("node_modules/@bytecodealliance/componentize-js/src/cli.js");
+    for (source, out) in JS_GUESTS {
+        let mut inputs = vec![
+            PathBuf::from("wit/handler.wit"),
+            Path::new(SDK_JS).join("index.js"),
+        ];
+        let folder = Path::new(source).parent().context("a guest's folder")?;
+        for entry in std::fs::read_dir(folder)? {
+            inputs.push(entry?.path());
+        }
+        if newer_than(Path::new(out), &inputs) {
+            println!("up to date {out}");
+            continue;
+        }
+        run(Command::new("node").arg(&cli).args([
+            source,
+            "--wit",
+            "wit",
+            "--world-name",
+            "event-handler",
+            "--out",
+            out,
+        ]))?;
+        println!("built {out}");
+    }
     Ok(())
+}
+
+/// Runs the JavaScript tests (`node --test`): the JS guests on `sdk-js/testing.js`.
+fn test_js() -> anyhow::Result<()> {
+    for folder in JS_TESTS {
+        run(Command::new("node").args(["--test", folder]))?;
+    }
+    Ok(())
+}
+
+/// Whether `path` exists and is newer than every one of `inputs`.
+fn newer_than(path: &Path, inputs: &[PathBuf]) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(path) else {
+        return false;
+    };
+    inputs
+        .iter()
+        .all(|input| modified(input).is_some_and(|m| m <= built))
+}
+
+/// The SDK's test that building a handler for wasm32-wasip1 fails with a clear message needs
+/// that target's standard library.
+fn add_wasip1_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out)
+            if !String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-wasip1") =>
+        {
+            run(Command::new("rustup").args(["target", "add", "wasm32-wasip1"]))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The guests need the wasm32-wasip2 standard library. `rust-toolchain.toml` lists the target,
