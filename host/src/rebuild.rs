@@ -1,7 +1,8 @@
 //! `serve --watch --build "<command>"`: edit a handler's source and the host rebuilds it, then
 //! reloads, while events keep flowing to the running version.
 //!
-//! The source folders are watched recursively. Only source files count (`.rs`, `.toml`, `.js`,
+//! The source folders are watched, with the folders under them (not build output or tool
+//! folders). Only source files count (`.rs`, `.toml`, `.js`,
 //! `.mjs`, `.cjs`, `.ts`, `.mts`, `.wit`, `package.json`), outside build output and tool folders
 //! (`target/`, `node_modules/`, `.hookwasm/`, hidden folders): the host's own log, the outbox and
 //! what the build writes never start a build. After a burst of edits the command runs once, in
@@ -52,21 +53,24 @@ impl Rebuild {
     /// edits until the process ends.
     pub fn watch(self, reloader: Arc<Reloader>) -> anyhow::Result<impl Future<Output = ()> + Send> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event
-                    && !matches!(event.kind, notify::EventKind::Access(_))
-                {
-                    let _ = tx.send(event.paths);
-                }
-            })?;
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && !matches!(event.kind, notify::EventKind::Access(_))
+            {
+                let _ = tx.send(event.paths);
+            }
+        })?;
+        let mut folders = SourceFolders {
+            watcher,
+            watched: std::collections::BTreeSet::new(),
+        };
         for source in &self.sources {
-            watcher
-                .watch(source, RecursiveMode::Recursive)
-                .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", source.display()))?;
+            if !source.is_dir() {
+                anyhow::bail!("--sources {}: not a folder", source.display());
+            }
+            folders.add(source);
         }
         Ok(async move {
-            let _watcher = watcher;
             let sources = self.sources.clone();
             let edits = |paths: &[PathBuf]| {
                 paths.iter().any(|p| {
@@ -75,9 +79,23 @@ impl Rebuild {
                         .any(|root| p.strip_prefix(root).is_ok_and(is_source))
                 })
             };
+            // A folder created under a source folder (a new module) is watched too.
+            let follow = |paths: &[PathBuf], folders: &mut SourceFolders| {
+                for path in paths {
+                    let inside = sources.iter().any(|root| {
+                        path.strip_prefix(root).is_ok_and(|relative| {
+                            !relative.components().any(|c| ignored(c.as_os_str()))
+                        })
+                    });
+                    if inside && path.is_dir() {
+                        folders.add(path);
+                    }
+                }
+            };
             loop {
                 loop {
                     let Some(paths) = rx.recv().await else { return };
+                    follow(&paths, &mut folders);
                     if edits(&paths) {
                         break;
                     }
@@ -86,9 +104,10 @@ impl Rebuild {
                 loop {
                     match tokio::time::timeout_at(quiet_until, rx.recv()).await {
                         Ok(Some(paths)) if edits(&paths) => {
+                            follow(&paths, &mut folders);
                             quiet_until = tokio::time::Instant::now() + DEBOUNCE;
                         }
-                        Ok(Some(_)) => {}
+                        Ok(Some(paths)) => follow(&paths, &mut folders),
                         Ok(None) => return,
                         Err(_quiet) => break,
                     }
@@ -147,15 +166,49 @@ impl Rebuild {
     }
 }
 
+/// The folders under the source folders, each watched on its own: build output and tool
+/// folders (`target/`, `node_modules/`: thousands of folders) are never watched, and symbolic
+/// links are not followed.
+struct SourceFolders {
+    watcher: notify::RecommendedWatcher,
+    watched: std::collections::BTreeSet<PathBuf>,
+}
+
+impl SourceFolders {
+    /// Watches `folder` and every folder under it that is not ignored.
+    fn add(&mut self, folder: &Path) {
+        let mut pending = vec![folder.to_path_buf()];
+        while let Some(folder) = pending.pop() {
+            if !self.watched.insert(folder.clone()) {
+                continue;
+            }
+            if let Err(e) = self.watcher.watch(&folder, RecursiveMode::NonRecursive) {
+                tracing::warn!(folder = %folder.display(), "cannot watch: {e}");
+            }
+            let Ok(entries) = std::fs::read_dir(&folder) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) && !ignored(&entry.file_name()) {
+                    pending.push(entry.path());
+                }
+            }
+        }
+    }
+}
+
+/// Folders that never hold sources: build output, dependencies, hidden folders.
+fn ignored(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    IGNORED_FOLDERS.contains(&name.as_ref()) || name.starts_with('.')
+}
+
 /// Whether an edit of `path` (relative to a watched source folder) is an edit of a handler's
 /// source.
 pub fn is_source(path: &Path) -> bool {
-    let in_ignored_folder = path.parent().is_some_and(|folder| {
-        folder.components().any(|c| {
-            let name = c.as_os_str().to_string_lossy();
-            IGNORED_FOLDERS.contains(&name.as_ref()) || name.starts_with('.')
-        })
-    });
+    let in_ignored_folder = path
+        .parent()
+        .is_some_and(|folder| folder.components().any(|c| ignored(c.as_os_str())));
     if in_ignored_folder {
         return false;
     }

@@ -23,6 +23,8 @@
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
 //! - `authors`: a plugin author's mistakes get one line saying what to do; `call` caches
 //!   compiled modules; `--watch` reloads while the host's own log grows beside the config.
+//! - `newcomer`: `hookwasm new` (Rust and JavaScript) → build → test → call → serve → an edit
+//!   rebuilt by `--watch --build` while events flow.
 
 mod support;
 
@@ -34,6 +36,7 @@ mod gates;
 mod git;
 mod http_api;
 mod isolation;
+mod newcomer;
 mod observers;
 mod outbox;
 mod quarantine;
