@@ -55,6 +55,7 @@ use serde_json::Value;
 use crate::{Error, Event, Handler, Outcome, Result};
 
 pub use crate::bindings::hookwasm::handler::host::Level;
+pub use events::EventBuilder;
 pub use http::{MockResponse, SentRequest};
 
 /// One line the handler logged (with [`info!`](crate::info) and friends, or
