@@ -106,13 +106,14 @@ mod templates {
     pub const JS_OBSERVER_TEST: &str = include_str!("../templates/js/observer.test.js.tmpl");
     pub const JS_README: &str = include_str!("../templates/js/README.md.tmpl");
     /// The JavaScript SDK and its test kit, copied into each JS project (componentize-js
-    /// resolves relative imports only).
-    pub const JS_SDK: &str = include_str!("../../sdk-js/index.js");
-    pub const JS_SDK_TYPES: &str = include_str!("../../sdk-js/index.d.ts");
-    pub const JS_SDK_TESTING: &str = include_str!("../../sdk-js/testing.js");
-    pub const JS_SDK_HOST_STUB: &str = include_str!("../../sdk-js/host-stub.js");
-    /// The WIT world the host implements, which componentize-js builds against.
-    pub const WIT: &str = include_str!("../../wit/handler.wit");
+    /// resolves relative imports only). Links to `sdk-js/`, so the crate packages them.
+    pub const JS_SDK: &str = include_str!("../templates/js/hookwasm-sdk/index.js");
+    pub const JS_SDK_TYPES: &str = include_str!("../templates/js/hookwasm-sdk/index.d.ts");
+    pub const JS_SDK_TESTING: &str = include_str!("../templates/js/hookwasm-sdk/testing.js");
+    pub const JS_SDK_HOST_STUB: &str = include_str!("../templates/js/hookwasm-sdk/host-stub.js");
+    /// The WIT world the host implements, which componentize-js builds against (`host/wit` is
+    /// a link to the workspace's `wit/`).
+    pub const WIT: &str = include_str!("../wit/handler.wit");
 }
 
 /// Writes the project into `parent/<name>` and returns the files written, relative to it.
