@@ -219,6 +219,54 @@ fn call_keeps_compiled_modules_in_the_users_cache() {
 }
 
 #[test]
+fn replay_keeps_compiled_modules_beside_the_config() {
+    // `replay` loads through the compile cache in `.hookwasm/cache` beside the config: the
+    // second replay of the same config compiles nothing.
+    let work = Workdir::new();
+    let module = work.write(
+        "chaos.wasm",
+        with_custom_section(
+            &std::fs::read(Guest::Chaos.path()).expect("chaos.wasm is built"),
+            "authors-replay-cache",
+            b"unique to this test",
+        ),
+    );
+    let config = work.config(&[json!({
+        "name": "c", "module": module, "mode": "gate", "config": {"behavior": "ok"}
+    })]);
+    let events = work.ndjson("events.ndjson", &[custom("r-1")]);
+    let replay = |label: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hookwasm"))
+            .args(["replay", "--config"])
+            .arg(&config)
+            .arg(&events)
+            .env_remove("HOOKWASM_CACHE_DIR")
+            .env("RUST_LOG", "hookwasm=debug")
+            .env("HOOKWASM_LOG_FORMAT", "json")
+            .output()
+            .expect("cannot run hookwasm");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{label}: {stderr}");
+        stderr
+    };
+    let first = replay("first replay");
+    assert!(first.contains(r#""message":"compiled""#), "{first}");
+    assert!(
+        std::fs::read_dir(work.path().join(".hookwasm/cache"))
+            .expect("the cache folder beside the config")
+            .filter_map(Result::ok)
+            .any(|e| e.path().extension().is_some_and(|x| x == "cwasm")),
+        "a compiled entry"
+    );
+    let second = replay("second replay");
+    assert!(
+        second.contains(r#""message":"loaded from the compile cache""#)
+            && !second.contains(r#""message":"compiled""#),
+        "{second}"
+    );
+}
+
+#[test]
 fn watch_reloads_while_the_hosts_own_log_is_written_in_the_config_folder() {
     // `serve --watch 2> serve.log` in the config's folder: the log grows all the time, and a
     // rebuilt module must still be swapped in (the debounce counts only watched files).
