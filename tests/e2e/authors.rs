@@ -326,3 +326,75 @@ fn watch_reloads_while_the_hosts_own_log_is_written_in_the_config_folder() {
         "the reload took {waited:?}"
     );
 }
+
+#[test]
+fn a_failed_build_is_logged_and_the_running_version_keeps_serving() {
+    // `serve --watch --build`: an edit whose build fails leaves the old version answering and
+    // puts the build's output in the log; the next edit that builds is swapped in. The "build"
+    // copies a prepared module, or fails like a compiler when `fail` exists.
+    let work = Workdir::new();
+    let original = std::fs::read(Guest::Chaos.path()).expect("chaos.wasm is built");
+    let next = with_custom_section(&original, "authors-build", b"the rebuilt version");
+    work.write("chaos.wasm", &original);
+    work.write("next.wasm", &next);
+    work.write("fail", "");
+    let source = work.write("lib.rs", "// v1\n");
+    let config = work.config(&[json!({
+        "name": "g", "module": "chaos.wasm", "mode": "gate", "config": {"behavior": "ok"}
+    })]);
+    let build = "if [ -f fail ]; then echo 'error[E0308]: mismatched types' >&2; exit 101; fi; cp next.wasm chaos.wasm";
+    let cache = shared_cache_dir();
+    let host = Host::serve_env(
+        &config,
+        &["--watch", "--build", build],
+        &[("HOOKWASM_CACHE_DIR", &cache.to_string_lossy())],
+    );
+    let digest = |n: usize| {
+        let response = host.post_events(&custom(&format!("b-{n}")));
+        assert_eq!(response.status, 200, "{response}");
+        response.json()["gates"][0]["digest"]
+            .as_str()
+            .expect("a digest")
+            .to_owned()
+    };
+    let old = digest(0);
+
+    // An edit whose build fails, made until the watcher (just started) sees one.
+    let failed = |log: &crate::support::Log| {
+        log.lines().find_map(|l| {
+            l.message()
+                .filter(|m| m.starts_with("build failed, the running version keeps serving"))
+                .map(str::to_owned)
+        })
+    };
+    let start = Instant::now();
+    let message = loop {
+        write_in_place(&source, b"// v2, does not compile\n");
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(message) = failed(&host.log()) {
+            break message;
+        }
+        assert!(start.elapsed() < POLL_DEADLINE, "no build\n{}", host.log());
+    };
+    assert!(
+        message.contains("exit status: 101") && message.contains("error[E0308]: mismatched types"),
+        "{message}"
+    );
+    assert_eq!(digest(1), old, "the old version still answers");
+
+    // Fixed: the next edit builds, and the new version is swapped in.
+    std::fs::remove_file(work.path().join("fail")).expect("remove fail");
+    write_in_place(&source, b"// v3\n");
+    let start = Instant::now();
+    let mut n = 2;
+    while digest(n) == old {
+        assert!(
+            start.elapsed() < POLL_DEADLINE,
+            "never swapped\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        n += 1;
+    }
+    assert_eq!(digest(n + 1), crate::support::sha256_hex(&next));
+}
