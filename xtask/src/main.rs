@@ -202,12 +202,14 @@ fn build_js_guests() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the JavaScript tests (`node --test`): the JS guests on `sdk-js/testing.js`.
+/// Runs the JavaScript tests (`node --test`): the JS guests on `sdk-js/testing.js`; then
+/// type-checks the TypeScript example against `sdk-js/index.d.ts` (`tsc`, installed by npm ci).
 fn test_js() -> anyhow::Result<()> {
     for folder in JS_TESTS {
         run(Command::new("node").args(["--test", folder]))?;
     }
-    Ok(())
+    let tsc = Path::new(SDK_JS).join("node_modules/typescript/bin/tsc");
+    run(Command::new("node").arg(tsc).args(["-p", SDK_JS]))
 }
 
 /// Whether `path` exists and is newer than every one of `inputs`.
