@@ -385,6 +385,20 @@ mod tests {
     }
 
     #[test]
+    fn the_sdk_readme_shows_the_line_new_projects_get() {
+        let readme = include_str!("../../sdk/README.md");
+        assert!(
+            readme.contains(&sdk_dependency(None)),
+            "sdk/README.md is out of date"
+        );
+        let root = include_str!("../../README.md");
+        assert!(
+            root.contains(&format!("--tag {} --locked hookwasm", release_tag())),
+            "README.md's install line is out of date"
+        );
+    }
+
+    #[test]
     fn an_existing_folder_with_files_is_left_alone() {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("taken")).expect("mkdir");
