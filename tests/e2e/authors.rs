@@ -398,3 +398,104 @@ fn a_failed_build_is_logged_and_the_running_version_keeps_serving() {
     }
     assert_eq!(digest(n + 1), crate::support::sha256_hex(&next));
 }
+
+#[test]
+fn the_javascript_test_kit_builds_events_as_components_receive_them() {
+    // `js-echo` returns the event it was given as JSON; sdk-js/testing.js's `events.fromJson`
+    // must build the same object from the same CloudEvent (in Node, without the host).
+    let root = workspace_root();
+    let echo = root.join("tests/guests/js-echo.wasm");
+    assert!(
+        echo.exists(),
+        "{} is missing: run `cargo xtask build-guests` first",
+        echo.display()
+    );
+    let mut cases = vec![
+        ref_update("k-1", "git.branch.force-pushed", "refs/heads/main"),
+        ref_update("k-2", "git.tag.created", "refs/tags/v1"),
+        crate::support::proxy_action("k-3", "push.permission-denied"),
+        custom("k-4"),
+    ];
+    let mut minimal = crate::support::proxy_action("k-5", "pull.started");
+    for optional in ["user", "branch", "commitFrom", "commitTo", "error", "steps"] {
+        minimal["data"]
+            .as_object_mut()
+            .expect("data")
+            .remove(optional);
+    }
+    minimal["subject"] = json!("repos/acme/widgets");
+    cases.push(minimal);
+    cases.push(json!({
+        "specversion": "1.0", "id": "k-6", "source": "git", "type": "git.push.rejected",
+        "time": "2026-11-22T10:00:00Z",
+        "data": {"pushId": "p", "repository": {"url": "u"}, "pusher": {"username": "m", "email": "m@x"},
+                 "refs": ["refs/heads/main"], "reason": "no"}
+    }));
+
+    let work = Workdir::new();
+    let from_host: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|case| {
+            let event = work.write("event.json", case.to_string());
+            let run = hookwasm(&[
+                "call",
+                &echo.to_string_lossy(),
+                "--event",
+                &event.to_string_lossy(),
+            ]);
+            run.assert_code(0);
+            let text = run.report()["annotations"]["event"]
+                .as_str()
+                .expect("the echoed event")
+                .to_owned();
+            serde_json::from_str(&text).expect("JSON")
+        })
+        .collect();
+
+    let script = format!(
+        "import {{ events }} from {:?};\n\
+         import {{ readFileSync }} from 'node:fs';\n\
+         for (const line of readFileSync(0, 'utf8').split('\\n').filter(Boolean))\n\
+           console.log(JSON.stringify(events.fromJson(JSON.parse(line))));",
+        root.join("sdk-js/testing.js").to_string_lossy()
+    );
+    let mut node = Command::new("node")
+        .args(["--input-type=module", "-e", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run node");
+    let input: String = cases.iter().map(|c| format!("{c}\n")).collect();
+    std::io::Write::write_all(&mut node.stdin.take().expect("stdin"), input.as_bytes())
+        .expect("write to node");
+    let out = node.wait_with_output().expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_kit: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+
+    /// Text fields holding JSON compare as JSON (key order differs between serde and JS).
+    fn normalise(mut event: serde_json::Value) -> serde_json::Value {
+        for pointer in ["/json", "/payload/val"] {
+            if let Some(value) = event.pointer_mut(pointer)
+                && let Some(parsed) = value
+                    .as_str()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            {
+                *value = parsed;
+            }
+        }
+        event
+    }
+    assert_eq!(from_kit.len(), cases.len(), "{stdout}");
+    for ((case, host), kit) in cases.iter().zip(from_host).zip(from_kit) {
+        assert_eq!(normalise(kit), normalise(host), "{case}");
+    }
+}

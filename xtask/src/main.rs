@@ -44,10 +44,16 @@ const TESTED: [&str; 7] = [
     "bench",
 ];
 /// JavaScript guests: (handler module, component it becomes), built with componentize-js.
-const JS_GUESTS: [(&str, &str); 1] = [(
-    "plugins/js-branch-guard/handler.js",
-    "plugins/js-branch-guard.wasm",
-)];
+const JS_GUESTS: [(&str, &str); 2] = [
+    (
+        "plugins/js-branch-guard/handler.js",
+        "plugins/js-branch-guard.wasm",
+    ),
+    (
+        "tests/guests/js-echo/handler.js",
+        "tests/guests/js-echo.wasm",
+    ),
+];
 /// JavaScript test folders, run with `node --test`.
 const JS_TESTS: [&str; 1] = ["plugins/js-branch-guard"];
 /// The JavaScript SDK's folder: its `npm ci` installs componentize-js there, project-local.
