@@ -355,6 +355,11 @@ fn new_project(
     sdk_path: Option<PathBuf>,
 ) -> anyhow::Result<Exit> {
     use hookwasm::scaffold::{self, Kind, Lang, NewProject};
+    if sdk_path.is_some() && matches!(lang, NewLang::Js) {
+        anyhow::bail!(
+            "--sdk-path is for Rust projects; a JavaScript project carries its SDK in hookwasm-sdk/"
+        );
+    }
     let sdk_path = match sdk_path {
         Some(path) => Some(
             std::path::absolute(&path)
