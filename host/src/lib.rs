@@ -16,7 +16,11 @@ pub mod git;
 pub mod ingest;
 pub mod metrics;
 pub mod outbox;
+pub mod rebuild;
 pub mod reload;
 pub mod sandbox;
+pub mod scaffold;
+#[cfg(test)]
+mod sdk_agreement;
 pub mod server;
 pub mod trace;

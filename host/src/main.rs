@@ -19,8 +19,9 @@ use hookwasm::dispatch::{self, Dispatcher, Report};
 use hookwasm::event::Event;
 use hookwasm::git;
 use hookwasm::outbox::{self, Selector, Store, sqlite::SqliteStore};
+use hookwasm::rebuild::Rebuild;
 use hookwasm::reload::Reloader;
-use hookwasm::sandbox::Sandbox;
+use hookwasm::sandbox::{LoadError, Sandbox};
 use hookwasm::server::Console;
 
 /// Runs lifecycle event handlers compiled to WebAssembly components, each in its own sandbox.
@@ -52,6 +53,15 @@ enum Command {
         /// post events and retry dead letters): warned about on every start.
         #[arg(long)]
         insecure: bool,
+        /// With --watch: when a source file changes, run this shell command in the config's
+        /// folder (e.g. "cargo build --release"), then reload. A failed build is logged and the
+        /// running version keeps serving.
+        #[arg(long, value_name = "COMMAND", requires = "watch")]
+        build: Option<String>,
+        /// With --build: the folders whose edits start a build (repeatable) [default: the
+        /// config's folder].
+        #[arg(long = "sources", value_name = "DIR", requires = "build")]
+        sources: Vec<PathBuf>,
     },
     /// Validate the config and load every handler; report every problem at once.
     Check {
@@ -103,6 +113,28 @@ enum Command {
         /// The config declaring `eventTypes` [default: proxy.config.json, when it exists].
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Create a handler project: the handler, a test, a sample event.json and a
+    /// proxy.config.json that loads it. It builds and runs without edits.
+    New {
+        /// The project's name (its folder, package and handler name).
+        name: String,
+        /// A gate: answers allow/deny (refuses force-pushes to protected branches) [default].
+        #[arg(long, conflicts_with = "observer")]
+        gate: bool,
+        /// An observer: watches every event (logs one line per event).
+        #[arg(long)]
+        observer: bool,
+        /// The language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: NewLang,
+        /// Rust: depend on hookwasm-sdk at this local path (a checkout's `sdk/`) instead of
+        /// this release's git tag.
+        #[arg(long, value_name = "DIR")]
+        sdk_path: Option<PathBuf>,
+        /// Create the project in this folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// Show the outbox: observers' deliveries by state, and the age of the oldest open one.
     Deliveries {
@@ -193,6 +225,15 @@ struct DeadLetterFilter {
     all: bool,
 }
 
+/// The languages `hookwasm new` writes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum NewLang {
+    /// A Rust crate on hookwasm-sdk.
+    Rust,
+    /// A JavaScript module, built with componentize-js.
+    Js,
+}
+
 /// The git hooks hookwasm implements.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Hook {
@@ -262,12 +303,15 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             drain_secs,
             watch,
             insecure,
+            build,
+            sources,
         } => {
             let options = ServeOptions {
                 listen,
                 drain: Duration::from_secs(drain_secs),
                 watch,
                 insecure,
+                rebuild: build.map(|command| rebuild_for(&config, command, sources)),
             };
             serve(&config, options).await
         }
@@ -301,6 +345,14 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             example,
             config,
         } => events(event_type.as_deref(), example, config),
+        Command::New {
+            name,
+            gate: _,
+            observer,
+            lang,
+            sdk_path,
+            dir,
+        } => new_project(&dir, name, observer, lang, sdk_path),
         Command::Deliveries { config, json } => deliveries(&config, json).await,
         Command::DeadLetters { action } => dead_letters(action).await,
         Command::GitHook { hook, config } => git_hook(hook, config).await,
@@ -336,7 +388,54 @@ fn events(
         })?,
         (Some(event_type), true) => registry.example(event_type).map_err(anyhow::Error::msg)?,
     };
-    println!("{}", serde_json::to_string_pretty(&output)?);
+    let text = serde_json::to_string_pretty(&output)?;
+    write_stdout(format!("{text}\n").as_bytes())?;
+    Ok(Exit::Success)
+}
+
+/// `hookwasm new`: writes a handler project that builds and runs without edits.
+fn new_project(
+    dir: &Path,
+    name: String,
+    observer: bool,
+    lang: NewLang,
+    sdk_path: Option<PathBuf>,
+) -> anyhow::Result<Exit> {
+    use hookwasm::scaffold::{self, Kind, Lang, NewProject};
+    if sdk_path.is_some() && matches!(lang, NewLang::Js) {
+        anyhow::bail!(
+            "--sdk-path is for Rust projects; a JavaScript project carries its SDK in hookwasm-sdk/"
+        );
+    }
+    let sdk_path = match sdk_path {
+        Some(path) => Some(
+            std::path::absolute(&path)
+                .map_err(|e| anyhow::anyhow!("--sdk-path {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let project = NewProject {
+        name,
+        kind: if observer { Kind::Observer } else { Kind::Gate },
+        lang: match lang {
+            NewLang::Rust => Lang::Rust,
+            NewLang::Js => Lang::Js,
+        },
+        sdk_path,
+    };
+    let files = scaffold::generate(dir, &project)?;
+    let folder = dir.join(&project.name);
+    for file in &files {
+        println!("created {}", folder.join(file).display());
+    }
+    let next = match project.lang {
+        Lang::Rust => "cargo build --release && cargo test-native",
+        Lang::Js => "npm install && npm run build && npm test",
+    };
+    println!(
+        "next: cd {} && {next}; then see README.md",
+        folder.display()
+    );
     Ok(Exit::Success)
 }
 
@@ -393,12 +492,32 @@ async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Confi
     Ok((sandbox, dispatcher, config))
 }
 
-/// How `serve` listens and stops.
+/// What `--build` runs, where, and what it watches.
+fn rebuild_for(config: &Path, command: String, sources: Vec<PathBuf>) -> Rebuild {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let dir = absolute(config)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let sources = if sources.is_empty() {
+        vec![dir.clone()]
+    } else {
+        sources.iter().map(|s| absolute(s)).collect()
+    };
+    Rebuild {
+        command,
+        dir,
+        sources,
+    }
+}
+
+/// How `serve` listens, rebuilds and stops.
 struct ServeOptions {
     listen: SocketAddr,
     drain: Duration,
     watch: bool,
     insecure: bool,
+    rebuild: Option<Rebuild>,
 }
 
 async fn serve(config: &Path, options: ServeOptions) -> anyhow::Result<Exit> {
@@ -407,6 +526,7 @@ async fn serve(config: &Path, options: ServeOptions) -> anyhow::Result<Exit> {
         drain,
         watch,
         insecure,
+        rebuild,
     } = options;
     let telemetry = hookwasm::trace::Telemetry::from_env()?;
     if telemetry.is_some() {
@@ -435,6 +555,11 @@ async fn serve(config: &Path, options: ServeOptions) -> anyhow::Result<Exit> {
     if watch {
         tokio::spawn(reloader.clone().watch()?);
         tracing::info!("watching {} and its modules for changes", config.display());
+    }
+    if let Some(rebuild) = rebuild {
+        let (command, sources) = (rebuild.command.clone(), rebuild.sources.clone());
+        tokio::spawn(rebuild.watch(reloader.clone())?);
+        tracing::info!(?sources, "rebuilding with `{command}` when sources change");
     }
     reload_on_sighup(reloader.clone())?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -605,16 +730,23 @@ async fn call(args: CallArgs) -> anyhow::Result<Exit> {
             smtp: None,
         },
     );
-    // `call` has no config folder: it caches only where HOOKWASM_CACHE_DIR says.
+    // `call` has no config folder: it caches in the user's cache folder, so trying a large
+    // module again (a JavaScript handler is ~12 MB) does not compile it again.
     let mut sandbox = Sandbox::new()?;
-    if let Some(dir) = std::env::var_os("HOOKWASM_CACHE_DIR") {
-        sandbox = sandbox.with_cache(Path::new(&dir));
+    if let Some(dir) = hookwasm::sandbox::user_cache_dir() {
+        sandbox = sandbox.with_cache(&dir);
     }
     let handler = {
         let (sandbox, spec) = (sandbox.clone(), spec.clone());
         tokio::task::spawn_blocking(move || sandbox.load(&spec)).await??
     };
-    handler.init().await?;
+    handler.init().await.map_err(|e| match e {
+        // The config came from the command line, not from an entry: say which flag to fix.
+        LoadError::Init { status, message } => anyhow::anyhow!(
+            "init refused the handler config ({status}): {message}; pass the config it expects with --handler-config '<json>'"
+        ),
+        other => other.into(),
+    })?;
     let invocation = handler.on_event(&event).await;
     let report = Report::new(&spec.name, handler.digest(), None, event.id(), invocation);
     print_line(&report)?;
@@ -767,11 +899,21 @@ fn read_input(path: &Path) -> anyhow::Result<String> {
 }
 
 fn print_line(report: &Report) -> anyhow::Result<()> {
+    let mut line = serde_json::to_vec(report)?;
+    line.push(b'\n');
+    write_stdout(&line)
+}
+
+/// Writes to stdout. A reader that went away (`hookwasm events | head`) is not an error: the
+/// output is simply no longer wanted.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer(&mut stdout, report)?;
-    stdout.write_all(b"\n")?;
-    stdout.flush()?;
-    Ok(())
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("cannot write to standard output: {e}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A git hook: read and classify git's input, then dispatch in process or forward to `serve`.

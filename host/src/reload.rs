@@ -226,21 +226,34 @@ impl Reloader {
                 let missed = seen_at_last_reload
                     .as_ref()
                     .is_some_and(|seen| *seen != snapshot(&files));
+                // A change to one of our files or to a folder on the way to one. Other files in
+                // the watched folders (the host's own log, say) are ignored, here and below.
+                let ours = |paths: &[PathBuf]| {
+                    paths.iter().any(|p| {
+                        let p = absolute(p);
+                        files.iter().any(|f| f.starts_with(&p))
+                    })
+                };
                 if !missed {
-                    // Wait for a change to one of our files or to a folder on the way to one.
                     loop {
                         let Some(paths) = rx.recv().await else { return };
-                        let ours = |p: &PathBuf| {
-                            let p = absolute(p);
-                            files.iter().any(|f| f.starts_with(&p))
-                        };
-                        if paths.iter().any(ours) {
+                        if ours(&paths) {
                             break;
                         }
                     }
                 }
-                // Then for the burst to end.
-                while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                // Then for the burst to end: only changes to our files push the reload back.
+                let mut quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+                loop {
+                    match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+                        Ok(Some(paths)) if ours(&paths) => {
+                            quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => return,
+                        Err(_quiet) => break,
+                    }
+                }
                 seen_at_last_reload = Some(snapshot(&files));
                 let summary = self.reload().await;
                 tracing::debug!(?summary, "reload done");

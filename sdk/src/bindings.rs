@@ -10,9 +10,10 @@
 
 wit_bindgen::generate!({
     world: "event-handler",
-    // Relative to this crate's Cargo.toml: the WIT package the host is built against, so guest
-    // and host can never disagree about the contract.
-    path: "../wit",
+    // Relative to this crate's Cargo.toml: `sdk/wit` links to the workspace's `wit/`, the WIT
+    // package the host is built against, so guest and host can never disagree about the
+    // contract (and the published crate carries it).
+    path: "wit",
     // `export_handler!` expands in the handler's crate and calls this macro from there, so it
     // must be `#[macro_export]`ed; the name is hidden because authors never call it directly.
     pub_export_macro: true,

@@ -1,18 +1,18 @@
-//! The handler-side error: anything printable becomes the WIT `Err(string)`.
+//! The handler-side error: any error or message becomes the WIT `Err(string)`.
 
-use std::fmt::Display;
+use std::fmt;
 
 /// What a handler's methods return: `Ok` or an [`Error`] whose message the host records.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error a handler returns to the host. Only its message crosses the boundary.
 ///
-/// Every `Display` type converts into it, so `?` works on `serde_json`, `std::io` and other
-/// errors, and on `&str`/`String` messages (`Err("no reason given")?`, `.ok_or("missing")?`).
+/// Everything `Box<dyn std::error::Error>` converts from converts into it: every
+/// `std::error::Error` (`serde_json`, `std::io`, parse errors, ...) and `&str`/`String`
+/// messages, so `?` works on them (`Err("no reason given")?`, `.ok_or("missing")?`).
 ///
-/// It deliberately does not implement `Display` itself (like `anyhow::Error` does not implement
-/// `std::error::Error`): that would make the blanket `From` conflict with `From<Error> for Error`.
-/// Read the text with [`Error::message`].
+/// It implements `Display` (its message) but, like `anyhow::Error`, not `std::error::Error`:
+/// that would make the blanket `From` conflict with `From<Error> for Error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     message: String,
@@ -37,9 +37,15 @@ impl Error {
     }
 }
 
-impl<E: Display> From<E> for Error {
+impl<E: Into<Box<dyn std::error::Error>>> From<E> for Error {
     fn from(error: E) -> Self {
-        Self::new(error.to_string())
+        Self::new(error.into().to_string())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -83,11 +89,23 @@ mod tests {
     }
 
     #[test]
+    fn displays_its_message() {
+        let error = Error::from("no value given");
+        assert_eq!(error.to_string(), "no value given");
+        assert_eq!(
+            format!("handler said: {error}"),
+            "handler said: no value given"
+        );
+        let owned: Error = String::from("owned").into();
+        assert_eq!(format!("{owned}"), "owned");
+    }
+
+    #[test]
     fn becomes_the_wit_error_string() {
         let text: String = Error::new("boom").into();
         assert_eq!(text, "boom");
         assert_eq!(
-            Error::from(std::fmt::Error).into_message(),
+            Error::from(fmt::Error).into_message(),
             "an error occurred when formatting an argument"
         );
     }

@@ -40,7 +40,8 @@
 //! the URL's origin (`https://hooks.example.com`) but never its path or query, which often carry
 //! tokens (chat webhooks, signed URLs), because these messages end up in the host's log.
 //!
-//! Outside WebAssembly (a handler's native unit tests) there is no host to send through:
+//! Outside WebAssembly (a handler's native unit tests) there is no host to send through: a live
+//! [`crate::testing::TestHost`] answers from the test's expectations; without one,
 //! [`Request::send`] checks the URL and then fails with an error saying so.
 
 use std::borrow::Cow;
@@ -178,6 +179,18 @@ impl Request {
     /// The URL, as given.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The headers, as set.
+    #[cfg_attr(target_os = "wasi", allow(dead_code))]
+    pub(crate) fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body.
+    #[cfg_attr(target_os = "wasi", allow(dead_code))]
+    pub(crate) fn body_bytes(&self) -> &[u8] {
+        &self.body
     }
 
     /// Sends the request and reads the whole response, blocking until then.
@@ -707,16 +720,23 @@ mod transport {
     }
 }
 
-/// Outside WebAssembly there is no host: sending fails with a message that says so.
+/// Outside WebAssembly there is no host: a live [`crate::testing::TestHost`] answers, else
+/// sending fails with a message that says so.
 #[cfg(not(target_os = "wasi"))]
 mod transport {
     use super::{Request, Response, Target};
     use crate::{Error, Result};
 
-    pub(super) fn send(_request: &Request, target: &Target) -> Result<Response> {
+    pub(super) fn send(request: &Request, target: &Target) -> Result<Response> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(host) = crate::testing::current() {
+            return host.http.send(request, &target.origin());
+        }
+        let _ = request;
         Err(Error::new(format!(
             "request to {} not sent: hookwasm_sdk::http sends through the host's wasi:http, \
-             which only exists inside the component (run it with `hookwasm call`)",
+             which only exists inside the component (run it with `hookwasm call`, or mock it \
+             with hookwasm_sdk::testing::TestHost)",
             target.origin()
         )))
     }
@@ -893,7 +913,7 @@ mod tests {
             error.message(),
             "request to https://hooks.example.com not sent: hookwasm_sdk::http sends through \
              the host's wasi:http, which only exists inside the component (run it with \
-             `hookwasm call`)"
+             `hookwasm call`, or mock it with hookwasm_sdk::testing::TestHost)"
         );
         assert!(
             get("nope")

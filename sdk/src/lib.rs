@@ -43,10 +43,13 @@
 //! - [`export_handler!`]: wires the type to the component's `init` and `on-event` exports.
 //! - [`Outcome::allow`], [`Outcome::deny`] and [`Outcome::annotate`] to answer;
 //!   [`Event::ref_name`], [`Event::repository`], [`Event::user`] and [`Event::data`] to read.
-//! - [`Result`] and [`Error`]: `?` works on any error that implements `Display`.
+//! - [`Result`] and [`Error`]: `?` works on any `std::error::Error` and on `&str`/`String`
+//!   messages; `Error` implements `Display`.
 //! - [`log`] and the [`info!`]-style macros: the host's log, tagged with the handler's name.
 //! - [`http`]: blocking outbound requests, to the hosts the operator granted.
 //! - [`mail`]: e-mail through the SMTP relay the operator granted.
+//! - [`testing`] (native only): event builders, loading a handler as the host does, captured
+//!   log lines and mocked HTTP for unit tests.
 //! - The WIT types under short names ([`Event`], [`Payload`], [`RefUpdate`], ...).
 //!
 //! # Config and serde
@@ -78,6 +81,15 @@
 
 #![deny(missing_docs)]
 
+// Other wasm targets build "successfully" into core modules the host then refuses: say so now.
+#[cfg(all(
+    target_arch = "wasm32",
+    not(all(target_os = "wasi", target_env = "p2"))
+))]
+compile_error!(
+    "hookwasm handlers are WebAssembly components: build for wasm32-wasip2 (`cargo build --release --target wasm32-wasip2`, or set `build.target = \"wasm32-wasip2\"` in .cargo/config.toml), not wasm32-wasip1 or wasm32-unknown-unknown"
+);
+
 #[doc(hidden)]
 #[allow(unsafe_code, unused_qualifications, missing_docs)]
 pub mod bindings;
@@ -91,6 +103,8 @@ pub mod http;
 pub mod log;
 pub mod mail;
 mod outcome;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use serde;
 
@@ -106,16 +120,20 @@ pub use crate::handler::Handler;
 /// Rarely needed: the config is already deserialised into the handler's type. Useful to log or
 /// fingerprint it.
 ///
+/// Natively (unit tests), a live [`testing::TestHost`] answers with the config it last loaded.
+///
 /// # Panics
 ///
-/// Outside WebAssembly (native unit tests), where there is no host to ask.
+/// Natively, when no [`testing::TestHost`] is alive on this thread.
 pub fn raw_config() -> String {
     #[cfg(target_arch = "wasm32")]
     return bindings::hookwasm::handler::host::config();
     #[cfg(not(target_arch = "wasm32"))]
-    panic!(
-        "hookwasm_sdk::raw_config() asks the hookwasm host, which only exists inside the component"
-    );
+    testing::config().unwrap_or_else(|| {
+        panic!(
+            "hookwasm_sdk::raw_config() asks the hookwasm host: in a unit test, create a hookwasm_sdk::testing::TestHost first"
+        )
+    })
 }
 
 /// Exports a [`Handler`] type as the component's `init` and `on-event`. Invoke it once, at the

@@ -5,7 +5,8 @@
 //! forwards both into its log, but without a level.
 //!
 //! Outside WebAssembly (a handler's native unit tests) there is no host: lines go to stderr,
-//! prefixed with their level, so code that logs stays testable.
+//! prefixed with their level, and a live [`crate::testing::TestHost`] keeps them for the test to
+//! read.
 
 use crate::bindings::hookwasm::handler::host::Level;
 
@@ -41,6 +42,7 @@ fn write(level: Level, message: &str) {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn write(level: Level, message: &str) {
+    crate::testing::capture_log(level, message);
     let level = match level {
         Level::Trace => "trace",
         Level::Debug => "debug",

@@ -177,7 +177,11 @@ fn call_exits_2_with_one_error_line_on_bad_input() {
             &chaos,
             &good_event,
             r#"{"behavior": "sing"}"#,
-            &["init failed", "unknown variant `sing`"],
+            &[
+                "init refused the handler config",
+                "unknown variant `sing`",
+                "--handler-config",
+            ],
         ),
     ];
     for (module, event, config, expected) in cases {

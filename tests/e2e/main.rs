@@ -32,9 +32,14 @@
 //!   handlers' outbound requests and OTLP; malformed headers and attributes refused.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
+//! - `authors`: a plugin author's mistakes get one line saying what to do; `call` caches
+//!   compiled modules; `--watch` reloads while the host's own log grows beside the config.
+//! - `newcomer`: `hookwasm new` (Rust and JavaScript) → build → test → call → serve → an edit
+//!   rebuilt by `--watch --build` while events flow.
 
 mod support;
 
+mod authors;
 mod capabilities;
 mod cli;
 mod cloudevents;
@@ -46,6 +51,7 @@ mod git;
 mod history;
 mod http_api;
 mod isolation;
+mod newcomer;
 mod notify;
 mod observers;
 mod outbox;

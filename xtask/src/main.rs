@@ -4,8 +4,9 @@
 //! - `test`: formatting, clippy (host and wasm crates), the guests, what the tests talk to
 //!   (Python's `aiosmtpd` and the CloudEvents SDKs: pip into `target/pip`, npm into
 //!   `tests/interop/node_modules`), then every test (the Rust crates', then the GitProxy package's
-//!   Node suite against the built host);
-//! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2`.
+//!   Node suite against the built host, and the JavaScript SDK's);
+//! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2` (JavaScript
+//!   guests with componentize-js, installed by `npm ci` into `sdk-js/node_modules`).
 //!
 //! Guests build into their own target folder (`target/guests`), so a host build never waits on
 //! them; each built component is copied next to its crate (`plugins/<name>.wasm`,
@@ -52,6 +53,21 @@ const TESTED: [&str; 8] = [
     "chaos",
     "bench",
 ];
+/// JavaScript guests: (handler module, component it becomes), built with componentize-js.
+const JS_GUESTS: [(&str, &str); 2] = [
+    (
+        "plugins/js-branch-guard/handler.js",
+        "plugins/js-branch-guard.wasm",
+    ),
+    (
+        "tests/guests/js-echo/handler.js",
+        "tests/guests/js-echo.wasm",
+    ),
+];
+/// JavaScript test folders, run with `node --test`.
+const JS_TESTS: [&str; 1] = ["plugins/js-branch-guard"];
+/// The JavaScript SDK's folder: its `npm ci` installs componentize-js there, project-local.
+const SDK_JS: &str = "sdk-js";
 const WASM_TARGET: &str = "wasm32-wasip2";
 const GUEST_TARGET_DIR: &str = "target/guests";
 const GUEST_PROFILE: &str = "guest";
@@ -107,6 +123,8 @@ fn main() -> anyhow::Result<()> {
             install_chromium()?;
             let mut env = install_cloudevents_sdks()?;
             env.push((PYTHONPATH_VAR, install_smtp_server()?));
+            test_js()?;
+            add_wasip1_target()?;
             let mut test = vec!["test"];
             test.extend(TESTED.iter().flat_map(|c| ["-p", c]));
             test.extend(args[1..].iter().map(String::as_str));
@@ -162,6 +180,53 @@ fn build_guests() -> anyhow::Result<()> {
         std::fs::copy(&built, &dest)
             .with_context(|| format!("cannot copy {} to {}", built.display(), dest.display()))?;
         println!("built {}", dest.display());
+    }
+    build_js_guests()
+}
+
+/// Installs the JavaScript SDK's dev dependencies (componentize-js, ~400 MB) into
+/// `sdk-js/node_modules` with `npm ci`, when they are missing or the lock file changed.
+fn npm_ci_sdk_js() -> anyhow::Result<()> {
+    let lock = Path::new(SDK_JS).join("package-lock.json");
+    let installed = Path::new(SDK_JS).join("node_modules/.package-lock.json");
+    if newer_than(&installed, &[lock]) {
+        return Ok(());
+    }
+    eprintln!("installing componentize-js into {SDK_JS}/node_modules (npm ci, project-local)");
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(SDK_JS))
+}
+
+/// Builds each JavaScript guest into a component with componentize-js, from the repository
+/// root so the handlers' relative imports of `sdk-js/` resolve. Skipped when the component is
+/// newer than its sources (a build takes ~20 s).
+fn build_js_guests() -> anyhow::Result<()> {
+    npm_ci_sdk_js()?;
+    let cli = Path::new(SDK_JS).join("node_modules/@bytecodealliance/componentize-js/src/cli.js");
+    for (source, out) in JS_GUESTS {
+        let mut inputs = vec![
+            PathBuf::from("wit/handler.wit"),
+            Path::new(SDK_JS).join("index.js"),
+        ];
+        let folder = Path::new(source).parent().context("a guest's folder")?;
+        for entry in std::fs::read_dir(folder)? {
+            inputs.push(entry?.path());
+        }
+        if newer_than(Path::new(out), &inputs) {
+            println!("up to date {out}");
+            continue;
+        }
+        run(Command::new("node").arg(&cli).args([
+            source,
+            "--wit",
+            "wit",
+            "--world-name",
+            "event-handler",
+            "--out",
+            out,
+        ]))?;
+        println!("built {out}");
     }
     Ok(())
 }
@@ -262,6 +327,45 @@ const INTEROP_DIR: &str = "tests/interop";
 const PIP_TARGET: &str = "target/pip";
 /// The Python SDK's version (npm's is in tests/interop/package-lock.json).
 const CLOUDEVENTS_PYTHON: &str = "2.2.0";
+
+/// Runs the JavaScript tests (`node --test`): the JS guests on `sdk-js/testing.js`; then
+/// type-checks the TypeScript example against `sdk-js/index.d.ts` (`tsc`, installed by npm ci).
+fn test_js() -> anyhow::Result<()> {
+    for folder in JS_TESTS {
+        run(Command::new("node").args(["--test", folder]))?;
+    }
+    let tsc = Path::new(SDK_JS).join("node_modules/typescript/bin/tsc");
+    run(Command::new("node").arg(tsc).args(["-p", SDK_JS]))
+}
+
+/// Whether `path` exists and is newer than every one of `inputs`.
+fn newer_than(path: &Path, inputs: &[PathBuf]) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(path) else {
+        return false;
+    };
+    inputs
+        .iter()
+        .all(|input| modified(input).is_some_and(|m| m <= built))
+}
+
+/// The SDK's test that building a handler for wasm32-wasip1 fails with a clear message needs
+/// that target's standard library.
+fn add_wasip1_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out)
+            if !String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-wasip1") =>
+        {
+            run(Command::new("rustup").args(["target", "add", "wasm32-wasip1"]))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// The guests need the wasm32-wasip2 standard library. `rust-toolchain.toml` lists the target,
 /// but rustup only installs listed targets with a new toolchain, so ask for it explicitly.

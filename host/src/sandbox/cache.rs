@@ -14,6 +14,31 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// Where commands without a config folder (`hookwasm call`) keep compiled components:
+/// `HOOKWASM_CACHE_DIR`, else the user's cache folder (`$XDG_CACHE_HOME/hookwasm`,
+/// `~/.cache/hookwasm`; `~/Library/Caches/hookwasm` on macOS; `%LOCALAPPDATA%\hookwasm` on
+/// Windows). `None` when none of these can be found.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = var("HOOKWASM_CACHE_DIR") {
+        return Some(dir);
+    }
+    let base = if cfg!(windows) {
+        var("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        var("HOME").map(|home| home.join("Library").join("Caches"))
+    } else {
+        var("XDG_CACHE_HOME")
+            .filter(|dir| dir.is_absolute())
+            .or_else(|| var("HOME").map(|home| home.join(".cache")))
+    };
+    base.map(|dir| dir.join("hookwasm"))
+}
+
 /// Length of the checksum trailer.
 const CHECKSUM_BYTES: usize = 32;
 

@@ -30,6 +30,7 @@ use crate::event::Event;
 use state::StoreState;
 use status::Budget;
 
+pub use cache::user_cache_dir;
 pub use http::MAX_RESPONSE_BYTES;
 pub use limits::{MAX_ANNOTATIONS, MAX_MESSAGE_BYTES, MAX_WASM_STACK_BYTES};
 pub use output::{MAX_LINE_BYTES, MAX_LINES};
@@ -68,13 +69,14 @@ impl std::fmt::Debug for Sandbox {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The file could not be read.
-    #[error("cannot read module {path}: {source}")]
+    /// The file could not be read. The message carries the cause and a hint (no error chain, so
+    /// the OS error is not printed twice).
+    #[error("cannot read module {path}: {why}")]
     Read {
         /// The module file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// What went wrong, and what to do when we can tell.
+        why: String,
     },
     /// The file's digest is not the pinned one.
     #[error(
@@ -98,7 +100,7 @@ pub enum LoadError {
     },
     /// The file is a core module, not a component.
     #[error(
-        "{path} is a core WebAssembly module, not a component; build it with `--target wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
+        "{path} is a core WebAssembly module, not a component (built for wasm32-wasip1 or wasm32-unknown-unknown?); build it for wasm32-wasip2: `cargo build --release --target wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
     )]
     CoreModule {
         /// The module file.
@@ -239,9 +241,9 @@ impl Sandbox {
     /// is CPU-heavy (Cranelift): call it off the async executor.
     pub fn load(&self, spec: &HandlerSpec) -> Result<Handler, LoadError> {
         let path = spec.module.as_path();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
             path: path.to_owned(),
-            source,
+            why: read_failure(path, &e),
         })?;
         let digest = hex::encode(Sha256::digest(&bytes));
         if let Some(expected) = spec.sha256.as_deref()
@@ -272,13 +274,18 @@ impl Sandbox {
             .as_ref()
             .and_then(|c| c.get(&self.engine, &digest))
         {
-            Some(component) => component,
+            Some(component) => {
+                tracing::debug!(module = %path.display(), "loaded from the compile cache");
+                component
+            }
             None => {
+                let started = Instant::now();
                 let component =
                     Component::new(&self.engine, &bytes).map_err(|e| LoadError::Compile {
                         path: path.to_owned(),
                         message: e.to_string(),
                     })?;
+                tracing::debug!(module = %path.display(), ms = started.elapsed().as_millis(), "compiled");
                 if let Some(cache) = &self.cache {
                     cache.put(&digest, &component);
                 }
@@ -295,14 +302,14 @@ impl Sandbox {
             .map(|(name, _)| name.to_owned())
             .collect();
         if !exports.iter().any(|e| e == "on-event") {
-            let found = if exports.is_empty() {
-                "nothing".to_owned()
+            return Err(wrong_world(if exports.is_empty() {
+                "it exports nothing, so no handler was exported: call `hookwasm_sdk::export_handler!(YourHandler);` once at the crate root (in JavaScript, export `init` and `onEvent`)".to_owned()
             } else {
-                exports.join(", ")
-            };
-            return Err(wrong_world(format!(
-                "it exports {found}, not `init` and `on-event`"
-            )));
+                format!(
+                    "it exports {}, not `init` and `on-event`",
+                    exports.join(", ")
+                )
+            }));
         }
         // Only a handler granted SMTP gets the linker whose `send` can reach a relay.
         let linker = match spec.capabilities.smtp {
@@ -346,6 +353,21 @@ fn base_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
     wit::v0_1::hookwasm::handler::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
         .map_err(host)?;
     Ok(linker)
+}
+
+/// Why a module file could not be read, in words, with what to do when we can tell. A missing
+/// `<stem>.wasm` beside a `lib<stem>.rlib` is a crate built without `crate-type = ["cdylib"]`.
+fn read_failure(path: &std::path::Path, error: &std::io::Error) -> String {
+    if error.kind() != std::io::ErrorKind::NotFound {
+        return error.to_string();
+    }
+    let rlib = path
+        .file_stem()
+        .map(|stem| path.with_file_name(format!("lib{}.rlib", stem.to_string_lossy())));
+    if rlib.is_some_and(|rlib| rlib.exists()) {
+        return "no such file, but the library was built as an .rlib only: add `crate-type = [\"cdylib\"]` under `[lib]` in Cargo.toml and build again".to_owned();
+    }
+    "no such file; build it first, or fix the path".to_owned()
 }
 
 /// SHA-256 of a module file, lower-case hex: how a version is identified.

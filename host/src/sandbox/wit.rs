@@ -10,7 +10,7 @@
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "wit",
     world: "event-handler",
     // Exports are called with `call_async` so fuel, epoch deadlines and timeouts can interrupt
     // a guest without blocking a tokio worker; `log` and `config` never block; `smtp.send`

@@ -103,83 +103,38 @@ hookwasm_sdk::export_handler!(BranchProtection);
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
-    use hookwasm_sdk::{Operation, Payload, Phase, ProxyAction, Repository, User, Verdict};
+    use hookwasm_sdk::testing::{TestHost, events};
+    use serde_json::{Value, json};
 
     use super::*;
 
-    fn gate(config: &str) -> BranchProtection {
-        serde_json::from_str(config).unwrap()
+    /// The gate, loaded as the host loads it (`init` included).
+    fn gate(config: Value) -> BranchProtection {
+        TestHost::new().load(config).unwrap()
     }
 
-    fn repository() -> Repository {
-        Repository {
-            url: "https://git.example.com/acme/widgets.git".into(),
-            project: "acme".into(),
-            name: "widgets".into(),
-        }
-    }
-
-    fn ref_event(kind: RefKind, change: RefChange, ref_name: &str) -> Event {
-        let noun = match kind {
-            RefKind::Branch => "branch",
-            RefKind::Tag => "tag",
-            RefKind::Other => "ref",
-        };
-        Event {
-            id: "evt-1".into(),
-            source: "test".into(),
-            type_: format!("git.{noun}.{change}"),
-            time: "2025-01-02T03:04:05Z".into(),
-            subject: None,
-            json: String::new(),
-            payload: Payload::RefUpdate(RefUpdate {
-                kind,
-                change,
-                push_id: "push-1".into(),
-                repository: repository(),
-                pusher: User {
-                    username: "alice".into(),
-                    email: None,
-                },
-                ref_name: ref_name.into(),
-                before: "a".repeat(40),
-                after: "b".repeat(40),
-                push_options: Vec::new(),
-            }),
-        }
-    }
-
-    fn judge(gate: &BranchProtection, kind: RefKind, change: RefChange, ref_name: &str) -> Outcome {
-        gate.on_event(&ref_event(kind, change, ref_name)).unwrap()
+    /// The gate's answer to a `event_type` of `ref_name`.
+    fn judge(gate: &BranchProtection, event_type: &str, ref_name: &str) -> Outcome {
+        let event = events::ref_update(event_type).ref_name(ref_name).build();
+        gate.on_event(&event).unwrap()
     }
 
     #[test]
     fn force_push_to_a_protected_branch_is_denied() {
-        let gate = gate(r#"{"protected": ["refs/heads/main", "release/*"]}"#);
-        let outcome = judge(
-            &gate,
-            RefKind::Branch,
-            RefChange::ForcePushed,
-            "refs/heads/main",
-        );
+        let gate = gate(json!({"protected": ["refs/heads/main", "release/*"]}));
+        let outcome = judge(&gate, "git.branch.force-pushed", "refs/heads/main");
         assert_eq!(
-            outcome.verdict,
-            Verdict::Deny(
+            outcome.deny_reason(),
+            Some(
                 "force-push to protected branch refs/heads/main is not allowed \
                  (branch-protection rule \"refs/heads/main\")"
-                    .into()
             )
         );
         assert_eq!(outcome.annotation("rule"), Some("refs/heads/main"));
         assert_eq!(outcome.annotation("ref"), Some("refs/heads/main"));
         assert_eq!(outcome.annotation("change"), Some("force-pushed"));
 
-        let outcome = judge(
-            &gate,
-            RefKind::Branch,
-            RefChange::ForcePushed,
-            "refs/heads/release/2.0",
-        );
+        let outcome = judge(&gate, "git.branch.force-pushed", "refs/heads/release/2.0");
         assert_eq!(
             outcome.deny_reason(),
             Some(
@@ -191,11 +146,9 @@ mod tests {
 
     #[test]
     fn deleting_a_protected_branch_is_denied() {
-        let gate = gate(r#"{"protected": ["main"]}"#);
         let outcome = judge(
-            &gate,
-            RefKind::Branch,
-            RefChange::Deleted,
+            &gate(json!({"protected": ["main"]})),
+            "git.branch.deleted",
             "refs/heads/main",
         );
         assert_eq!(
@@ -210,65 +163,54 @@ mod tests {
 
     #[test]
     fn creation_and_fast_forward_are_allowed() {
-        let gate = gate(r#"{"protected": ["main"]}"#);
-        for change in [RefChange::Created, RefChange::Updated] {
-            let outcome = judge(&gate, RefKind::Branch, change, "refs/heads/main");
-            assert_eq!(outcome, Outcome::allow(), "{change}");
+        let gate = gate(json!({"protected": ["main"]}));
+        for event_type in ["git.branch.created", "git.branch.updated"] {
+            let outcome = judge(&gate, event_type, "refs/heads/main");
+            assert_eq!(outcome, Outcome::allow(), "{event_type}");
         }
     }
 
     #[test]
     fn unprotected_refs_are_allowed() {
-        let gate = gate(r#"{"protected": ["main", "release/*"]}"#);
+        let gate = gate(json!({"protected": ["main", "release/*"]}));
         for ref_name in [
             "refs/heads/dev",
             "refs/heads/release/1/hotfix",
             "refs/heads/mainline",
         ] {
-            let outcome = judge(&gate, RefKind::Branch, RefChange::ForcePushed, ref_name);
+            let outcome = judge(&gate, "git.branch.force-pushed", ref_name);
             assert_eq!(outcome, Outcome::allow(), "{ref_name}");
         }
     }
 
     #[test]
     fn tags_are_protected_only_when_named() {
-        let gate_branches = gate(r#"{"protected": ["**"]}"#);
-        let outcome = judge(
-            &gate_branches,
-            RefKind::Tag,
-            RefChange::Deleted,
-            "refs/tags/v1",
-        );
+        let all_branches = gate(json!({"protected": ["**"]}));
+        let outcome = judge(&all_branches, "git.tag.deleted", "refs/tags/v1");
         assert_eq!(outcome, Outcome::allow());
 
-        let gate_tags = gate(r#"{"protected": ["refs/tags/v*"]}"#);
-        let outcome = judge(&gate_tags, RefKind::Tag, RefChange::Deleted, "refs/tags/v1");
+        let tags = gate(json!({"protected": ["refs/tags/v*"]}));
+        let rule = "(branch-protection rule \"refs/tags/v*\")";
+        let outcome = judge(&tags, "git.tag.deleted", "refs/tags/v1");
         assert_eq!(
             outcome.deny_reason(),
-            Some(
-                "deleting protected tag refs/tags/v1 is not allowed (branch-protection rule \"refs/tags/v*\")"
-            )
+            Some(format!("deleting protected tag refs/tags/v1 is not allowed {rule}").as_str())
         );
-        let outcome = judge(&gate_tags, RefKind::Tag, RefChange::Updated, "refs/tags/v1");
+        let outcome = judge(&tags, "git.tag.updated", "refs/tags/v1");
         assert_eq!(
             outcome.deny_reason(),
-            Some(
-                "moving protected tag refs/tags/v1 is not allowed (branch-protection rule \"refs/tags/v*\")"
-            )
+            Some(format!("moving protected tag refs/tags/v1 is not allowed {rule}").as_str())
         );
-        let outcome = judge(&gate_tags, RefKind::Tag, RefChange::Created, "refs/tags/v1");
-        assert_eq!(outcome, Outcome::allow());
+        assert_eq!(
+            judge(&tags, "git.tag.created", "refs/tags/v1"),
+            Outcome::allow()
+        );
     }
 
     #[test]
     fn other_refs_count_any_move_as_a_rewrite() {
-        let gate = gate(r#"{"protected": ["refs/notes/**"]}"#);
-        let outcome = judge(
-            &gate,
-            RefKind::Other,
-            RefChange::Updated,
-            "refs/notes/commits",
-        );
+        let gate = gate(json!({"protected": ["refs/notes/**"]}));
+        let outcome = judge(&gate, "git.ref.updated", "refs/notes/commits");
         assert_eq!(
             outcome.deny_reason(),
             Some(
@@ -279,91 +221,56 @@ mod tests {
 
     #[test]
     fn allow_flags_let_one_kind_through() {
-        let gate_force = gate(r#"{"protected": ["main"], "allowForcePush": true}"#);
-        let outcome = judge(
-            &gate_force,
-            RefKind::Branch,
-            RefChange::ForcePushed,
-            "refs/heads/main",
+        let force = gate(json!({"protected": ["main"], "allowForcePush": true}));
+        let main = "refs/heads/main";
+        assert_eq!(
+            judge(&force, "git.branch.force-pushed", main),
+            Outcome::allow()
         );
-        assert_eq!(outcome, Outcome::allow());
-        let outcome = judge(
-            &gate_force,
-            RefKind::Branch,
-            RefChange::Deleted,
-            "refs/heads/main",
-        );
-        assert!(outcome.is_denied());
+        assert!(judge(&force, "git.branch.deleted", main).is_denied());
 
-        let gate_delete = gate(r#"{"protected": ["main"], "allowDeletion": true}"#);
-        let outcome = judge(
-            &gate_delete,
-            RefKind::Branch,
-            RefChange::Deleted,
-            "refs/heads/main",
-        );
-        assert_eq!(outcome, Outcome::allow());
-        let outcome = judge(
-            &gate_delete,
-            RefKind::Branch,
-            RefChange::ForcePushed,
-            "refs/heads/main",
-        );
-        assert!(outcome.is_denied());
+        let delete = gate(json!({"protected": ["main"], "allowDeletion": true}));
+        assert_eq!(judge(&delete, "git.branch.deleted", main), Outcome::allow());
+        assert!(judge(&delete, "git.branch.force-pushed", main).is_denied());
     }
 
     #[test]
     fn proxy_actions_are_allowed() {
-        let gate = gate(r#"{"protected": ["main"]}"#);
-        let event = Event {
-            id: "evt-2".into(),
-            source: "test".into(),
-            type_: "push.started".into(),
-            time: "2025-01-02T03:04:05Z".into(),
-            subject: None,
-            json: String::new(),
-            payload: Payload::ProxyAction(ProxyAction {
-                operation: Operation::Push,
-                phase: Phase::Started,
-                action_id: "action-1".into(),
-                repository: repository(),
-                user: None,
-                branch: Some("refs/heads/main".into()),
-                commit_from: None,
-                commit_to: None,
-                error: None,
-                steps: Vec::new(),
-            }),
-        };
+        let gate = gate(json!({"protected": ["main"]}));
+        let event = events::proxy_action("push.started").build();
         assert_eq!(gate.on_event(&event).unwrap(), Outcome::allow());
     }
 
     #[test]
-    fn bad_configs_are_refused() {
-        let init_error = |config: &str| gate(config).init().unwrap_err().into_message();
+    fn bad_configs_are_refused_as_the_host_would() {
+        let refused = |config: Value| {
+            TestHost::new()
+                .load::<BranchProtection>(config)
+                .err()
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(
-            init_error(r#"{"protected": []}"#),
+            refused(json!({"protected": []})),
             "`protected` is empty: list the branches to protect, e.g. [\"main\", \"release/*\"]"
         );
         assert!(
-            init_error(r#"{"protected": ["main"], "allowForcePush": true, "allowDeletion": true}"#)
+            refused(json!({"protected": ["main"], "allowForcePush": true, "allowDeletion": true}))
                 .contains("would refuse nothing")
         );
-
-        let parse_error = |config: &str| {
-            serde_json::from_str::<BranchProtection>(config)
-                .unwrap_err()
-                .to_string()
-        };
-        assert!(parse_error(r#"{}"#).starts_with("missing field `protected`"));
+        assert!(refused(Value::Null).starts_with(
+            "invalid handler config: missing field `protected` (no config was given)"
+        ));
         assert!(
-            parse_error(r#"{"protected": ["main"], "allowForcepush": true}"#)
-                .starts_with("unknown field `allowForcepush`")
+            refused(json!({"protected": ["main"], "allowForcepush": true}))
+                .starts_with("invalid handler config: unknown field `allowForcepush`")
         );
+        assert!(refused(json!({"protected": ["release**"]})).starts_with(
+            "invalid handler config: pattern \"release**\" uses `**` inside a segment"
+        ));
         assert!(
-            parse_error(r#"{"protected": ["release**"]}"#)
-                .starts_with("pattern \"release**\" uses `**` inside a segment")
+            refused(json!({"protected": "main"}))
+                .starts_with("invalid handler config: invalid type: string")
         );
-        assert!(parse_error(r#"{"protected": "main"}"#).starts_with("invalid type: string"));
     }
 }

@@ -115,149 +115,77 @@ fn repository_label(repository: &Repository) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
-    use hookwasm_sdk::{
-        Operation, Phase, ProxyAction, PushRejected, RefChange, RefKind, RefUpdate, Step, User,
-    };
+    use hookwasm_sdk::testing::{EventBuilder, TestHost, events};
+    use serde_json::json;
 
     use super::*;
 
-    fn repository(project: &str, name: &str) -> Repository {
-        Repository {
-            url: "https://git.example.com/acme/widgets.git".into(),
-            project: project.into(),
-            name: name.into(),
-        }
-    }
+    const TIME: &str = "2025-01-02T03:04:05Z";
 
-    fn user(name: &str) -> User {
-        User {
-            username: name.into(),
-            email: Some(format!("{name}@example.com")),
-        }
-    }
-
-    fn event(event_type: &str, subject: Option<&str>, payload: Payload) -> Event {
-        Event {
-            id: "evt-1".into(),
-            source: "test".into(),
-            type_: event_type.into(),
-            time: "2025-01-02T03:04:05Z".into(),
-            subject: subject.map(Into::into),
-            json: String::new(),
-            payload,
-        }
+    fn line(builder: EventBuilder) -> String {
+        render(&builder.time(TIME).build()).unwrap()
     }
 
     #[test]
     fn ref_update_line() {
-        let event = event(
-            "git.branch.force-pushed",
-            None,
-            Payload::RefUpdate(RefUpdate {
-                kind: RefKind::Branch,
-                change: RefChange::ForcePushed,
-                push_id: "push-1".into(),
-                repository: repository("acme", "widgets"),
-                pusher: user("alice"),
-                ref_name: "refs/heads/main".into(),
-                before: "a".repeat(40),
-                after: "b".repeat(40),
-                push_options: Vec::new(),
-            }),
-        );
+        let event = events::ref_update("git.branch.force-pushed").pusher("alice");
         assert_eq!(
-            render(&event).unwrap(),
+            line(event),
             r#"{"id":"evt-1","type":"git.branch.force-pushed","time":"2025-01-02T03:04:05Z","repository":"acme/widgets","user":"alice","ref":"refs/heads/main","change":"force-pushed"}"#
         );
     }
 
     #[test]
     fn proxy_action_line_has_phase_and_error() {
-        let event = event(
-            "push.permission-denied",
-            None,
-            Payload::ProxyAction(ProxyAction {
-                operation: Operation::Push,
-                phase: Phase::PermissionDenied,
-                action_id: "action-1".into(),
-                repository: repository("", ""),
-                user: Some(user("bob")),
-                branch: Some("refs/heads/dev".into()),
-                commit_from: None,
-                commit_to: None,
-                error: Some("bob may not push to acme/widgets".into()),
-                steps: vec![Step {
-                    name: "checkUserPushPermission".into(),
-                    passed: false,
-                    message: None,
-                }],
-            }),
-        );
+        let event = events::proxy_action("push.permission-denied")
+            .repository("https://git.example.com/acme/widgets.git", "", "")
+            .user("bob")
+            .branch("refs/heads/dev")
+            .error("bob may not push to acme/widgets")
+            .step("checkUserPushPermission", false, None);
         assert_eq!(
-            render(&event).unwrap(),
+            line(event),
             r#"{"id":"evt-1","type":"push.permission-denied","time":"2025-01-02T03:04:05Z","repository":"https://git.example.com/acme/widgets.git","user":"bob","ref":"refs/heads/dev","phase":"permission-denied","error":"bob may not push to acme/widgets"}"#
         );
     }
 
     #[test]
     fn proxy_action_without_user_or_branch_leaves_them_out() {
-        let event = event(
-            "pull.started",
-            None,
-            Payload::ProxyAction(ProxyAction {
-                operation: Operation::Pull,
-                phase: Phase::Started,
-                action_id: "action-2".into(),
-                repository: repository("acme", "widgets"),
-                user: None,
-                branch: None,
-                commit_from: None,
-                commit_to: None,
-                error: None,
-                steps: Vec::new(),
-            }),
-        );
+        let event = events::proxy_action("pull.started")
+            .data("user", json!(null))
+            .data("branch", json!(null));
         assert_eq!(
-            render(&event).unwrap(),
+            line(event),
             r#"{"id":"evt-1","type":"pull.started","time":"2025-01-02T03:04:05Z","repository":"acme/widgets","phase":"started"}"#
         );
     }
 
     #[test]
     fn push_rejected_line_has_refs_and_reason() {
-        let event = event(
-            "git.push.rejected",
-            None,
-            Payload::PushRejected(PushRejected {
-                push_id: "push-1".into(),
-                repository: repository("acme", "widgets"),
-                pusher: user("carol"),
-                refs: vec!["refs/heads/main".into(), "refs/tags/v1".into()],
-                reason: "force-push to main".into(),
-            }),
-        );
+        let event = events::push_rejected()
+            .pusher("carol")
+            .rejected(&["refs/heads/main", "refs/tags/v1"], "force-push to main");
         assert_eq!(
-            render(&event).unwrap(),
+            line(event),
             r#"{"id":"evt-1","type":"git.push.rejected","time":"2025-01-02T03:04:05Z","repository":"acme/widgets","user":"carol","refs":["refs/heads/main","refs/tags/v1"],"reason":"force-push to main"}"#
         );
     }
 
     #[test]
     fn custom_line_has_subject_and_raw_data() {
-        let event = event(
-            "user.created",
-            Some("users/dave"),
-            Payload::Custom(r#"{"login":"dave","admin":false}"#.into()),
-        );
+        let event = events::custom("user.created", json!({"login": "dave", "admin": false}))
+            .subject("users/dave");
         assert_eq!(
-            render(&event).unwrap(),
-            r#"{"id":"evt-1","type":"user.created","time":"2025-01-02T03:04:05Z","subject":"users/dave","data":{"login":"dave","admin":false}}"#
+            line(event),
+            r#"{"id":"evt-1","type":"user.created","time":"2025-01-02T03:04:05Z","subject":"users/dave","data":{"admin":false,"login":"dave"}}"#
         );
     }
 
     #[test]
     fn unparseable_custom_data_is_kept_as_a_string() {
-        let event = event("user.created", None, Payload::Custom("not json".into()));
+        // The host always passes JSON; the logger copes anyway.
+        let mut event = events::custom("user.created", json!({})).time(TIME).build();
+        event.payload = Payload::Custom("not json".into());
         assert_eq!(
             render(&event).unwrap(),
             r#"{"id":"evt-1","type":"user.created","time":"2025-01-02T03:04:05Z","data":"not json"}"#
@@ -266,9 +194,17 @@ mod tests {
 
     #[test]
     fn config_is_optional_but_checked() {
-        let parse = |text: &str| serde_json::from_str::<ConsoleLogger>(text);
-        assert!(parse("{}").is_ok());
-        let error = parse(r#"{"verbose": true}"#).unwrap_err().to_string();
-        assert!(error.starts_with("unknown field `verbose`"), "{error}");
+        let host = TestHost::new();
+        host.load::<ConsoleLogger>(json!(null)).unwrap();
+        host.load::<ConsoleLogger>(json!({})).unwrap();
+        let error = host
+            .load::<ConsoleLogger>(json!({"verbose": true}))
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid handler config: unknown field `verbose`"),
+            "{error}"
+        );
     }
 }

@@ -220,28 +220,24 @@ fn quote(answer: &str) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
-    use hookwasm_sdk::Payload;
+    use hookwasm_sdk::http::Method;
+    use hookwasm_sdk::testing::{MockResponse, TestHost, events};
+    use serde_json::{Value, json};
 
     use super::*;
 
     /// The Standard Webhooks / svix published example.
     const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-    fn config(json: &str) -> Webhook {
-        serde_json::from_str(json).unwrap()
+    /// The webhook loaded as the host loads it (`init` included).
+    fn load(config: Value) -> Result<Webhook> {
+        TestHost::new().load(config)
     }
 
     fn event(id: &str) -> Event {
-        Event {
-            id: id.into(),
-            source: "test".into(),
-            type_: "user.created".into(),
-            time: "2025-01-02T03:04:05Z".into(),
-            subject: None,
-            json: r#"{"specversion":"1.0","id":"evt-1","type":"user.created","data":{"a":1}}"#
-                .into(),
-            payload: Payload::Custom(r#"{"a":1}"#.into()),
-        }
+        events::custom("user.created", json!({"a": 1}))
+            .id(id)
+            .build()
     }
 
     #[test]
@@ -310,15 +306,11 @@ mod tests {
 
     #[test]
     fn a_good_config_loads() {
-        let webhook = config(&format!(
-            r#"{{"url": "https://hooks.example.com/x", "secret": "{SPEC_SECRET}", "timeoutMs": 800}}"#
-        ));
-        webhook.init().unwrap();
-        config(&format!(
-            r#"{{"url": "http://127.0.0.1:8080/hook", "secret": "{SPEC_SECRET}"}}"#
-        ))
-        .init()
+        load(
+            json!({"url": "https://hooks.example.com/x", "secret": SPEC_SECRET, "timeoutMs": 800}),
+        )
         .unwrap();
+        load(json!({"url": "http://127.0.0.1:8080/hook", "secret": SPEC_SECRET})).unwrap();
     }
 
     #[test]
@@ -350,50 +342,47 @@ mod tests {
 
     #[test]
     fn bad_urls_and_timeouts_are_refused() {
-        let init = |url: &str, timeout: &str| {
-            config(&format!(
-                r#"{{"url": "{url}", "secret": "{SPEC_SECRET}"{timeout}}}"#
-            ))
-            .init()
-            .unwrap_err()
-            .into_message()
+        let refused = |url: &str, timeout: Option<u64>| {
+            let mut config = json!({"url": url, "secret": SPEC_SECRET});
+            if let Some(ms) = timeout {
+                config["timeoutMs"] = ms.into();
+            }
+            load(config).err().unwrap().to_string()
         };
         assert_eq!(
-            init("ftp://example.com/x", ""),
+            refused("ftp://example.com/x", None),
             "`url`: invalid URL: scheme `ftp` is not supported; use http:// or https://"
         );
         assert_eq!(
-            init("hooks.example.com/x", ""),
+            refused("hooks.example.com/x", None),
             "`url`: invalid URL: it must be absolute, starting with http:// or https://"
         );
         assert_eq!(
-            init("https://user:pw@hooks.example.com/x", ""),
+            refused("https://user:pw@hooks.example.com/x", None),
             "`url` carries credentials (user:password@): leave them out; receivers \
              authenticate deliveries by their webhook-signature"
         );
         assert_eq!(
-            init("https://hooks.example.com/x", r#", "timeoutMs": 0"#),
+            refused("https://hooks.example.com/x", Some(0)),
             "`timeoutMs` must be greater than 0 (leave it out to use the event's deadline)"
         );
     }
 
     #[test]
     fn unknown_settings_are_refused() {
-        let error = serde_json::from_str::<Webhook>(&format!(
-            r#"{{"url": "https://x.test", "secret": "{SPEC_SECRET}", "retries": 3}}"#
-        ))
-        .err()
-        .unwrap()
-        .to_string();
-        assert!(error.starts_with("unknown field `retries`"), "{error}");
+        let config = json!({"url": "https://x.test", "secret": SPEC_SECRET, "retries": 3});
+        let error = load(config).err().unwrap().to_string();
+        assert!(
+            error.starts_with("invalid handler config: unknown field `retries`"),
+            "{error}"
+        );
     }
 
     #[test]
     fn debug_never_shows_the_secret_or_the_path() {
-        let webhook = config(&format!(
-            r#"{{"url": "https://hooks.example.com/T0/secret-path", "secret": "{SPEC_SECRET}"}}"#
-        ));
-        let text = format!("{webhook:?}");
+        let config =
+            json!({"url": "https://hooks.example.com/T0/secret-path", "secret": SPEC_SECRET});
+        let text = format!("{:?}", load(config).unwrap());
         assert!(
             !text.contains("MfKQ") && !text.contains("secret-path"),
             "{text}"
@@ -401,18 +390,68 @@ mod tests {
         assert!(text.contains("https://hooks.example.com"), "{text}");
     }
 
-    #[cfg(not(target_os = "wasi"))]
+    const URL: &str = "https://hooks.example.com/T0/secret-path";
+
     #[test]
-    fn natively_delivery_fails_with_the_sdks_reason() {
-        let webhook = config(&format!(
-            r#"{{"url": "https://hooks.example.com/x", "secret": "{SPEC_SECRET}"}}"#
-        ));
-        let error = webhook.on_event(&event("evt-1")).unwrap_err();
+    fn a_delivery_is_posted_signed_and_its_status_annotated() {
+        let host = TestHost::new();
+        host.grant("https://hooks.example.com").expect_request(
+            Method::Post,
+            URL,
+            MockResponse::status(204),
+        );
+        let webhook: Webhook = host
+            .load(json!({"url": URL, "secret": SPEC_SECRET}))
+            .unwrap();
+        let event = event("evt-1");
+        let outcome = webhook.on_event(&event).unwrap();
+        assert_eq!(outcome.annotation("status"), Some("204"));
+        let sent = &host.requests()[0];
+        assert_eq!(sent.text(), event.json, "the event as the host accepted it");
+        assert_eq!(sent.header("webhook-id"), Some("evt-1"));
+        let timestamp: u64 = sent.header("webhook-timestamp").unwrap().parse().unwrap();
+        let key = signing_key(SPEC_SECRET).unwrap();
+        assert_eq!(
+            sent.header("webhook-signature").unwrap(),
+            signature(&key, "evt-1", timestamp, event.json.as_bytes()).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_refusing_receiver_or_a_network_failure_is_the_events_error() {
+        let host = TestHost::new();
+        host.grant("https://hooks.example.com")
+            .expect_request(
+                Method::Post,
+                URL,
+                MockResponse::status(503).body("try later"),
+            )
+            .expect_request(Method::Post, URL, MockResponse::fail("connection refused"));
+        let webhook: Webhook = host
+            .load(json!({"url": URL, "secret": SPEC_SECRET}))
+            .unwrap();
+        assert_eq!(
+            webhook.on_event(&event("evt-1")).unwrap_err().to_string(),
+            "event evt-1 not delivered: https://hooks.example.com answered 503: \"try later\""
+        );
+        assert_eq!(
+            webhook.on_event(&event("evt-2")).unwrap_err().to_string(),
+            "event evt-2 not delivered: request to https://hooks.example.com failed: connection refused"
+        );
+    }
+
+    #[test]
+    fn an_ungranted_url_is_refused_as_the_host_refuses_it() {
+        let host = TestHost::new();
+        let webhook: Webhook = host
+            .load(json!({"url": URL, "secret": SPEC_SECRET}))
+            .unwrap();
+        let error = webhook.on_event(&event("evt-1")).unwrap_err().to_string();
         assert!(
-            error.message().starts_with(
-                "event evt-1 not delivered: request to https://hooks.example.com not sent"
+            error.starts_with(
+                "event evt-1 not delivered: request to https://hooks.example.com refused by the host: not granted in capabilities.allowedHosts"
             ),
-            "{error:?}"
+            "{error}"
         );
     }
 
