@@ -34,6 +34,7 @@ mod git;
 mod history;
 mod http_api;
 mod isolation;
+mod nats;
 mod observers;
 mod outbox;
 mod quarantine;

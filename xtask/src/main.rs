@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>` from anywhere in the repository:
 //!
 //! - `serve`: build the guests and the host (release), then serve the sample `proxy.config.json`;
-//! - `test`: formatting, clippy (host and wasm crates), the guests, then every test;
+//! - `test`: formatting, clippy (host and wasm crates), the guests, `nats-server` (apt-get, when
+//!   missing), then every test;
 //! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2`.
 //!
 //! Guests build into their own target folder (`target/guests`), so a host build never waits on
@@ -94,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             clippy.extend(["--", "-D", "warnings"]);
             cargo(&clippy)?;
             build_guests()?;
+            install_nats_server()?;
             let mut test = vec!["test"];
             test.extend(TESTED.iter().flat_map(|c| ["-p", c]));
             test.extend(args[1..].iter().map(String::as_str));
@@ -195,6 +197,37 @@ fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
         bail!("cargo test failed ({status})");
     }
     Ok(())
+}
+
+/// The NATS tests start their own `nats-server -js` processes; Debian's package (2.9, JetStream
+/// included) is installed with apt-get when no `nats-server` is found. Debian enables a
+/// systemd service for it on port 4222 where systemd runs; the tests never use that one.
+fn install_nats_server() -> anyhow::Result<()> {
+    let found = [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ]
+    .iter()
+    .any(|bin| Command::new(bin).arg("--version").output().is_ok());
+    if found {
+        return Ok(());
+    }
+    eprintln!("nats-server is missing (the JetStream tests need it): installing Debian's package");
+    let sudo = |args: &[&str]| {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let mut command = Command::new(if root { "apt-get" } else { "sudo" });
+        if !root {
+            command.arg("apt-get");
+        }
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run(&mut sudo(&["update", "-q"]))?;
+    run(&mut sudo(&["install", "-y", "-q", "nats-server"]))
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@
 //! or back to `pending` with a later `due_at` (a retry), or `dead` (attempts exhausted). A
 //! claimed delivery whose lease ran out (its process died) is claimable again.
 
+pub mod nats;
 pub mod sqlite;
 
 use std::future::Future;
@@ -123,6 +124,19 @@ pub struct Gauge {
     pub dead: u64,
     /// When the oldest open delivery's event was accepted.
     pub oldest_open_at: Option<Millis>,
+    /// Deliveries not yet handed to any host (a JetStream consumer's pending count); `None`
+    /// for a store without consumers.
+    pub lag: Option<u64>,
+}
+
+/// Which store holds the outbox, and which host this process is: for `/v1/handlers` and the
+/// metrics, so an operator of several hosts can tell them apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    /// `sqlite`, `memory` or `nats`.
+    pub store: String,
+    /// This host's id.
+    pub host: String,
 }
 
 /// A delivery whose attempts ran out.
@@ -239,6 +253,14 @@ pub struct Selector {
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether accepted events survive the process (a file) or not (memory).
     fn durable(&self) -> bool;
+
+    /// Which store this is, and this host's id.
+    fn backend(&self) -> Backend {
+        Backend {
+            store: if self.durable() { "sqlite" } else { "memory" }.to_owned(),
+            host: nats::default_host_id(),
+        }
+    }
 
     /// Stores each event (unless it is a duplicate, see `on_duplicate`) with one `pending`
     /// delivery per handler, due now. With a `lease`, the new deliveries start `claimed` by the
