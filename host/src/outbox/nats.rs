@@ -316,31 +316,34 @@ impl NatsStore {
             use async_nats::ConnectErrorKind as Kind;
             StoreError(match e.kind() {
                 Kind::Authentication | Kind::AuthorizationViolation => format!(
-                    "NATS at {url} refused hookwasm's credentials ({e}); check eventDelivery's credsFile, user/password or token"
+                    "on NATS at {url}: the server refused hookwasm's credentials ({e}); check eventDelivery's credsFile, user/password or token"
                 ),
-                Kind::Tls => format!("TLS with NATS at {url} failed: {e}; check the certificates (tlsCaFile)"),
-                _ => format!("cannot reach NATS at {url} ({e}); is nats-server running there?"),
+                Kind::Tls => format!(
+                    "on NATS at {url}: TLS failed ({e}); check the server's certificate and eventDelivery.tlsCaFile"
+                ),
+                _ => format!(
+                    "on NATS at {url}: cannot connect ({e}); is nats-server running there?"
+                ),
             })
         })?;
         let info = client.server_info();
         if !info.jetstream {
             return Err(StoreError(format!(
-                "NATS at {url} ({}) has JetStream disabled; start nats-server with -js (or a `jetstream {{}}` block in its config)",
+                "on NATS at {url}: JetStream is disabled on server {}; start nats-server with -js (or a `jetstream {{}}` block in its config)",
                 info.server_name
             )));
         }
         let mut js = jetstream::new(client.clone());
         js.set_timeout(REQUEST_TIMEOUT);
-        js.query_account().await.map_err(|e| {
-            StoreError(format!(
-                "NATS at {url} does not offer JetStream to this account ({e}); enable JetStream for it"
-            ))
-        })?;
         // `connect_urls` lists the cluster's servers (empty for a lone server).
         let replicas = config
             .replicas
             .unwrap_or_else(|| info.connect_urls.len().clamp(1, 3));
-        let setup = fail("cannot set up the streams");
+        let setup = |e: &dyn std::fmt::Display| {
+            StoreError(format!(
+                "on NATS at {url}: cannot set up hookwasm's streams ({e}); does this account have JetStream?"
+            ))
+        };
         let events = get_or_create_stream(
             &js,
             stream::Config {
@@ -429,17 +432,23 @@ async fn get_or_create_bucket(
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
-    let config = kv::Config {
-        bucket: bucket.to_owned(),
-        history: 1,
+    // The bucket's stream made directly, as the KV convention lays it out: async-nats's
+    // `create_key_value` first reads the account's limits in a form nats-server 2.9 (Debian's)
+    // does not answer with.
+    let config = stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
         max_age,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
         num_replicas: replicas,
         ..Default::default()
     };
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        Err(e) => js.get_key_value(bucket).await.map_err(|_| e.to_string()),
-    }
+    get_or_create_stream(js, config).await?;
+    js.get_key_value(bucket).await.map_err(|e| e.to_string())
 }
 
 impl Inner {
