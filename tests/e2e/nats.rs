@@ -310,15 +310,13 @@ fn nats_three_hosts_share_the_work_and_a_killed_host_loses_nothing() {
     let work = Workdir::new();
     let nats = Nats::single(work.path(), true, &[]);
     let latch = Latch::new();
-    let held_by: Arc<Mutex<Option<String>>> = Arc::default();
     let receiver = {
-        let (latch, held_by) = (latch.clone(), held_by.clone());
+        let latch = latch.clone();
         let held_once = AtomicBool::new(false);
         Receiver::start(move |request| {
             if request.header("webhook-id") == Some(event_id(HELD).as_str())
                 && !held_once.swap(true, Ordering::SeqCst)
             {
-                *held_by.lock().unwrap() = Some(request.path.clone());
                 latch.wait();
                 return Reply::status(500, "the host was killed meanwhile");
             }
@@ -360,7 +358,7 @@ fn nats_three_hosts_share_the_work_and_a_killed_host_loses_nothing() {
                 let body = batch_body(from, from + BATCH);
                 loop {
                     next = (next + 1) % 3;
-                    if !live.lock().unwrap()[next] {
+                    if !live.lock().expect("not poisoned")[next] {
                         continue;
                     }
                     match try_post(addrs[next], &body) {
@@ -392,7 +390,7 @@ fn nats_three_hosts_share_the_work_and_a_killed_host_loses_nothing() {
         .expect("seen");
     let victim: usize = held_path.trim_start_matches("/h").parse().expect("/hN");
     let before_kill = receiver.requests().len();
-    live.lock().unwrap()[victim] = false;
+    live.lock().expect("not poisoned")[victim] = false;
     let mut hosts: Vec<Option<Host>> = hosts.into_iter().map(Some).collect();
     let killed_at = Instant::now();
     hosts[victim].take().expect("running").kill();
@@ -490,7 +488,10 @@ fn nats_cluster_r3_keeps_going_without_a_node_and_refuses_while_all_are_down() {
     let post = |from: usize, to: usize| -> Option<(u16, Option<String>)> {
         let answer = try_post(host.addr(), &batch_body(from, to));
         if let Some((200 | 202, _)) = answer {
-            accepted.lock().unwrap().extend((from..to).map(event_id));
+            accepted
+                .lock()
+                .expect("not poisoned")
+                .extend((from..to).map(event_id));
         }
         answer
     };
@@ -574,7 +575,7 @@ fn nats_cluster_r3_keeps_going_without_a_node_and_refuses_while_all_are_down() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    let accepted = accepted.lock().unwrap().clone();
+    let accepted = accepted.lock().expect("not poisoned").clone();
     assert_eq!(accepted.len(), 700);
     receiver.wait_until_within(
         Duration::from_secs(120),
