@@ -21,6 +21,8 @@
 //! - `capabilities`: outbound HTTP only where granted; the webhook plugin's signed deliveries.
 //! - `history`: every event's outcomes kept and served by `GET /v1/events`; the sample config
 //!   shared with GitProxy.
+//! - `nats`: the outbox on NATS JetStream (real `nats-server` processes): hosts share the work
+//!   and survive one being killed, a three-node cluster survives a node, dead letters, bad config.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
 
