@@ -997,6 +997,50 @@ mod tests {
     }
 
     #[test]
+    fn event_delivery_on_nats_takes_its_connection_and_hides_its_secrets() {
+        let config = parse(
+            r#"{"eventDelivery": {"store": "nats", "url": "tls://a:4222,nats://b:4222",
+                "credsFile": "hookwasm.creds", "user": "hw", "password": "s3cret",
+                "replicas": 3, "ackWaitMs": 2000, "hostId": "web-1"}}"#,
+        )
+        .expect("valid config");
+        assert_eq!(config.delivery.store, StoreKind::Nats);
+        let nats = config.delivery.nats.as_ref().expect("nats settings");
+        assert_eq!(nats.url, "tls://a:4222,nats://b:4222");
+        assert_eq!(
+            nats.creds_file,
+            Some(PathBuf::from("/etc/hookwasm/hookwasm.creds"))
+        );
+        assert_eq!(nats.replicas, Some(3));
+        assert_eq!(nats.ack_wait, std::time::Duration::from_millis(2000));
+        assert_eq!(nats.host_id.as_deref(), Some("web-1"));
+        let shown = format!("{:?}", config.delivery);
+        assert!(!shown.contains("s3cret"), "{shown}");
+
+        for (text, expected) in [
+            (r#"{"store": "nats"}"#, "needs `url`"),
+            (
+                r#"{"store": "nats", "url": "http://a:4222"}"#,
+                "nats://host:port",
+            ),
+            (
+                r#"{"store": "nats", "url": "nats://a", "user": "x"}"#,
+                "go together",
+            ),
+            (
+                r#"{"store": "nats", "url": "nats://a", "replicas": 7}"#,
+                "1 to 5",
+            ),
+            (r#"{"url": "nats://a"}"#, "belong to `\"store\": \"nats\"`"),
+        ] {
+            let error = parse(&format!(r#"{{"eventDelivery": {text}}}"#))
+                .expect_err(text)
+                .to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn event_delivery_defaults_to_a_durable_file_beside_the_config() {
         let config = parse(r#"{"eventHandlers": []}"#).expect("valid config");
         assert_eq!(

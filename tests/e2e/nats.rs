@@ -632,6 +632,14 @@ fn nats_dead_letters_are_listed_retried_and_discarded_through_jetstream() {
         listed.reports()
     };
     host.wait_until("three dead letters in NATS", || letters().len() == 3);
+    // One delivery of an observer at a time across the cluster: a delivery waiting for its
+    // retry holds the ones behind it.
+    let attempts = received_ids(&receiver);
+    assert_eq!(
+        attempts,
+        ["dead-1", "dead-1", "dead-2", "dead-2", "dead-3", "dead-3"],
+        "strict order, retries included"
+    );
     let listed = letters();
     let ids: Vec<&str> = listed
         .iter()
