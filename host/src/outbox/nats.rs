@@ -710,13 +710,23 @@ impl Inner {
         self.connected()?;
         let consumer = self.consumer(&handler).await?;
         let failed = fail("cannot claim a delivery");
-        let mut batch = consumer
+        let batch = consumer
             .batch()
             .max_messages(1)
             .expires(CLAIM_WAIT)
             .messages()
-            .await
-            .map_err(|e| failed(&e))?;
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                // The consumer may be gone (a server that lost its state): look it up again.
+                self.consumers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&handler);
+                return Err(failed(&e));
+            }
+        };
         let mut claimed = Vec::new();
         while let Some(message) = batch.next().await {
             let message = message.map_err(|e| failed(&e))?;
