@@ -355,6 +355,9 @@ fn nats_three_hosts_share_the_work_and_a_killed_host_loses_nothing() {
         std::thread::spawn(move || {
             let mut next = 0;
             for from in (0..EVENTS).step_by(BATCH) {
+                // Paced (about 500 events/s, slower than delivery's pace), so ingest is still
+                // going on when a host is killed.
+                std::thread::sleep(Duration::from_millis(100));
                 let body = batch_body(from, from + BATCH);
                 loop {
                     next = (next + 1) % 3;
@@ -655,6 +658,9 @@ fn nats_dead_letters_are_listed_retried_and_discarded_through_jetstream() {
     }
     // A second host sees the same dead letters: they live in NATS, not in a process.
     let other = Host::serve_cached(&file);
+    // A producer's retry to another host is a duplicate: stored and delivered once.
+    let again = other.post_events(&custom("dead-1"));
+    assert_eq!(again.json()["duplicate"], true, "{again}");
     let over_http = other.get("/v1/dead-letters?handler=recorder");
     assert_eq!(
         over_http.json()["deadLetters"].as_array().map(Vec::len),

@@ -582,6 +582,10 @@ impl Inner {
         }
     }
 
+    /// Stores a batch in three rounds, each sent in full before its acknowledgements are
+    /// awaited: look-ups of earlier records, then every delivery (in event order: JetStream keeps
+    /// one connection's messages in order, so an observer's stay in accepted order), then the
+    /// records.
     async fn accept(
         &self,
         events: Vec<NewEvent>,
@@ -591,28 +595,48 @@ impl Inner {
     ) -> Result<Vec<Accepted>, StoreError> {
         self.connected()?;
         let publish = fail("cannot store the event");
-        let mut accepted = Vec::with_capacity(events.len());
-        for event in events {
-            let key = event_key(&event.source, &event.id);
-            let subject = format!(
-                "hookwasm.events.{key}.{}",
-                if event.for_observers { "o" } else { "g" }
-            );
-            let once = on_duplicate == OnDuplicate::Skip && event.for_observers;
-            if once && let Some((seq, _)) = self.last_record(&subject).await? {
-                accepted.push(Accepted {
-                    duplicate: true,
-                    deliveries: Vec::new(),
-                    seq,
-                });
+        let keys: Vec<String> = events.iter().map(|e| event_key(&e.source, &e.id)).collect();
+        let subjects: Vec<String> = events
+            .iter()
+            .zip(&keys)
+            .map(|(e, key)| {
+                format!(
+                    "hookwasm.events.{key}.{}",
+                    if e.for_observers { "o" } else { "g" }
+                )
+            })
+            .collect();
+        let once: Vec<bool> = events
+            .iter()
+            .map(|e| on_duplicate == OnDuplicate::Skip && e.for_observers)
+            .collect();
+        let (once_ref, subjects_ref) = (&once, &subjects);
+        let earlier = futures_util::future::join_all((0..events.len()).map(|i| {
+            let subject = &subjects_ref[i];
+            async move {
+                match once_ref[i] {
+                    true => self.last_record(subject).await,
+                    false => Ok(None),
+                }
+            }
+        }))
+        .await;
+        let mut earlier: Vec<Option<i64>> = earlier
+            .into_iter()
+            .map(|r| r.map(|found| found.map(|(seq, _)| seq)))
+            .collect::<Result<_, _>>()?;
+        let found_before: Vec<bool> = earlier.iter().map(Option::is_some).collect();
+
+        // Deliveries of the events not stored before.
+        let mut deliveries: Vec<Vec<i64>> = vec![Vec::new(); events.len()];
+        let mut pending = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            if earlier[i].is_some() {
                 continue;
             }
-            // The deliveries first, all sent before any acknowledgement is awaited: JetStream
-            // keeps one connection's messages in order, so an observer's stay in accepted order.
-            let mut deliveries = Vec::with_capacity(event.handlers.len());
-            if let Some(lease) = lease {
-                // `replay` makes these itself; only a failure is handed to the shared queue.
-                for handler in &event.handlers {
+            for handler in &event.handlers {
+                if lease.is_some() {
+                    // `replay` makes these itself; only a failure joins the shared queue.
                     let id = self.local_ids.fetch_sub(1, Relaxed) - 1;
                     self.lock_claimed().insert(
                         id,
@@ -620,7 +644,7 @@ impl Inner {
                             handler: handler.clone(),
                             event_id: event.id.clone(),
                             event_type: event.event_type.clone(),
-                            key: key.clone(),
+                            key: keys[i].clone(),
                             accepted_at: now,
                             attempt: 1,
                             json: event.json.clone(),
@@ -628,38 +652,43 @@ impl Inner {
                             heartbeat: None,
                         },
                     );
-                    deliveries.push(id);
+                    deliveries[i].push(id);
+                    continue;
                 }
-                let _ = lease;
-            } else {
-                let mut acks = Vec::with_capacity(event.handlers.len());
-                for handler in &event.handlers {
-                    let mut headers = HeaderMap::new();
-                    headers.insert(H_EVENT_ID, event.id.as_str());
-                    headers.insert(H_EVENT_TYPE, event.event_type.as_str());
-                    headers.insert(H_KEY, key.as_str());
-                    headers.insert(H_ACCEPTED_AT, now.to_string().as_str());
-                    if once {
-                        // A retry of a request that was partly stored completes it.
-                        headers.insert(
-                            async_nats::header::NATS_MESSAGE_ID,
-                            format!("{key}.{}", token(handler)).as_str(),
-                        );
-                    }
-                    let ack = self
-                        .js
-                        .publish_with_headers(
-                            delivery_subject(handler),
-                            headers,
-                            event.json.clone().into(),
-                        )
-                        .await
-                        .map_err(|e| publish(&e))?;
-                    acks.push(ack);
+                let mut headers = HeaderMap::new();
+                headers.insert(H_EVENT_ID, event.id.as_str());
+                headers.insert(H_EVENT_TYPE, event.event_type.as_str());
+                headers.insert(H_KEY, keys[i].as_str());
+                headers.insert(H_ACCEPTED_AT, now.to_string().as_str());
+                if once[i] {
+                    // A retry of a request that was partly stored completes it.
+                    headers.insert(
+                        async_nats::header::NATS_MESSAGE_ID,
+                        format!("{}.{}", keys[i], token(handler)).as_str(),
+                    );
                 }
-                for ack in acks {
-                    deliveries.push(ack.await.map_err(|e| publish(&e))?.sequence as i64);
-                }
+                let ack = self
+                    .js
+                    .publish_with_headers(
+                        delivery_subject(handler),
+                        headers,
+                        event.json.clone().into(),
+                    )
+                    .await
+                    .map_err(|e| publish(&e))?;
+                pending.push((i, ack));
+            }
+        }
+        for (i, ack) in pending {
+            deliveries[i].push(ack.await.map_err(|e| publish(&e))?.sequence as i64);
+        }
+
+        // The records: only the first writer of an event's `.o` record wins, however late a
+        // repeat comes.
+        let mut records = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            if earlier[i].is_some() {
+                continue;
             }
             let record = Record {
                 id: event.id.clone(),
@@ -672,38 +701,51 @@ impl Inner {
             };
             let payload = serde_json::to_vec(&record).map_err(|e| publish(&e))?;
             let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
-            if once {
-                // Only the first writer of this record wins, however late a repeat comes.
-                message = message.message_id(&key).expected_last_subject_sequence(0);
+            if once[i] {
+                message = message
+                    .message_id(&keys[i])
+                    .expected_last_subject_sequence(0);
             }
-            let stored = match self.js.send_publish(subject.clone(), message).await {
-                Ok(ack) => ack.await,
-                Err(e) => return Err(publish(&e)),
-            };
-            match stored {
-                Ok(ack) => accepted.push(Accepted {
-                    duplicate: ack.duplicate,
-                    deliveries: if ack.duplicate {
-                        Vec::new()
-                    } else {
-                        deliveries
-                    },
-                    seq: ack.sequence as i64,
-                }),
+            let ack = self
+                .js
+                .send_publish(subjects[i].clone(), message)
+                .await
+                .map_err(|e| publish(&e))?;
+            records.push((i, ack));
+        }
+        let mut duplicate = vec![false; events.len()];
+        for (i, ack) in records {
+            match ack.await {
+                Ok(ack) => {
+                    duplicate[i] = ack.duplicate;
+                    earlier[i] = Some(ack.sequence as i64);
+                }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    // Another host stored the same event meanwhile; its deliveries and ours had
-                    // the same message ids, so only one set exists.
-                    let seq = self.last_record(&subject).await?.map_or(0, |(seq, _)| seq);
-                    accepted.push(Accepted {
-                        duplicate: true,
-                        deliveries: Vec::new(),
-                        seq,
-                    });
+                    // Stored meanwhile by another request (or earlier in this one); the
+                    // deliveries had the same message ids, so only one set exists.
+                    duplicate[i] = true;
+                    earlier[i] = Some(
+                        self.last_record(&subjects[i])
+                            .await?
+                            .map_or(0, |(seq, _)| seq),
+                    );
                 }
                 Err(e) => return Err(publish(&e)),
             }
         }
-        Ok(accepted)
+        Ok(earlier
+            .into_iter()
+            .zip(deliveries)
+            .zip(duplicate.into_iter().zip(found_before))
+            .map(|((seq, deliveries), (stored_meanwhile, found_before))| {
+                let duplicate = stored_meanwhile || found_before;
+                Accepted {
+                    duplicate,
+                    deliveries: if duplicate { Vec::new() } else { deliveries },
+                    seq: seq.unwrap_or(0),
+                }
+            })
+            .collect())
     }
 
     async fn claim(self: Arc<Self>, handler: String) -> Result<Vec<Delivery>, StoreError> {
