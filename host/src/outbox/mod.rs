@@ -1,9 +1,11 @@
 //! The outbox: observers' deliveries are written down before the producer hears "accepted", then
 //! worked off from the store, retried with backoff, and dead-lettered when they keep failing.
 //!
-//! [`Store`] is the whole contract between the dispatcher and the database, kept small so a server
-//! database can take SQLite's place later. [`sqlite::SqliteStore`] is the implementation: a file
+//! [`Store`] is the whole contract between the dispatcher and the database, kept small so that
+//! another store can take SQLite's place. [`sqlite::SqliteStore`] is the embedded default: a file
 //! (durable) or an in-memory database (the same code, nothing survives the process).
+//! [`nats::NatsStore`] keeps the outbox in NATS JetStream, shared by several hosts; it hands out
+//! one delivery per claim, and its lease is its consumers' `ack_wait`.
 //!
 //! A delivery's life: `pending` (due at `due_at`) → `claimed` by a worker under a lease → `done`,
 //! or back to `pending` with a later `due_at` (a retry), or `dead` (attempts exhausted). A
