@@ -804,3 +804,34 @@ fn nats_a_bad_event_delivery_is_one_clear_line_before_anything_is_accepted() {
         "{run}"
     );
 }
+
+#[test]
+fn nats_a_slow_delivery_keeps_its_lease_while_the_handler_runs() {
+    // `ackWaitMs` 1 s, a receiver that takes 4 s to answer, and a second host waiting for work:
+    // the holding host's progress acks keep the delivery, so it is made once, not handed over.
+    let work = Workdir::new();
+    let nats = Nats::single(work.path(), true, &[]);
+    let receiver = Receiver::start(|_| {
+        std::thread::sleep(Duration::from_secs(4));
+        Reply::status(200, "ok")
+    });
+    let file = config(
+        &work,
+        "proxy.config.json",
+        &receiver.url("/r"),
+        &receiver.origin(),
+        &nats.url(),
+        json!({ "ackWaitMs": 1000 }),
+    );
+    let first = Host::serve_cached(&file);
+    let second = Host::serve_cached(&file);
+    assert_eq!(first.post_events(&custom("slow-1")).status, 202);
+    receiver.wait_for_answered(1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        received_ids(&receiver),
+        ["slow-1"],
+        "made once: the lease was kept for 4 s with ackWaitMs 1000"
+    );
+    drop(second);
+}
