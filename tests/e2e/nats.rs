@@ -46,11 +46,15 @@ fn nats_server_bin() -> PathBuf {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("cannot bind 127.0.0.1:0")
-        .port()
+/// `n` distinct free loopback ports (held together while chosen, so none repeats).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
 }
 
 /// One `nats-server` process, killed on drop; [`Nats::stop`] and [`Nats::start`] restart it
@@ -77,7 +81,8 @@ impl Nats {
     }
 
     fn launch(mut args: Vec<String>) -> Nats {
-        let (port, monitor) = (free_port(), free_port());
+        let ports = free_ports(2);
+        let (port, monitor) = (ports[0], ports[1]);
         args.extend([
             "-a".into(),
             "127.0.0.1".into(),
@@ -149,7 +154,8 @@ impl Drop for Nats {
 
 /// Three servers routed into one JetStream cluster, each with its own store.
 fn cluster(dir: &Path) -> Vec<Nats> {
-    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports = free_ports(9);
+    let routes: Vec<u16> = ports[..3].to_vec();
     let all = routes
         .iter()
         .map(|p| format!("nats://127.0.0.1:{p}"))
@@ -171,7 +177,7 @@ fn cluster(dir: &Path) -> Vec<Nats> {
             all.clone(),
         ];
         // A node's /healthz waits for JetStream's quorum: launch them all, then wait.
-        let (port, monitor) = (free_port(), free_port());
+        let (port, monitor) = (ports[3 + 2 * i], ports[4 + 2 * i]);
         let mut args = args;
         args.extend([
             "-a".into(),
@@ -834,4 +840,58 @@ fn nats_a_slow_delivery_keeps_its_lease_while_the_handler_runs() {
         "made once: the lease was kept for 4 s with ackWaitMs 1000"
     );
     drop(second);
+}
+
+#[test]
+fn nats_a_retry_of_a_partly_stored_request_completes_it_without_a_second_delivery() {
+    // A host that died between publishing an event's delivery and its record leaves the
+    // delivery behind (published here by hand, with the message id hookwasm gives it). The
+    // producer's retry stores the record; JetStream drops the repeated delivery by its id, so
+    // the observer gets the event once, and the answer is not a duplicate (the event was never
+    // acknowledged).
+    let work = Workdir::new();
+    let nats = Nats::single(work.path(), true, &[]);
+    let receiver = Receiver::answering(200);
+    let file = config(
+        &work,
+        "proxy.config.json",
+        &receiver.url("/r"),
+        &receiver.origin(),
+        &nats.url(),
+        json!({}),
+    );
+    let host = Host::serve_cached(&file);
+    let event = custom("half-1");
+    let source = event["source"].as_str().expect("source").to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let key = hookwasm::outbox::nats::event_key(&source, "half-1");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{key}.recorder").as_str());
+        headers.insert("Hookwasm-Event-Id", "half-1");
+        headers.insert("Hookwasm-Key", key.as_str());
+        js.publish_with_headers(
+            "hookwasm.deliveries.recorder",
+            headers,
+            event.to_string().into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    });
+    let answer = host.post_events(&event);
+    assert_eq!(answer.status, 202, "{answer}");
+    assert_ne!(answer.json()["duplicate"], true, "{answer}");
+    assert_eq!(answer.json()["observersQueued"], 1, "{answer}");
+    receiver.wait_for_answered(1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(received_ids(&receiver), ["half-1"], "delivered once");
+    let again = host.post_events(&event);
+    assert_eq!(again.json()["duplicate"], true, "now it is stored: {again}");
 }

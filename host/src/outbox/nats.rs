@@ -236,7 +236,7 @@ fn untoken(token: &str) -> String {
 }
 
 /// An event's key: identifies `source` + `id` in subjects, message ids and bucket keys.
-fn event_key(source: &str, id: &str) -> String {
+pub fn event_key(source: &str, id: &str) -> String {
     let digest = sha2::Sha256::new()
         .chain_update(source.as_bytes())
         .chain_update([0])
