@@ -105,6 +105,10 @@ pub struct NatsConfig {
 }
 
 /// The outbox on JetStream. Cheap to clone.
+///
+/// Unlike SQLite's, its futures start their work when first polled, not when made: the
+/// dispatcher awaits each record before the claim made after it, which keeps the trait's
+/// ordering promise for the way it is used.
 #[derive(Clone)]
 pub struct NatsStore {
     inner: Arc<Inner>,
