@@ -411,6 +411,12 @@ fn nats_three_hosts_share_the_work_and_a_killed_host_loses_nothing() {
     let takeover = after[before_kill].arrived.duration_since(killed_at);
 
     let ingest = producer.join().expect("the producer finishes");
+    // With deliveries behind ingest, any host's metrics show the shared queue's lag and age.
+    let survivor = hosts.iter().flatten().next().expect("a host is running");
+    let metrics = survivor.metrics();
+    let lag = metrics.expect("hookwasm_observer_consumer_lag{handler=\"recorder\"}");
+    let age = metrics.value("hookwasm_observer_oldest_pending_age_seconds{handler=\"recorder\"}");
+    println!("nats three hosts: at the end of ingest, consumer lag {lag}, oldest open {age:?} s");
     let all = receiver.wait_until_within(
         Duration::from_secs(900),
         "every accepted event has arrived",
