@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const EVENTS: usize = 5_000;
+const EVENTS: usize = 10_000;
 const BATCH: usize = 100;
 const PRODUCERS: usize = 4;
 
