@@ -14,8 +14,9 @@
 //!   only), where `<key>` is a hash of `source` and `id`: the history's events, kept for
 //!   `retentionHours` (`max_age`). Writing the `.o` record is what makes a later repeat a
 //!   duplicate; it is written after the deliveries, so a record means they are all stored.
-//! - Key-value buckets `hookwasm-outcomes` (each event's outcomes under its key, for
-//!   `retentionHours`) and `hookwasm-dead` (dead letters, until an operator acts).
+//! - `HOOKWASM_OUTCOMES`, on `hookwasm.outcomes.<key>`: each event's outcomes, one message per
+//!   record (append-only, so hosts never contend), kept for `retentionHours`.
+//! - Key-value bucket `hookwasm-dead`: dead letters, until an operator acts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -53,7 +54,7 @@ pub mod defaults {
 
 const EVENTS: &str = "HOOKWASM_EVENTS";
 const DELIVERIES: &str = "HOOKWASM_DELIVERIES";
-const OUTCOMES: &str = "hookwasm-outcomes";
+const OUTCOMES: &str = "HOOKWASM_OUTCOMES";
 const DEAD: &str = "hookwasm-dead";
 /// How long a claim waits at the server for a delivery before it reports none.
 const CLAIM_WAIT: Duration = Duration::from_millis(1_000);
@@ -119,7 +120,7 @@ struct Inner {
     js: jetstream::Context,
     events: stream::Stream,
     deliveries: stream::Stream,
-    outcomes: kv::Store,
+    outcomes: stream::Stream,
     dead: kv::Store,
     ack_wait: Duration,
     host: String,
@@ -376,9 +377,19 @@ impl NatsStore {
         )
         .await
         .map_err(|e| setup(&e))?;
-        let outcomes = get_or_create_bucket(&js, OUTCOMES, retention, replicas)
-            .await
-            .map_err(|e| setup(&e))?;
+        let outcomes = get_or_create_stream(
+            &js,
+            stream::Config {
+                name: OUTCOMES.to_owned(),
+                description: Some("hookwasm: handlers' outcomes (history)".to_owned()),
+                subjects: vec!["hookwasm.outcomes.*".to_owned()],
+                max_age: retention,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| setup(&e))?;
         let dead = get_or_create_bucket(&js, DEAD, Duration::ZERO, replicas)
             .await
             .map_err(|e| setup(&e))?;
@@ -510,50 +521,35 @@ impl Inner {
         Ok(consumer)
     }
 
-    /// Appends `outcomes` to the history of the event `key`, retrying when another host
-    /// appended at the same time.
+    /// Appends `outcomes` to the history of the event `key`: one message, whoever writes.
     async fn append_outcomes(&self, key: &str, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
         let failed = fail("cannot record outcomes");
-        for _ in 0..20 {
-            let entry = self.outcomes.entry(key).await.map_err(|e| failed(&e))?;
-            let (mut all, revision) = match entry {
-                Some(entry) if entry.operation == kv::Operation::Put => (
-                    serde_json::from_slice::<Vec<Outcome>>(&entry.value).unwrap_or_default(),
-                    Some(entry.revision),
-                ),
-                Some(entry) => (Vec::new(), Some(entry.revision)),
-                None => (Vec::new(), None),
-            };
-            all.extend(outcomes.iter().cloned());
-            let value = serde_json::to_vec(&all).map_err(|e| failed(&e))?;
-            let written = match revision {
-                Some(revision) => self
-                    .outcomes
-                    .update(key, value.into(), revision)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                None => self
-                    .outcomes
-                    .create(key, value.into())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-            };
-            if written.is_ok() {
-                return Ok(());
-            }
-        }
-        Err(StoreError(format!(
-            "on NATS: cannot record outcomes for {key}: too many concurrent writers"
-        )))
+        let payload = serde_json::to_vec(&outcomes).map_err(|e| failed(&e))?;
+        self.js
+            .publish(format!("hookwasm.outcomes.{key}"), payload.into())
+            .await
+            .map_err(|e| failed(&e))?
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(())
     }
 
+    /// Every outcome recorded for the event `key`, oldest first.
     async fn outcomes_of(&self, key: &str) -> Vec<Outcome> {
-        match self.outcomes.get(key).await {
-            Ok(Some(value)) => serde_json::from_slice(&value).unwrap_or_default(),
-            _ => Vec::new(),
+        let subject = format!("hookwasm.outcomes.{key}");
+        let mut all = Vec::new();
+        let mut from = 0;
+        while let Ok(message) = self
+            .outcomes
+            .get_first_raw_message_by_subject(&subject, from)
+            .await
+        {
+            if let Ok(outcomes) = serde_json::from_slice::<Vec<Outcome>>(&message.payload) {
+                all.extend(outcomes);
+            }
+            from = message.sequence + 1;
         }
+        all
     }
 
     /// The newest history record on `subject`, with its sequence.
