@@ -10,12 +10,13 @@
 //!   cluster, which keeps accepted order) and `ack_wait` as the lease, kept alive by progress
 //!   acks while a handler runs. Success acks (the stream then drops the message); a failure naks
 //!   with the retry backoff as delay; a dead letter is written to `hookwasm-dead` and acked.
-//! - `HOOKWASM_EVENTS`, on `hookwasm.events.<key>.o` (accepted for observers) or `.g` (gates
-//!   only), where `<key>` is a hash of `source` and `id`: the history's events, kept for
-//!   `retentionHours` (`max_age`). Writing the `.o` record is what makes a later repeat a
-//!   duplicate; it is written after the deliveries, so a record means they are all stored.
-//! - `HOOKWASM_OUTCOMES`, on `hookwasm.outcomes.<key>`: each event's outcomes, one message per
-//!   record (append-only, so hosts never contend), kept for `retentionHours`.
+//! - `HOOKWASM_EVENTS`, the history, kept for `retentionHours` (`max_age`): each event on
+//!   `hookwasm.events.<key>.o` (accepted for observers) or `.g` (gates only), where `<key>` is a
+//!   hash of `source` and `id`, and its handlers' outcomes on `hookwasm.events.<key>.r`, one
+//!   message per record (append-only, so hosts never contend). One stream, so its sequence
+//!   orders acceptances and outcomes together. Writing the `.o` record is what makes a later
+//!   repeat a duplicate; it is written after the deliveries, so a record means they are all
+//!   stored.
 //! - Key-value bucket `hookwasm-dead`: dead letters, until an operator acts.
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,11 +55,11 @@ pub mod defaults {
 
 const EVENTS: &str = "HOOKWASM_EVENTS";
 const DELIVERIES: &str = "HOOKWASM_DELIVERIES";
-const OUTCOMES: &str = "HOOKWASM_OUTCOMES";
 const DEAD: &str = "hookwasm-dead";
 /// How long a claim waits at the server for a delivery before it reports none.
 const CLAIM_WAIT: Duration = Duration::from_millis(1_000);
-/// How many of the newest events a history listing (or a look-up without `source`) reads.
+/// How many of the newest history messages (events and outcomes) a listing, or a look-up
+/// without `source`, reads.
 const HISTORY_SCAN: u64 = 20_000;
 /// How long a request to JetStream may take before the store reports it unavailable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -120,7 +121,6 @@ struct Inner {
     js: jetstream::Context,
     events: stream::Stream,
     deliveries: stream::Stream,
-    outcomes: stream::Stream,
     dead: kv::Store,
     ack_wait: Duration,
     host: String,
@@ -377,19 +377,6 @@ impl NatsStore {
         )
         .await
         .map_err(|e| setup(&e))?;
-        let outcomes = get_or_create_stream(
-            &js,
-            stream::Config {
-                name: OUTCOMES.to_owned(),
-                description: Some("hookwasm: handlers' outcomes (history)".to_owned()),
-                subjects: vec!["hookwasm.outcomes.*".to_owned()],
-                max_age: retention,
-                num_replicas: replicas,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| setup(&e))?;
         let dead = get_or_create_bucket(&js, DEAD, Duration::ZERO, replicas)
             .await
             .map_err(|e| setup(&e))?;
@@ -406,7 +393,6 @@ impl NatsStore {
                 js,
                 events,
                 deliveries,
-                outcomes,
                 dead,
                 ack_wait: config.ack_wait,
                 host,
@@ -526,7 +512,7 @@ impl Inner {
         let failed = fail("cannot record outcomes");
         let payload = serde_json::to_vec(&outcomes).map_err(|e| failed(&e))?;
         self.js
-            .publish(format!("hookwasm.outcomes.{key}"), payload.into())
+            .publish(format!("hookwasm.events.{key}.r"), payload.into())
             .await
             .map_err(|e| failed(&e))?
             .await
@@ -536,11 +522,11 @@ impl Inner {
 
     /// Every outcome recorded for the event `key`, oldest first.
     async fn outcomes_of(&self, key: &str) -> Vec<Outcome> {
-        let subject = format!("hookwasm.outcomes.{key}");
+        let subject = format!("hookwasm.events.{key}.r");
         let mut all = Vec::new();
         let mut from = 0;
         while let Ok(message) = self
-            .outcomes
+            .events
             .get_first_raw_message_by_subject(&subject, from)
             .await
         {
@@ -563,10 +549,18 @@ impl Inner {
         }
     }
 
+    /// The event record stored as `seq`, with its key; `None` for an outcome message.
     async fn record_at(&self, seq: u64) -> Option<(String, Record)> {
         let message = self.events.get_raw_message(seq).await.ok()?;
-        let key = message.subject.split('.').nth(2)?.to_owned();
-        Some((key, serde_json::from_slice(&message.payload).ok()?))
+        let mut tokens = message.subject.split('.').skip(2);
+        let (key, kind) = (tokens.next()?, tokens.next()?);
+        if kind == "r" {
+            return None;
+        }
+        Some((
+            key.to_owned(),
+            serde_json::from_slice(&message.payload).ok()?,
+        ))
     }
 
     fn to_event_record(&self, seq: i64, record: Record, outcomes: Vec<Outcome>) -> EventRecord {
