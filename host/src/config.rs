@@ -88,6 +88,8 @@ pub struct DeliveryConfig {
     pub sync: crate::outbox::sqlite::Sync,
     /// How long delivered rows are kept; a repeated event id within it is a duplicate.
     pub retention: std::time::Duration,
+    /// The JetStream connection and layout, for `"store": "nats"`.
+    pub nats: Option<crate::outbox::nats::NatsConfig>,
 }
 
 /// Which outbox store to use.
@@ -99,6 +101,8 @@ pub enum StoreKind {
     Sqlite,
     /// The same store in memory: faster, and lost when the process ends.
     Memory,
+    /// NATS JetStream, shared by every host that names the same servers.
+    Nats,
 }
 
 /// One `eventHandlers` entry after validation; module paths are absolute.
@@ -557,6 +561,17 @@ struct DeliveryEntry {
     #[serde(default)]
     sync: crate::outbox::sqlite::Sync,
     retention_hours: Option<u64>,
+    // `"store": "nats"` only; see outbox::nats::NatsConfig.
+    url: Option<String>,
+    creds_file: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    tls_ca_file: Option<String>,
+    replicas: Option<usize>,
+    ack_wait_ms: Option<u64>,
+    dedupe_window_secs: Option<u64>,
+    host_id: Option<String>,
 }
 
 /// An object entry as written.
@@ -805,6 +820,7 @@ fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, S
             ));
         }
     };
+    let nats = parse_nats(&entry, base)?;
     let path = entry
         .path
         .unwrap_or_else(|| defaults::OUTBOX_PATH.to_owned());
@@ -815,12 +831,80 @@ fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, S
     if hours == 0 {
         return Err("`retentionHours` must be at least 1".into());
     }
+    let retention = std::time::Duration::from_secs(hours.saturating_mul(3600));
     Ok(DeliveryConfig {
         store: entry.store,
         path: base.join(path),
         sync: entry.sync,
-        retention: std::time::Duration::from_secs(hours.saturating_mul(3600)),
+        retention,
+        nats,
     })
+}
+
+/// The `"store": "nats"` fields of `eventDelivery`; refused with another store, so a typo in
+/// `store` does not silently ignore them.
+fn parse_nats(
+    entry: &DeliveryEntry,
+    base: &Path,
+) -> Result<Option<crate::outbox::nats::NatsConfig>, String> {
+    use crate::outbox::nats::{NatsConfig, Secret, defaults as nats};
+    let given = entry.url.is_some()
+        || entry.creds_file.is_some()
+        || entry.user.is_some()
+        || entry.password.is_some()
+        || entry.token.is_some()
+        || entry.tls_ca_file.is_some()
+        || entry.replicas.is_some()
+        || entry.ack_wait_ms.is_some()
+        || entry.dedupe_window_secs.is_some()
+        || entry.host_id.is_some();
+    if entry.store != StoreKind::Nats {
+        if given {
+            return Err(
+                "`url`, `credsFile`, `user`, `password`, `token`, `tlsCaFile`, `replicas`, `ackWaitMs`, `dedupeWindowSecs` and `hostId` belong to `\"store\": \"nats\"`; set it, or remove them".into(),
+            );
+        }
+        return Ok(None);
+    }
+    let url = entry
+        .url
+        .clone()
+        .ok_or("`\"store\": \"nats\"` needs `url`, such as \"nats://127.0.0.1:4222\" (several servers: comma-separated)")?;
+    if entry.password.is_some() != entry.user.is_some() {
+        return Err("`user` and `password` go together; give both, or neither".into());
+    }
+    let schemes = ["nats://", "tls://"];
+    for server in url.split(',') {
+        let server = server.trim();
+        if !schemes.iter().any(|s| server.starts_with(s)) || server.len() <= 6 {
+            return Err(format!(
+                "`url` has {server:?}; each server is nats://host:port or tls://host:port"
+            ));
+        }
+    }
+    if entry.replicas.is_some_and(|r| !(1..=5).contains(&r)) {
+        return Err("`replicas` must be 1 to 5 (JetStream's limit)".into());
+    }
+    let ack_wait_ms = entry.ack_wait_ms.unwrap_or(nats::ACK_WAIT_MS);
+    if ack_wait_ms < 500 {
+        return Err("`ackWaitMs` must be at least 500".into());
+    }
+    let dedupe_window_secs = entry.dedupe_window_secs.unwrap_or(nats::DEDUPE_WINDOW_SECS);
+    if dedupe_window_secs == 0 {
+        return Err("`dedupeWindowSecs` must be at least 1".into());
+    }
+    Ok(Some(NatsConfig {
+        url,
+        creds_file: entry.creds_file.as_ref().map(|f| base.join(f)),
+        user: entry.user.clone(),
+        password: entry.password.clone().map(Secret),
+        token: entry.token.clone().map(Secret),
+        tls_ca_file: entry.tls_ca_file.as_ref().map(|f| base.join(f)),
+        replicas: entry.replicas,
+        ack_wait: std::time::Duration::from_millis(ack_wait_ms),
+        dedupe_window: std::time::Duration::from_secs(dedupe_window_secs),
+        host_id: entry.host_id.clone(),
+    }))
 }
 
 fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, EntryError> {
@@ -984,6 +1068,50 @@ mod tests {
     }
 
     #[test]
+    fn event_delivery_on_nats_takes_its_connection_and_hides_its_secrets() {
+        let config = parse(
+            r#"{"eventDelivery": {"store": "nats", "url": "tls://a:4222,nats://b:4222",
+                "credsFile": "hookwasm.creds", "user": "hw", "password": "s3cret",
+                "replicas": 3, "ackWaitMs": 2000, "hostId": "web-1"}}"#,
+        )
+        .expect("valid config");
+        assert_eq!(config.delivery.store, StoreKind::Nats);
+        let nats = config.delivery.nats.as_ref().expect("nats settings");
+        assert_eq!(nats.url, "tls://a:4222,nats://b:4222");
+        assert_eq!(
+            nats.creds_file,
+            Some(PathBuf::from("/etc/hookwasm/hookwasm.creds"))
+        );
+        assert_eq!(nats.replicas, Some(3));
+        assert_eq!(nats.ack_wait, std::time::Duration::from_millis(2000));
+        assert_eq!(nats.host_id.as_deref(), Some("web-1"));
+        let shown = format!("{:?}", config.delivery);
+        assert!(!shown.contains("s3cret"), "{shown}");
+
+        for (text, expected) in [
+            (r#"{"store": "nats"}"#, "needs `url`"),
+            (
+                r#"{"store": "nats", "url": "http://a:4222"}"#,
+                "nats://host:port",
+            ),
+            (
+                r#"{"store": "nats", "url": "nats://a", "user": "x"}"#,
+                "go together",
+            ),
+            (
+                r#"{"store": "nats", "url": "nats://a", "replicas": 7}"#,
+                "1 to 5",
+            ),
+            (r#"{"url": "nats://a"}"#, "belong to `\"store\": \"nats\"`"),
+        ] {
+            let error = parse(&format!(r#"{{"eventDelivery": {text}}}"#))
+                .expect_err(text)
+                .to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn event_delivery_defaults_to_a_durable_file_beside_the_config() {
         let config = parse(r#"{"eventHandlers": []}"#).expect("valid config");
         assert_eq!(
@@ -993,6 +1121,7 @@ mod tests {
                 path: PathBuf::from("/etc/hookwasm/.hookwasm/outbox.db"),
                 sync: crate::outbox::sqlite::Sync::Full,
                 retention: std::time::Duration::from_secs(168 * 3600),
+                nats: None,
             }
         );
         let config = parse(

@@ -18,7 +18,7 @@ use hookwasm::config::{
 use hookwasm::dispatch::{self, Dispatcher, Report};
 use hookwasm::event::Event;
 use hookwasm::git;
-use hookwasm::outbox::{self, Selector, Store, sqlite::SqliteStore};
+use hookwasm::outbox::{self, Selector, Store, nats::NatsStore, sqlite::SqliteStore};
 use hookwasm::rebuild::Rebuild;
 use hookwasm::reload::Reloader;
 use hookwasm::sandbox::{LoadError, Sandbox};
@@ -453,18 +453,21 @@ fn cache_dir(config_path: &Path) -> PathBuf {
 }
 
 /// Opens the outbox `eventDelivery` describes.
-fn open_outbox(delivery: &DeliveryConfig) -> anyhow::Result<Arc<dyn Store>> {
-    let store = match delivery.store {
-        StoreKind::Sqlite => SqliteStore::open(&delivery.path, delivery.sync)?,
-        StoreKind::Memory => SqliteStore::in_memory()?,
-    };
-    Ok(Arc::new(store))
+async fn open_outbox(delivery: &DeliveryConfig) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match (delivery.store, &delivery.nats) {
+        (StoreKind::Sqlite, _) => Arc::new(SqliteStore::open(&delivery.path, delivery.sync)?),
+        (StoreKind::Memory, _) => Arc::new(SqliteStore::in_memory()?),
+        (StoreKind::Nats, Some(nats)) => {
+            Arc::new(NatsStore::connect(nats, delivery.retention).await?)
+        }
+        (StoreKind::Nats, None) => anyhow::bail!("eventDelivery: \"store\": \"nats\" needs `url`"),
+    })
 }
 
 /// Loads the config and every enabled handler; any problem is an error listing all of them.
 async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Config)> {
     let config = Config::load(config_path)?;
-    let outbox = open_outbox(&config.delivery)?;
+    let outbox = open_outbox(&config.delivery).await?;
     let sandbox = Sandbox::new()?.with_cache(&cache_dir(config_path));
     let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
     if !errors.is_empty() {
@@ -599,6 +602,9 @@ fn report_left(left: u64, delivery: &DeliveryConfig) {
         (left, StoreKind::Memory) => tracing::warn!(
             "{left} deliveries were not made and are lost: eventDelivery.store is \"memory\""
         ),
+        (left, StoreKind::Nats) => {
+            tracing::info!("{left} deliveries stay in NATS JetStream, for any host sharing it")
+        }
     }
 }
 
@@ -662,6 +668,15 @@ async fn check(config_path: &Path) -> anyhow::Result<Exit> {
     let (loaded, load_errors) = dispatch::load_handlers(&sandbox, &config).await;
     errors.extend(load_errors);
     errors.sort_by_key(|e| e.index);
+    // A shared outbox must be reachable before `serve` could accept anything: say so now.
+    if let (StoreKind::Nats, Some(nats)) = (config.delivery.store, &config.delivery.nats) {
+        let store = NatsStore::connect(nats, config.delivery.retention).await?;
+        println!(
+            "ok        eventDelivery: NATS JetStream at {} (host {})",
+            outbox::nats::redacted(&nats.url),
+            store.host()
+        );
+    }
     for entry in &config.left_to_proxy {
         println!(
             "proxy     eventHandlers[{}] {} (not a .wasm component or {} manifest: left to GitProxy)",
@@ -798,7 +813,7 @@ async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
 }
 
 /// Opens the outbox of `config` for an operator command; an in-memory one has nothing to show.
-fn operator_outbox(config: &Path) -> anyhow::Result<Arc<dyn Store>> {
+async fn operator_outbox(config: &Path) -> anyhow::Result<Arc<dyn Store>> {
     let config = Config::load(config)?;
     if config.delivery.store == StoreKind::Memory {
         anyhow::bail!(
@@ -806,11 +821,11 @@ fn operator_outbox(config: &Path) -> anyhow::Result<Arc<dyn Store>> {
             config.path.display()
         );
     }
-    open_outbox(&config.delivery)
+    open_outbox(&config.delivery).await
 }
 
 async fn deliveries(config: &Path, json: bool) -> anyhow::Result<Exit> {
-    let counts = operator_outbox(config)?.counts().await?;
+    let counts = operator_outbox(config).await?.counts().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&counts)?);
         return Ok(Exit::Success);
@@ -851,7 +866,7 @@ async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<Exit> {
             limit,
             json,
         } => {
-            let outbox = operator_outbox(&select.config)?;
+            let outbox = operator_outbox(&select.config).await?;
             let letters = outbox.dead_letters(selector(&select), limit).await?;
             if json {
                 for letter in &letters {
@@ -871,12 +886,12 @@ async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<Exit> {
             }
         }
         DeadLetterAction::Retry { select } => {
-            let outbox = operator_outbox(&select.config)?;
+            let outbox = operator_outbox(&select.config).await?;
             let count = outbox.retry_dead(chosen(&select)?, outbox::now()).await?;
             println!("{count} dead letters are pending again");
         }
         DeadLetterAction::Discard { select } => {
-            let outbox = operator_outbox(&select.config)?;
+            let outbox = operator_outbox(&select.config).await?;
             let count = outbox.discard_dead(chosen(&select)?).await?;
             println!("{count} dead letters discarded");
         }

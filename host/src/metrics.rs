@@ -287,6 +287,38 @@ pub fn render(host: &HostStats, handlers: &[HandlerSample<'_>]) -> String {
 }
 
 /// One metric family: its header, then a sample per label set (labels without braces).
+/// The outbox's store and this host's id (`hookwasm_backend_info`), and, for a store with
+/// consumers (NATS), each observer's deliveries not yet handed to any host.
+pub fn render_backend(backend: &crate::outbox::Backend, lags: &[(&str, u64)]) -> String {
+    let mut out = String::new();
+    let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    family(
+        &mut out,
+        "hookwasm_backend_info",
+        "gauge",
+        "1, labelled with the outbox's store and this host's id.",
+        [(
+            format!(
+                "store=\"{}\",host=\"{}\"",
+                quote(&backend.store),
+                quote(&backend.host)
+            ),
+            1,
+        )],
+    );
+    if !lags.is_empty() {
+        family(
+            &mut out,
+            "hookwasm_observer_consumer_lag",
+            "gauge",
+            "Deliveries in the shared queue not yet handed to any host, by observer.",
+            lags.iter()
+                .map(|(name, lag)| (format!("handler=\"{name}\""), *lag)),
+        );
+    }
+    out
+}
+
 fn family<V: std::fmt::Display>(
     out: &mut String,
     name: &str,

@@ -366,7 +366,8 @@ async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
             }
         })
         .collect();
-    axum::Json(json!({ "handlers": handlers })).into_response()
+    let backend = dispatcher.outbox().backend();
+    axum::Json(json!({ "handlers": handlers, "backend": backend })).into_response()
 }
 
 async fn get_metrics(State(dispatcher): State<Arc<Dispatcher>>) -> Response {

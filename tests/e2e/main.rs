@@ -30,6 +30,8 @@
 //! - `cloudevents`: the official CloudEvents SDKs in structured, binary and batch modes; declared
 //!   event types validated at ingest and listed alike over HTTP and the CLI; trace context into
 //!   handlers' outbound requests and OTLP; malformed headers and attributes refused.
+//! - `nats`: the outbox on NATS JetStream (real `nats-server` processes): hosts share the work
+//!   and survive one being killed, a three-node cluster survives a node, dead letters, bad config.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
 //! - `authors`: a plugin author's mistakes get one line saying what to do; `call` caches
@@ -51,6 +53,7 @@ mod git;
 mod history;
 mod http_api;
 mod isolation;
+mod nats;
 mod newcomer;
 mod notify;
 mod observers;

@@ -2,7 +2,7 @@
 //!
 //! - `serve`: build the guests and the host (release), then serve the sample `proxy.config.json`;
 //! - `test`: formatting, clippy (host and wasm crates), the guests, what the tests talk to
-//!   (Python's `aiosmtpd` and the CloudEvents SDKs: pip into `target/pip`, npm into
+//!   (Chromium and `nats-server` from apt-get when missing, Python's `aiosmtpd` and the CloudEvents SDKs: pip into `target/pip`, npm into
 //!   `tests/interop/node_modules`), then every test (the Rust crates', then the GitProxy package's
 //!   Node suite against the built host, and the JavaScript SDK's);
 //! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2` (JavaScript
@@ -125,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             env.push((PYTHONPATH_VAR, install_smtp_server()?));
             test_js()?;
             add_wasip1_target()?;
+            install_nats_server()?;
             let mut test = vec!["test"];
             test.extend(TESTED.iter().flat_map(|c| ["-p", c]));
             test.extend(args[1..].iter().map(String::as_str));
@@ -499,6 +500,37 @@ fn node_tests() -> anyhow::Result<(u64, u64)> {
         bail!("npm test failed ({status}) before node's test runner reported");
     }
     Ok((passed, failed))
+}
+
+/// The NATS tests start their own `nats-server -js` processes; Debian's package (2.9, JetStream
+/// included) is installed with apt-get when no `nats-server` is found. Debian enables a
+/// systemd service for it on port 4222 where systemd runs; the tests never use that one.
+fn install_nats_server() -> anyhow::Result<()> {
+    let found = [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ]
+    .iter()
+    .any(|bin| Command::new(bin).arg("--version").output().is_ok());
+    if found {
+        return Ok(());
+    }
+    eprintln!("nats-server is missing (the JetStream tests need it): installing Debian's package");
+    let sudo = |args: &[&str]| {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let mut command = Command::new(if root { "apt-get" } else { "sudo" });
+        if !root {
+            command.arg("apt-get");
+        }
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run(&mut sudo(&["update", "-q"]))?;
+    run(&mut sudo(&["install", "-y", "-q", "nats-server"]))
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {

@@ -603,7 +603,19 @@ impl Dispatcher {
                 }
             })
             .collect();
-        crate::metrics::render(&self.stats, &samples)
+        let lags: Vec<(&str, u64)> = slots
+            .iter()
+            .filter_map(|s| {
+                let gauge = gauges.iter().find(|g| g.handler == s.name)?;
+                Some((s.name.as_str(), gauge.lag?))
+            })
+            .collect();
+        let mut text = crate::metrics::render(&self.stats, &samples);
+        text.push_str(&crate::metrics::render_backend(
+            &self.outbox.backend(),
+            &lags,
+        ));
+        text
     }
 
     /// Accepts a batch of events: room is reserved with every subscribed observer for the whole

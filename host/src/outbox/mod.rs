@@ -1,14 +1,17 @@
 //! The outbox: observers' deliveries are written down before the producer hears "accepted", then
 //! worked off from the store, retried with backoff, and dead-lettered when they keep failing.
 //!
-//! [`Store`] is the whole contract between the dispatcher and the database, kept small so a server
-//! database can take SQLite's place later. [`sqlite::SqliteStore`] is the implementation: a file
+//! [`Store`] is the whole contract between the dispatcher and the database, kept small so that
+//! another store can take SQLite's place. [`sqlite::SqliteStore`] is the embedded default: a file
 //! (durable) or an in-memory database (the same code, nothing survives the process).
+//! [`nats::NatsStore`] keeps the outbox in NATS JetStream, shared by several hosts; it hands out
+//! one delivery per claim, and its lease is its consumers' `ack_wait`.
 //!
 //! A delivery's life: `pending` (due at `due_at`) → `claimed` by a worker under a lease → `done`,
 //! or back to `pending` with a later `due_at` (a retry), or `dead` (attempts exhausted). A
 //! claimed delivery whose lease ran out (its process died) is claimable again.
 
+pub mod nats;
 pub mod sqlite;
 
 use std::future::Future;
@@ -123,6 +126,19 @@ pub struct Gauge {
     pub dead: u64,
     /// When the oldest open delivery's event was accepted.
     pub oldest_open_at: Option<Millis>,
+    /// Deliveries not yet handed to any host (a JetStream consumer's pending count); `None`
+    /// for a store without consumers.
+    pub lag: Option<u64>,
+}
+
+/// Which store holds the outbox, and which host this process is: for `/v1/handlers` and the
+/// metrics, so an operator of several hosts can tell them apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    /// `sqlite`, `memory` or `nats`.
+    pub store: String,
+    /// This host's id.
+    pub host: String,
 }
 
 /// A delivery whose attempts ran out.
@@ -285,6 +301,14 @@ pub struct Selector {
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether accepted events survive the process (a file) or not (memory).
     fn durable(&self) -> bool;
+
+    /// Which store this is, and this host's id.
+    fn backend(&self) -> Backend {
+        Backend {
+            store: if self.durable() { "sqlite" } else { "memory" }.to_owned(),
+            host: nats::default_host_id(),
+        }
+    }
 
     /// Stores each event (unless it is a duplicate, see `on_duplicate`) with one `pending`
     /// delivery per handler, due now. With a `lease`, the new deliveries start `claimed` by the

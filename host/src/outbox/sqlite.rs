@@ -1972,6 +1972,7 @@ mod tests {
                 open: c.pending + c.claimed,
                 dead: c.dead,
                 oldest_open_at: c.oldest_open_at,
+                lag: None,
             })
             .collect();
         assert_eq!(gauges, from_counts);
