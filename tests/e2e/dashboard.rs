@@ -4,6 +4,7 @@
 //! letter and sees it delivered, and sees a quarantined handler marked so. A screenshot of each
 //! page is written under `target/dashboard-screenshots/`.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -179,13 +180,53 @@ impl Drop for Driver {
     }
 }
 
-/// One WebDriver command; returns its `value`.
+/// One WebDriver command; returns its `value`. chromedriver keeps connections open whatever
+/// the request says, so the answer is read by its `Content-Length`, not to the end.
 fn webdriver(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Value {
-    let body = body.map(|b| b.to_string());
-    let answer = http_with(addr, method, path, &[], body.as_deref());
-    let json: Value = serde_json::from_str(&answer.body)
-        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {answer}"));
-    assert_eq!(answer.status, 200, "{method} {path}: {json}");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut stream = std::net::TcpStream::connect(addr).expect("chromedriver answers");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("a timeout");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("the command is sent");
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("a status line");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a header");
+        let line = line.trim();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut answer = vec![0; length];
+    reader.read_exact(&mut answer).expect("the whole answer");
+    let json: Value = serde_json::from_slice(&answer).unwrap_or_else(|e| {
+        panic!(
+            "{method} {path}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&answer)
+        )
+    });
+    assert_eq!(status, 200, "{method} {path}: {json}");
     json["value"].clone()
 }
 
