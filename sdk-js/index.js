@@ -16,7 +16,7 @@
 //
 // componentize-js resolves relative imports only: keep this file next to the handler.
 
-import { log as hostLog, config as hostConfig } from "hookwasm:handler/host@0.1.0";
+import { log as hostLog, config as hostConfig } from "hookwasm:handler/host@0.2.0";
 
 /** What a handler answers for one event. */
 export class Outcome {

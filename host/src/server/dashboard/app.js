@@ -130,6 +130,9 @@ async function refreshHandlers() {
     return;
   }
   problem("");
+  if (body.backend) {
+    $("backend").textContent = `outbox: ${body.backend.store}${body.backend.host ? ` on ${body.backend.host}` : ""}`;
+  }
   const now = Date.now();
   const rows = [];
   for (const h of body.handlers) {
