@@ -22,9 +22,7 @@ pub(super) fn event(value: Value) -> Result<Event, String> {
         }
         None => return Err("`specversion` is missing; set it to \"1.0\"".into()),
     }
-    if attrs.contains_key("data_base64") {
-        return Err("`data_base64` is not supported; send the payload as JSON in `data`".into());
-    }
+    super::attributes::check(&mut attrs)?;
     let id = required(&attrs, "id")?;
     let source = required(&attrs, "source")?;
     let event_type = required(&attrs, "type")?;
@@ -44,10 +42,13 @@ pub(super) fn event(value: Value) -> Result<Event, String> {
     let data = attrs.get("data").cloned().unwrap_or(Value::Null);
     if data.is_null() && kind_of(&event_type).is_some_and(|k| k != Kind::Custom) {
         return Err(format!(
-            "`data` is missing: a {event_type} event carries a typed payload; run `hookwasm events` for its schema"
+            "`data` is missing: a {event_type} event carries a typed payload as JSON; run `hookwasm events` for its schema"
         ));
     }
-    let payload = payload(&event_type, data)?;
+    let payload = match payload(&event_type, data)? {
+        Payload::Custom(_) => Payload::Custom(super::attributes::custom_payload(&attrs)),
+        typed => typed,
+    };
     let json = Value::Object(attrs).to_string();
     Ok(Event {
         id,

@@ -43,6 +43,7 @@
 //! assert_eq!(host.logs()[0].message, "refusing refs/heads/main");
 //! ```
 
+mod attributes;
 pub mod events;
 mod from_json;
 mod http;
