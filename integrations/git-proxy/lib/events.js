@@ -73,7 +73,7 @@ function eventType(operation, phase) {
  * id uses whatever id GitProxy gave that phase, which is also the event's subject.
  */
 function observerEventId(actionId, type) {
-  return `${actionId}/${type}`;
+  return `${actionId}/${type.replace('.', ':')}`;
 }
 
 function repositoryOf(url, project, name) {
@@ -185,8 +185,8 @@ function commitsOf(commitData) {
 /**
  * The gate question for a push: a `push.started` event built from everything the Action holds.
  *
- * Its id is `<action id>/push.gate/<request timestamp>`: distinct from the observer's
- * `<id>/push.started` (hookwasm keeps both in its history, by source and id, and neither makes
+ * Its id is `<action id>/push:gate/<request timestamp>`: distinct from the observer's
+ * `<id>/push:started` (hookwasm keeps both in its history, by source and id, and neither makes
  * the other a duplicate), and distinct for each request, so pushing the same commits again asks
  * the gates again. `startedActionId` carries the id GitProxy gave the request's `push.started`
  * event (its timestamp, before `setCommit`), so the two can be joined.
@@ -212,7 +212,7 @@ function gateEventFromAction(action, source) {
   if (started !== undefined) data.startedActionId = started;
   const event = {
     specversion: '1.0',
-    id: `${actionId}/push.gate/${started ?? Date.now()}`,
+    id: `${actionId}/push:gate/${started ?? Date.now()}`,
     source,
     type: 'push.started',
     subject: actionId,

@@ -30,7 +30,7 @@ test('annotationsFor returns what observers and gates attached to an action, acr
   assert.equal(await events.flush(20000), true);
 
   const pushId = action.id;
-  const gateId = `${pushId}/push.gate/1764595000000`;
+  const gateId = `${pushId}/push:gate/1764595000000`;
   const found = await waitFor('three annotations in the history', async () => {
     const list = await annotationsFor(pushId, options);
     return list.length >= 3 && list;
@@ -40,8 +40,8 @@ test('annotationsFor returns what observers and gates attached to an action, acr
     seen.sort(),
     [
       ['risk', 'gate', 'seen', gateId, 'push.started', gateId],
-      ['summary', 'observe', 'seen', '1764595000000/push.started', 'push.started', '1764595000000/push.started'],
-      ['summary', 'observe', 'seen', `${pushId}/push.pending-review`, 'push.pending-review', `${pushId}/push.pending-review`],
+      ['summary', 'observe', 'seen', '1764595000000/push:started', 'push.started', '1764595000000/push:started'],
+      ['summary', 'observe', 'seen', `${pushId}/push:pending-review`, 'push.pending-review', `${pushId}/push:pending-review`],
     ].sort(),
   );
   for (const a of found) {

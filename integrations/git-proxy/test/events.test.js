@@ -64,7 +64,7 @@ test('all ten of GitProxy events reach hookwasm typed, with their details, witho
     assert.equal(e.specversion, '1.0');
     assert.equal(e.source, 'git-proxy://proxy-under-test');
     assert.equal(e.subject, expectedId, `${type} subject`);
-    assert.equal(e.id, `${expectedId}/${type}`, `${type} id`);
+    assert.equal(e.id, `${expectedId}/${type.replace('.', ':')}`, `${type} id`);
     assert.equal(e.data.actionId, expectedId);
     assert.deepEqual(e.data.repository, { url: 'https://github.com/finos/git-proxy.git', project: 'finos', name: 'git-proxy' });
     assert.ok(!Number.isNaN(Date.parse(e.time)), `${type} time ${e.time}`);

@@ -47,7 +47,7 @@ test('a denying gate blocks the push with every reason, and the step lists each 
   assert.deepEqual(step.content.gates.map((g) => [g.handler, g.verdict]), [
     ['no-friday', 'deny'], ['seen', 'allow'], ['size-limit', 'deny'], ['inspector', 'allow'],
   ]);
-  const eventId = `${action.id}/push.gate/${action.timestamp}`;
+  const eventId = `${action.id}/push:gate/${action.timestamp}`;
   assert.equal(step.content.eventId, eventId);
   assert.ok(step.logs.some((l) => l === `hookwasm - gate seen: allow, ok; annotations: seen=${eventId}`), step.logs.join('\n'));
   assert.ok(step.logs.some((l) => l.startsWith('hookwasm - gate no-friday: deny, ok (no pushes on Fridays)')), step.logs.join('\n'));

@@ -19,7 +19,7 @@ function dispatchPulls(registry, count, base) {
     const action = new Action(base + i, 'pull', 'https://github.com/finos/git-proxy.git');
     for (const phase of PHASES) {
       registry.dispatch(action, phase, phase === 'error' ? new Error('Chain error') : undefined);
-      ids.push(`${action.id}/pull.${phase === 'permissionDenied' ? 'permission-denied' : phase === 'pendingReview' ? 'pending-review' : phase}`);
+      ids.push(`${action.id}/pull:${phase === 'permissionDenied' ? 'permission-denied' : phase === 'pendingReview' ? 'pending-review' : phase}`);
     }
   }
   return ids;
@@ -41,7 +41,7 @@ test('a hookwasm down for a while loses nothing within the bound; the overflow i
   );
   const full = log.text().filter((l) => l.includes('queue full'));
   assert.equal(full.length, 1, 'the first drop is logged at once');
-  assert.match(full[0], /^\[hookwasm\] queue full \(20 events waiting for http:\/\/127\.0\.0\.1:\d+\): dropped 1 event\(s\), latest pull\.started 1764591000004\/pull\.started; 1 dropped since start/);
+  assert.match(full[0], /^\[hookwasm\] queue full \(20 events waiting for http:\/\/127\.0\.0\.1:\d+\): dropped 1 event\(s\), latest pull\.started 1764591000004\/pull:started; 1 dropped since start/);
 
   await waitFor('a few failed attempts', () => plugin.stats().failures >= 3);
   const failing = log.text().filter((l) => l.includes('cannot deliver'));
@@ -58,7 +58,7 @@ test('a hookwasm down for a while loses nothing within the bound; the overflow i
   assert.ok(log.text().some((l) => /answers again after [\d.]+ s; delivering 20 queued event\(s\)/.test(l)), log.text().join('\n'));
   const later = log.text().filter((l) => l.includes('queue full'));
   assert.equal(later.length, 2, 'the drops after the first line are reported too');
-  assert.match(later[1], /dropped 4 event\(s\), latest pull\.pending-review 1764591000004\/pull\.pending-review; 5 dropped since start/);
+  assert.match(later[1], /dropped 4 event\(s\), latest pull\.pending-review 1764591000004\/pull:pending-review; 5 dropped since start/);
   plugin.close();
 });
 
@@ -74,7 +74,7 @@ test('a spool file keeps the queue across a proxy restart; a spooled event hookw
   first.close(); // the proxy stops with hookwasm still down
 
   // What an older bridge or a damaged disk may leave: a line that is not JSON, an event hookwasm refuses.
-  const refused = { specversion: '1.0', id: 'old/push.started', source: 'git-proxy://old', type: 'push.started', data: { steps: [] } };
+  const refused = { specversion: '1.0', id: 'old/push:started', source: 'git-proxy://old', type: 'push.started', data: { steps: [] } };
   fs.appendFileSync(spool, `{not json\n${JSON.stringify(refused)}\n`);
 
   const log = captureLog();
@@ -91,7 +91,7 @@ test('a spool file keeps the queue across a proxy restart; a spooled event hookw
   assert.deepEqual(events.map((e) => e.id), ids);
   assert.equal(second.stats().rejected, 1);
   assert.ok(
-    log.text().some((l) => /^\[hookwasm\] hookwasm refused push\.started old\/push\.started \(HTTP 400: .*missing field `actionId`\); dropped, it would be refused again$/.test(l)),
+    log.text().some((l) => /^\[hookwasm\] hookwasm refused push\.started old\/push:started \(HTTP 400: .*missing field `actionId`\); dropped, it would be refused again$/.test(l)),
     log.text().join('\n'),
   );
   assert.equal(fs.readFileSync(spool, 'utf8'), '', 'the spool is emptied once everything is delivered');

@@ -77,11 +77,11 @@ test('bad details and a 10 MiB error: one bounded line or a bounded event, never
   assert.equal(await plugin.flush(20000), true);
   const events = await recorder.waitFor(2);
   assert.equal(plugin.stats().rejected, 0, 'hookwasm took both');
-  assert.equal(events[0].id, 'a__b/push.error');
+  assert.equal(events[0].id, 'a__b/push:error');
   assert.ok(events[0].data.error.length < 17 * 1024, `error of ${events[0].data.error.length} characters`);
   assert.match(events[0].data.error, /truncated by the hookwasm bridge: 10485760 characters in all/);
   assert.deepEqual(events[0].data.repository, { url: '', project: '', name: '' });
-  assert.equal(events[1].id, '77/push.error');
+  assert.equal(events[1].id, '77/push:error');
   assert.equal(events[1].data.error, 'a string error');
   assert.equal(events[1].data.repository.name, '\ufffdbroken', 'a lone surrogate is replaced, not sent broken');
   for (const line of log.text()) assert.ok(line.length <= MAX_LINE + 100, `log line of ${line.length} characters`);
@@ -136,5 +136,5 @@ test('an answer that is not hookwasm\'s keeps the events queued and says so; a t
   closed.close();
   r2.dispatch(action, 'started');
   assert.equal(closed.stats().dropped, 1);
-  assert.deepEqual(closedLog.text(), ['[hookwasm] dropped pull.started 1764594000001/pull.started: the plugin was closed (1 dropped since start)']);
+  assert.deepEqual(closedLog.text(), ['[hookwasm] dropped pull.started 1764594000001/pull:started: the plugin was closed (1 dropped since start)']);
 });
