@@ -28,6 +28,8 @@
 //! - `cloudevents`: the official CloudEvents SDKs in structured, binary and batch modes; declared
 //!   event types validated at ingest and listed alike over HTTP and the CLI; trace context into
 //!   handlers' outbound requests and OTLP; malformed headers and attributes refused.
+//! - `hardening`: guest text cannot forge the host's log; failures are one line with their cause;
+//!   readiness is honest about the outbox; slow clients cannot lock producers out.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
 
@@ -40,6 +42,7 @@ mod config_errors;
 mod console;
 mod gates;
 mod git;
+mod hardening;
 mod history;
 mod http_api;
 mod isolation;

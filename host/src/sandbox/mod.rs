@@ -562,6 +562,9 @@ impl Handler {
                 (status, Some(message), None)
             }
         };
+        // Every cause may carry guest text (its error, its panic message): escaped here, once,
+        // so no log line, report or dead letter can hold a forged line.
+        let error = error.map(|e| crate::escape::escape(&e).into_owned());
         let invocation = Invocation {
             status,
             outcome: None,

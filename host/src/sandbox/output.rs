@@ -164,6 +164,8 @@ impl State {
         }
         self.lines += 1;
         let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE_BYTES)]);
+        // A guest's `\r`, NUL or escape sequence must not forge a line of the host's own.
+        let text = crate::escape::escape(&text);
         let cut = if line.len() > MAX_LINE_BYTES {
             " …[cut]"
         } else {
