@@ -117,3 +117,179 @@ fn exit_is_reported_as_one_line_with_its_status() {
         );
     }
 }
+
+/// A test's config with the outbox at `outbox` and one observer, so events make deliveries.
+fn config_with_outbox(work: &Workdir, outbox: &std::path::Path) -> std::path::PathBuf {
+    let config = json!({
+        "eventDelivery": { "path": outbox },
+        "eventHandlers": [chaos("watcher", "ok")],
+    });
+    work.write("proxy.config.json", config.to_string())
+}
+
+#[test]
+fn a_zero_length_outbox_is_refused_with_one_line() {
+    // An empty `outbox.db` (a truncated copy, a failed restore) used to start silently as a new,
+    // empty outbox: every event it should have held was gone without a word.
+    let work = Workdir::new();
+    let outbox = work.write("outbox.db", "");
+    let config = config_with_outbox(&work, &outbox);
+    let run = hookwasm_with_env(
+        &[
+            "serve",
+            "--config",
+            &config.to_string_lossy(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(2), "{run}");
+    let error = run.error();
+    println!("zero-length outbox: {}", error.trim());
+    assert!(
+        error.contains("is an empty file (0 bytes), not an outbox"),
+        "{run}"
+    );
+    assert_eq!(error.trim().lines().count(), 1, "one line\n{run}");
+    assert_eq!(
+        std::fs::metadata(&outbox).map(|m| m.len()).ok(),
+        Some(0),
+        "the file is left as it was"
+    );
+}
+
+/// A small tmpfs the test can fill, unmounted on drop; `None` where mounting is not allowed
+/// (not root, or a container without `CAP_SYS_ADMIN`).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: std::path::PathBuf) -> Option<SmallDisk> {
+        std::fs::create_dir_all(&at).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk(at))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes zeros into `path` until the disk refuses; returns the bytes written.
+fn fill(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("the filler can be created");
+    let chunk = vec![0_u8; 16 << 10];
+    let mut written = 0;
+    while file.write_all(&chunk).is_ok() {
+        written += chunk.len() as u64;
+    }
+    let _ = file.sync_all();
+    written
+}
+
+#[test]
+fn readiness_follows_the_outbox_through_a_full_disk_and_back() {
+    // `/healthz` says the process lives; `/readyz` says it can take events now. On a full disk
+    // the outbox cannot write: liveness stays 200, readiness turns 503 with the reason, and once
+    // space is freed readiness comes back by itself, with no restart, and events are accepted.
+    let work = Workdir::new();
+    let Some(disk) = SmallDisk::mount(work.path().join("disk")) else {
+        println!("SKIPPED the disk-full part: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let config = config_with_outbox(&work, &disk.0.join("outbox.db"));
+    let host = crate::support::Host::serve(&config);
+    assert_eq!(host.get("/healthz").status, 200);
+    let ready = host.get("/readyz");
+    assert_eq!(ready.status, 200, "{ready}");
+    assert_eq!(ready.json()["status"], "ready");
+
+    let filler = disk.0.join("filler");
+    let filled = fill(&filler);
+    // The WAL may still have room from earlier writes: write events until the disk refuses.
+    let mut accepted = 0;
+    for i in 0..2_000 {
+        let event = custom(&format!("full-{i}"));
+        let status = host.post_events(&event).status;
+        if status != 202 && status != 200 {
+            break;
+        }
+        accepted += 1;
+    }
+    let not_ready = host.get("/readyz");
+    println!(
+        "disk full after {filled} filler bytes and {accepted} events: /readyz {}, /healthz {}",
+        not_ready.status,
+        host.get("/healthz").status
+    );
+    assert_eq!(not_ready.status, 503, "{not_ready}");
+    assert!(
+        not_ready.json()["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the outbox cannot take a write"),
+        "{not_ready}"
+    );
+    assert_eq!(
+        host.get("/healthz").status,
+        200,
+        "liveness is not readiness"
+    );
+
+    std::fs::remove_file(&filler).expect("the filler can be removed");
+    let freed = std::time::Instant::now();
+    let mut back = None;
+    while freed.elapsed() < std::time::Duration::from_secs(10) {
+        if host.get("/readyz").status == 200 {
+            back = Some(freed.elapsed());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let back = back.expect("ready again within 10 s of space being freed");
+    let after = host.post_events(&custom("after-full"));
+    println!(
+        "ready again {} ms after space was freed; an event then got {}",
+        back.as_millis(),
+        after.status
+    );
+    assert!(after.status == 202 || after.status == 200, "{after}");
+    drop(host);
+    drop(disk);
+}
+
+#[test]
+fn the_wal_is_folded_into_the_outbox_file_at_exit() {
+    // After SIGTERM the database file alone holds everything: the WAL is checkpointed and
+    // truncated, so copying `outbox.db` is a complete backup.
+    let work = Workdir::new();
+    let outbox = work.path().join("state/outbox.db");
+    let config = config_with_outbox(&work, &outbox);
+    let host = crate::support::Host::serve(&config);
+    for i in 0..50 {
+        let status = host.post_events(&custom(&format!("wal-{i}"))).status;
+        assert!(status == 202 || status == 200, "event {i}: {status}");
+    }
+    let wal = work.path().join("state/outbox.db-wal");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let while_running = size(&wal);
+    let stopped = host.terminate();
+    assert!(stopped.status.success(), "{:?}", stopped.log);
+    let after = size(&wal);
+    println!(
+        "WAL while serving: {while_running} bytes; after SIGTERM: {after} bytes; outbox.db: {} bytes",
+        size(&outbox)
+    );
+    assert_eq!(after, 0, "the WAL is empty once the host has stopped");
+}

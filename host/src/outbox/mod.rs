@@ -286,6 +286,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether accepted events survive the process (a file) or not (memory).
     fn durable(&self) -> bool;
 
+    /// Whether the store can take a write now: `/readyz` asks before saying the host is ready.
+    /// The default (a store with nothing that can fail this way) is always ready.
+    fn ready(&self) -> StoreFuture<()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Stores each event (unless it is a duplicate, see `on_duplicate`) with one `pending`
     /// delivery per handler, due now. With a `lease`, the new deliveries start `claimed` by the
     /// caller for that long, as attempt 1 (the caller runs them itself: `replay`). An event with
