@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand, ValueEnum};
 use hookwasm::auth::Auth;
 use hookwasm::config::{
@@ -446,11 +445,14 @@ async fn serve(config: &Path, options: ServeOptions) -> anyhow::Result<Exit> {
         auth,
         reloader: Some(reloader),
     };
-    let app = hookwasm::server::app(console).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(hookwasm::server::tune_connection);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = hookwasm::server::app(console);
+    let limits = hookwasm::server::listen::ConnectionLimits::from_env();
+    tracing::info!(
+        "accepting up to {} connections; request heads and bodies within {} s each",
+        limits.max_connections,
+        limits.client_timeout.as_secs()
+    );
+    hookwasm::server::listen::serve(listener, app, limits, shutdown_signal()).await;
     tracing::info!(
         "shutting down: observers deliver what is due for up to {} s",
         drain.as_secs()

@@ -29,6 +29,7 @@ use crate::reload::Reloader;
 
 mod access;
 mod dashboard;
+pub mod listen;
 mod stream;
 
 pub use stream::STREAM_BUFFER;

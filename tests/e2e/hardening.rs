@@ -293,3 +293,158 @@ fn the_wal_is_folded_into_the_outbox_file_at_exit() {
     );
     assert_eq!(after, 0, "the WAL is empty once the host has stopped");
 }
+
+/// `GET path` on a new connection with a short deadline: the status and how long it took, or
+/// `None` when no answer came within `deadline`.
+fn timed_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    deadline: std::time::Duration,
+) -> Option<(u16, std::time::Duration)> {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, deadline).ok()?;
+    stream.set_read_timeout(Some(deadline)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let status = String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((status, started.elapsed()))
+}
+
+/// The median and the largest of `samples`, in milliseconds.
+fn p50_max(samples: &mut [std::time::Duration]) -> (f64, f64) {
+    samples.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    (
+        ms(samples[samples.len() / 2]),
+        ms(*samples.last().unwrap_or(&std::time::Duration::ZERO)),
+    )
+}
+
+/// Reads from `stream` until the server closes it (or `limit` passes); how long that took.
+fn time_to_close(
+    stream: &mut std::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    stream.set_read_timeout(Some(limit)).ok()?;
+    let mut sink = Vec::new();
+    match stream.read_to_end(&mut sink) {
+        Ok(_) => Some(started.elapsed()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(started.elapsed()),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn silent_connections_cannot_lock_producers_out() {
+    // 300 silent TCP connections against a host whose file-descriptor limit is 160 used to leave
+    // it unable to accept anything: /healthz and ingest timed out with nothing logged. Now open
+    // connections are bounded (64 here), the longest-idle one is closed to make room, and slow
+    // heads and bodies time out (2 s here).
+    const SILENT: usize = 300;
+    let work = Workdir::new();
+    let config = work.config(&[chaos("watcher", "ok")]);
+    let host = crate::support::Host::serve_env(
+        &config,
+        &[],
+        &[
+            ("HOOKWASM_MAX_CONNECTIONS", "64"),
+            ("HOOKWASM_CLIENT_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let limited = std::process::Command::new("prlimit")
+        .args(["--nofile=160:160", "--pid", &host.pid().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    let deadline = std::time::Duration::from_secs(5);
+    let mut alone: Vec<_> = (0..20)
+        .map(|_| {
+            timed_get(host.addr(), "/healthz", deadline)
+                .expect("/healthz answers")
+                .1
+        })
+        .collect();
+
+    // A host that stopped accepting fills its backlog and then connects time out: stop trying
+    // after a few, so the test ends in bounded time either way.
+    let mut silent = Vec::new();
+    let mut refused = 0;
+    while silent.len() < SILENT && refused < 5 {
+        match std::net::TcpStream::connect_timeout(&host.addr(), std::time::Duration::from_secs(1))
+        {
+            Ok(stream) => silent.push(stream),
+            Err(_) => refused += 1,
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut held = Vec::new();
+    let mut failed = 0;
+    for _ in 0..20 {
+        match timed_get(host.addr(), "/healthz", deadline) {
+            Some((200, took)) => held.push(took),
+            _ => failed += 1,
+        }
+    }
+    let event = host.post_events(&custom("through-the-crowd"));
+    let (alone_p50, alone_max) = p50_max(&mut alone);
+    let (held_p50, held_max) = if held.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        p50_max(&mut held)
+    };
+    println!(
+        "{} silent connections opened (bound 64, host fd limit {}): /healthz p50 {held_p50:.1} ms, \
+         max {held_max:.1} ms, {failed} of 20 failed; alone p50 {alone_p50:.1} ms, max \
+         {alone_max:.1} ms; an event got {}",
+        silent.len(),
+        if limited {
+            "160"
+        } else {
+            "unchanged (no prlimit)"
+        },
+        event.status
+    );
+    assert_eq!(
+        failed, 0,
+        "every health check answered while connections were held"
+    );
+    assert!(
+        held_max < 1_000.0,
+        "health checks stay fast: max {held_max} ms"
+    );
+    assert!(event.status == 202 || event.status == 200, "{event}");
+    drop(silent);
+
+    // A head that never ends, and a body that never comes, are cut after the client timeout.
+    use std::io::Write;
+    let mut slow_head = std::net::TcpStream::connect(host.addr()).expect("connects");
+    slow_head
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .expect("writes");
+    let head_cut = time_to_close(&mut slow_head, std::time::Duration::from_secs(10));
+    let mut slow_body = std::net::TcpStream::connect(host.addr()).expect("connects");
+    slow_body
+        .write_all(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n{\"id\":",
+        )
+        .expect("writes");
+    let body_cut = time_to_close(&mut slow_body, std::time::Duration::from_secs(10));
+    println!("slow head closed after {head_cut:?}, slow body after {body_cut:?} (timeout 2 s)");
+    assert!(
+        head_cut.is_some_and(|t| t < std::time::Duration::from_secs(5)),
+        "a slow head is cut: {head_cut:?}"
+    );
+    assert!(
+        body_cut.is_some_and(|t| t < std::time::Duration::from_secs(5)),
+        "a slow body is cut: {body_cut:?}"
+    );
+}

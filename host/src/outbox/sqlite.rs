@@ -319,7 +319,7 @@ fn start_checkpointer(conn: Connection) -> (mpsc::Sender<()>, JoinHandle<()>) {
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
                 ticks = ticks.wrapping_add(1);
-                let mode = if ticks % TRUNCATE_EVERY == 0 {
+                let mode = if ticks.is_multiple_of(TRUNCATE_EVERY) {
                     "TRUNCATE"
                 } else {
                     "PASSIVE"
