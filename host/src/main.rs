@@ -364,6 +364,9 @@ fn open_outbox(delivery: &DeliveryConfig) -> anyhow::Result<Arc<dyn Store>> {
 /// Loads the config and every enabled handler; any problem is an error listing all of them.
 async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Config)> {
     let config = Config::load(config_path)?;
+    for warning in &config.warnings {
+        tracing::warn!("{}: {warning}", config_path.display());
+    }
     let outbox = open_outbox(&config.delivery)?;
     let sandbox = Sandbox::new()?.with_cache(&cache_dir(config_path));
     let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
@@ -539,6 +542,9 @@ async fn check(config_path: &Path) -> anyhow::Result<Exit> {
     let (loaded, load_errors) = dispatch::load_handlers(&sandbox, &config).await;
     errors.extend(load_errors);
     errors.sort_by_key(|e| e.index);
+    for warning in &config.warnings {
+        println!("warning   {warning}");
+    }
     for entry in &config.left_to_proxy {
         println!(
             "proxy     eventHandlers[{}] {} (not a .wasm component or {} manifest: left to GitProxy)",

@@ -448,3 +448,64 @@ fn silent_connections_cannot_lock_producers_out() {
         "a slow body is cut: {body_cut:?}"
     );
 }
+
+#[test]
+fn config_mistakes_that_would_disable_a_gate_are_caught() {
+    // Each of these used to pass `check` and start `serve` with the gate never called, so every
+    // push went through: a type that does not exist, a ref name that is not a full one. Now a
+    // gate that can never be called is an error, an observer that can never run a warning, and
+    // serde's raw messages name the field and what to write.
+    let work = Workdir::new();
+    let mut wrong_type = crate::support::chaos_gate("wrong-type", "deny");
+    wrong_type["events"] = json!(["git.branch.update"]);
+    let mut short_ref = crate::support::chaos_gate("short-ref", "deny");
+    short_ref["events"] = json!(["git.branch.*"]);
+    short_ref["refs"] = json!(["main"]);
+    let mut deaf = chaos("deaf-observer", "ok");
+    deaf["events"] = json!(["push.complete"]);
+    let mut bad_limits = chaos("bad-limits", "ok");
+    bad_limits["limits"] = json!(5);
+    let mut nested = chaos("misplaced", "ok");
+    nested["timeoutMs"] = json!(100);
+    let config = work.config(&[wrong_type, short_ref, deaf, bad_limits, nested]);
+    let run = crate::support::hookwasm(&["check", "--config", &config.to_string_lossy()]);
+    assert_eq!(run.code, Some(2), "{run}");
+    let error = run.error();
+    println!("check said:\n{}\n{}", run.stdout.trim(), error.trim());
+    for expected in [
+        r#"eventHandlers[0] (wrong-type): this gate can never be called: `events` ["git.branch.update"] match no event type that can arrive (did you mean "git.branch.updated"?)"#,
+        r#"eventHandlers[1] (short-ref): this gate can never be called: `refs` ["main"] can never match: events carry full ref names; write "refs/heads/main""#,
+        r#"eventHandlers[3] (bad-limits): `limits` is integer `5`; write an object such as {"fuel": 50000000, "timeoutMs": 1000, "memoryMiB": 64}"#,
+        "eventHandlers[4] (misplaced): unknown field `timeoutMs`; it belongs in `limits`: `limits.timeoutMs`",
+    ] {
+        assert!(error.contains(expected), "missing: {expected}\n{run}");
+    }
+    assert!(
+        run.stdout.contains(
+            r#"warning   eventHandlers[2] (deaf-observer): this handler can never run: `events` ["push.complete"] match no event type that can arrive (did you mean "push.completed"?)"#
+        ),
+        "{run}"
+    );
+
+    // A misspelled top-level key leaves hookwasm with no handlers: `check` says so twice.
+    let typo = work.write(
+        "typo.config.json",
+        json!({ "proxyUrl": "https://github.com", "eventHandler": [chaos("lost", "ok")] })
+            .to_string(),
+    );
+    let run = crate::support::hookwasm(&["check", "--config", &typo.to_string_lossy()]);
+    println!("{}", run.stdout.trim());
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout.contains("top-level key `eventHandler` is not one of hookwasm's (GitProxy may read it); did you mean `eventHandlers`?"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("warning   no enabled event handlers"),
+        "{run}"
+    );
+    assert!(
+        !run.stdout.contains("proxyUrl"),
+        "GitProxy's keys are left alone\n{run}"
+    );
+}
