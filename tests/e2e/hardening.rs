@@ -538,3 +538,54 @@ fn ids_no_delivery_can_carry_are_refused_at_the_door() {
     let queued = host.handler("watcher")["queueDepth"].clone();
     println!("{refused} ids refused; a valid one accepted; watcher queue {queued}");
 }
+
+#[test]
+fn a_component_built_against_an_unknown_wit_version_is_refused() {
+    // The real chaos component with its `hookwasm:handler` imports renamed to 0.2.1, a version
+    // that does not exist: wasmtime binds it to 0.2.0, so it used to load and run. The rule is
+    // now exact: only the versions the host links (0.1.0, 0.2.0) load.
+    let work = Workdir::new();
+    let original = std::fs::read(Guest::Chaos.path()).expect("chaos.wasm is built");
+    let patched = String::from_utf8_lossy(&original).contains("hookwasm:handler/host@0.2.0");
+    assert!(patched, "chaos.wasm imports hookwasm:handler/host@0.2.0");
+    let mut bytes = original.clone();
+    for (from, to) in [
+        (
+            &b"hookwasm:handler/host@0.2.0"[..],
+            &b"hookwasm:handler/host@0.2.1"[..],
+        ),
+        (
+            &b"hookwasm:handler/types@0.2.0"[..],
+            &b"hookwasm:handler/types@0.2.1"[..],
+        ),
+    ] {
+        let mut at = 0;
+        while let Some(found) = bytes[at..].windows(from.len()).position(|w| w == from) {
+            bytes[at + found..at + found + from.len()].copy_from_slice(to);
+            at += found + from.len();
+        }
+    }
+    let later = work.write("later.wasm", &bytes);
+    let event = work.write("event.json", custom("wit-1").to_string());
+    let run = crate::support::hookwasm(&[
+        "call",
+        &later.to_string_lossy(),
+        "--event",
+        &event.to_string_lossy(),
+        "--handler-config",
+        r#"{"behavior": "ok"}"#,
+    ]);
+    println!(
+        "0.2.1 component: exit {:?}: {}",
+        run.code,
+        run.stderr.trim()
+    );
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        run.error().contains(
+            "it was built against hookwasm:handler@0.2.1, which this host does not know (it runs \
+             0.1.0 and 0.2.0)"
+        ),
+        "{run}"
+    );
+}
