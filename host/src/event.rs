@@ -161,9 +161,11 @@ impl Event {
 /// Longest `id` accepted, in bytes: it is copied into every log line, report and delivery.
 pub const MAX_ID_BYTES: usize = 256;
 
-/// An `id` every delivery path can carry as is: printable ASCII without `.` (an HTTP header
-/// value, a Standard Webhooks `webhook-id`, which forbids `.`, a log field), at most
-/// [`MAX_ID_BYTES`]. Refused at the door rather than acknowledged and never delivered.
+/// An `id` every delivery path can carry as is: printable ASCII without spaces (an HTTP header
+/// value, a log field), at most [`MAX_ID_BYTES`]. Refused at the door rather than acknowledged
+/// and never delivered. `.` is still allowed: the GitProxy bridge's ids hold event types
+/// (`<action>/push.started`); the webhook plugin refuses it itself (Standard Webhooks forbids
+/// it in `webhook-id`).
 fn check_id(id: &str) -> Result<(), EventError> {
     if id.len() > MAX_ID_BYTES {
         return Err(EventError(format!(
@@ -171,10 +173,10 @@ fn check_id(id: &str) -> Result<(), EventError> {
             id.len()
         )));
     }
-    if let Some(bad) = id.chars().find(|c| !c.is_ascii_graphic() || *c == '.') {
+    if let Some(bad) = id.chars().find(|c| !c.is_ascii_graphic()) {
         let shown = crate::escape::escape(&bad.to_string()).into_owned();
         return Err(EventError(format!(
-            "`id` contains `{shown}`: ids must be printable ASCII without spaces or `.` so every \
+            "`id` contains `{shown}`: ids must be printable ASCII without spaces so every \
              delivery (HTTP headers, Standard Webhooks) can carry them; use letters, digits, `-`, \
              `_` or `:`"
         )));
