@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{AUTH_FILE_ENV, AuthConfig, AuthError};
+pub mod lint;
 mod smtp;
 pub use smtp::{RecipientPattern, SmtpCredentials, SmtpGrant, SmtpTls};
 
@@ -59,6 +60,9 @@ pub struct Config {
     /// `eventHandlers` entries that are Node modules, not hookwasm's: in a file shared with
     /// GitProxy, its own event handlers (such as the hookwasm bridge). Listed by `check`.
     pub left_to_proxy: Vec<ProxyEntry>,
+    /// Mistakes that do not stop the host but most likely are not what the operator meant
+    /// (see `config::lint`): `check` prints them, `serve` logs them.
+    pub warnings: Vec<String>,
     /// Declared event types (`eventTypes`, `strictTypes`, or the file `HOOKWASM_EVENT_TYPES`
     /// names).
     pub registry: std::sync::Arc<crate::event::registry::Registry>,
@@ -696,6 +700,7 @@ impl Config {
         let mut handlers = Vec::new();
         let mut errors = Vec::new();
         let mut left_to_proxy = Vec::new();
+        let mut warnings = lint::top_level_warnings(text);
         for (index, value) in file.event_handlers.into_iter().enumerate() {
             let parsed = match value {
                 Value::String(target) if target.ends_with(MANIFEST_SUFFIX) => {
@@ -713,6 +718,25 @@ impl Config {
                 }
                 value => parse_entry(index, value, &base),
             };
+            let parsed = parsed.and_then(|spec| {
+                // A gate that can never be called lets everything through: refused. An
+                // observer that can never run only misses events: a warning.
+                match lint::never_runs(&spec, &registry) {
+                    Some(why) if spec.mode == Mode::Gate && spec.enabled => Err(EntryError {
+                        index,
+                        name: Some(spec.name.clone()),
+                        message: format!("this gate can never be called: {why}"),
+                    }),
+                    Some(why) => {
+                        warnings.push(format!(
+                            "eventHandlers[{index}] ({}): this handler can never run: {why}",
+                            spec.name
+                        ));
+                        Ok(spec)
+                    }
+                    None => Ok(spec),
+                }
+            });
             match parsed {
                 Ok(spec) => {
                     if handlers.iter().any(|h: &HandlerSpec| h.name == spec.name) {
@@ -729,7 +753,15 @@ impl Config {
                 Err(e) => errors.push(e),
             }
         }
+        if errors.is_empty() && !handlers.iter().any(|h| h.enabled) {
+            warnings.push(
+                "no enabled event handlers: events are accepted and nothing checks or sees them; \
+                 add entries under `eventHandlers`"
+                    .into(),
+            );
+        }
         let config = Config {
+            warnings,
             path: path.to_owned(),
             handlers,
             delivery,
@@ -920,9 +952,10 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         other => other,
     };
     let entry: Entry = match &source {
-        Value::Object(_) => {
-            serde_json::from_value(source.clone()).map_err(|e| fail(e.to_string()))?
-        }
+        Value::Object(_) => serde_path_to_error::deserialize(source.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            fail(lint::explain(&path, &e.into_inner().to_string()))
+        })?,
         other => {
             return Err(fail(format!(
                 "expected a module path or an object with a `module` field, found {}",

@@ -77,6 +77,7 @@ impl Event {
         }
         attributes::check(&mut attrs, rules)?;
         let id = required(&attrs, "id")?;
+        check_id(&id)?;
         let source = required(&attrs, "source")?;
         let event_type = required(&attrs, "type")?;
         let subject = optional(&attrs, "subject")?;
@@ -155,6 +156,32 @@ impl Event {
         };
         refs.iter().map(String::as_str)
     }
+}
+
+/// Longest `id` accepted, in bytes: it is copied into every log line, report and delivery.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// An `id` every delivery path can carry as is: printable ASCII without spaces (an HTTP header
+/// value, a log field), at most [`MAX_ID_BYTES`]. Refused at the door rather than acknowledged
+/// and never delivered. `.` is still allowed: the GitProxy bridge's ids hold event types
+/// (`<action>/push.started`); the webhook plugin refuses it itself (Standard Webhooks forbids
+/// it in `webhook-id`).
+fn check_id(id: &str) -> Result<(), EventError> {
+    if id.len() > MAX_ID_BYTES {
+        return Err(EventError(format!(
+            "`id` is {} bytes; the limit is {MAX_ID_BYTES}: use a shorter id (a UUID, say)",
+            id.len()
+        )));
+    }
+    if let Some(bad) = id.chars().find(|c| !c.is_ascii_graphic()) {
+        let shown = crate::escape::escape(&bad.to_string()).into_owned();
+        return Err(EventError(format!(
+            "`id` contains `{shown}`: ids must be printable ASCII without spaces so every \
+             delivery (HTTP headers, Standard Webhooks) can carry them; use letters, digits, `-`, \
+             `_` or `:`"
+        )));
+    }
+    Ok(())
 }
 
 fn required(attrs: &Map<String, Value>, name: &str) -> Result<String, EventError> {

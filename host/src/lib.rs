@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod config;
 pub mod dispatch;
+pub mod escape;
 pub mod event;
 pub mod git;
 pub mod ingest;

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand, ValueEnum};
 use hookwasm::auth::Auth;
 use hookwasm::config::{
@@ -467,6 +466,9 @@ async fn open_outbox(delivery: &DeliveryConfig) -> anyhow::Result<Arc<dyn Store>
 /// Loads the config and every enabled handler; any problem is an error listing all of them.
 async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Config)> {
     let config = Config::load(config_path)?;
+    for warning in &config.warnings {
+        tracing::warn!("{}: {warning}", config_path.display());
+    }
     let outbox = open_outbox(&config.delivery).await?;
     let sandbox = Sandbox::new()?.with_cache(&cache_dir(config_path));
     let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
@@ -574,11 +576,14 @@ async fn serve(config: &Path, options: ServeOptions) -> anyhow::Result<Exit> {
         auth,
         reloader: Some(reloader),
     };
-    let app = hookwasm::server::app(console).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(hookwasm::server::tune_connection);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = hookwasm::server::app(console);
+    let limits = hookwasm::server::listen::ConnectionLimits::from_env();
+    tracing::info!(
+        "accepting up to {} connections; request heads and bodies within {} s each",
+        limits.max_connections,
+        limits.client_timeout.as_secs()
+    );
+    hookwasm::server::listen::serve(listener, app, limits, shutdown_signal()).await;
     tracing::info!(
         "shutting down: observers deliver what is due for up to {} s",
         drain.as_secs()
@@ -676,6 +681,9 @@ async fn check(config_path: &Path) -> anyhow::Result<Exit> {
             outbox::nats::redacted(&nats.url),
             store.host()
         );
+    }
+    for warning in &config.warnings {
+        println!("warning   {warning}");
     }
     for entry in &config.left_to_proxy {
         println!(

@@ -2,7 +2,7 @@
 //! [`crate::ingest`]), the event history (`GET /v1/events`, `GET /v1/events/{id}`),
 //! `GET /v1/event-types`, `GET /v1/handlers`, the outbox
 //! (`GET /v1/deliveries`, `GET /v1/dead-letters`, `POST /v1/dead-letters/{id}/retry`,
-//! `DELETE /v1/dead-letters/{id}`), `GET /healthz`, `GET /metrics`.
+//! `DELETE /v1/dead-letters/{id}`), `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
 //! Every error answer is JSON `{"error": "<one sentence>"}`; a bad request never affects the
 //! events accepted before or after it.
@@ -29,6 +29,7 @@ use crate::reload::Reloader;
 
 mod access;
 mod dashboard;
+pub mod listen;
 mod stream;
 
 pub use stream::STREAM_BUFFER;
@@ -123,6 +124,7 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
             "/healthz",
             get(|| async { axum::Json(json!({ "status": "ok" })) }),
         )
+        .route("/readyz", get(get_ready))
         .route("/metrics", get(get_metrics))
         .fallback(|| async {
             error(
@@ -132,6 +134,29 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(dispatcher)
+}
+
+/// How long `/readyz` waits for the outbox's probe before answering not ready.
+const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness, apart from liveness (`/healthz`): 200 only when the outbox takes a write now, so
+/// a load balancer stops sending events to a host that would answer every one with 503 (a
+/// read-only or full disk, a stopped writer). Answers 503 with the reason otherwise.
+async fn get_ready(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
+    let probe = tokio::time::timeout(READY_PROBE_TIMEOUT, dispatcher.outbox().ready()).await;
+    let reason = match probe {
+        Ok(Ok(())) => return axum::Json(json!({ "status": "ready" })).into_response(),
+        Ok(Err(e)) => format!("the outbox cannot take a write: {e}"),
+        Err(_) => format!(
+            "the outbox did not take a write within {} ms",
+            READY_PROBE_TIMEOUT.as_millis()
+        ),
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({ "status": "not-ready", "reason": reason })),
+    )
+        .into_response()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

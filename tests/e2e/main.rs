@@ -32,6 +32,8 @@
 //!   handlers' outbound requests and OTLP; malformed headers and attributes refused.
 //! - `nats`: the outbox on NATS JetStream (real `nats-server` processes): hosts share the work
 //!   and survive one being killed, a three-node cluster survives a node, dead letters, bad config.
+//! - `hardening`: guest text cannot forge the host's log; failures are one line with their cause;
+//!   readiness is honest about the outbox; slow clients cannot lock producers out.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
 //!   retried by an operator, kept once per event id, and survive `kill -9`.
 //! - `authors`: a plugin author's mistakes get one line saying what to do; `call` caches
@@ -50,6 +52,7 @@ mod console;
 mod dashboard;
 mod gates;
 mod git;
+mod hardening;
 mod history;
 mod http_api;
 mod isolation;

@@ -320,6 +320,13 @@ pub fn hookwasm(args: &[&str]) -> Run {
     hookwasm_with_stdin(args, "")
 }
 
+/// Runs `hookwasm ARGS` with extra environment variables (e.g. the text log format).
+pub fn hookwasm_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = command(args);
+    command.envs(env.iter().copied());
+    run_to_completion(command, args, "")
+}
+
 /// Runs `hookwasm ARGS` with `stdin` as its standard input.
 pub fn hookwasm_with_stdin(args: &[&str], stdin: &str) -> Run {
     run_to_completion(command(args), args, stdin)

@@ -310,6 +310,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         }
     }
 
+    /// Whether the store can take a write now: `/readyz` asks before saying the host is ready.
+    /// The default (a store with nothing that can fail this way) is always ready.
+    fn ready(&self) -> StoreFuture<()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Stores each event (unless it is a duplicate, see `on_duplicate`) with one `pending`
     /// delivery per handler, due now. With a `lease`, the new deliveries start `claimed` by the
     /// caller for that long, as attempt 1 (the caller runs them itself: `replay`). An event with

@@ -180,10 +180,12 @@ impl SqliteStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| cannot_open(&e))?;
         }
+        refuse_empty_file(path, &label)?;
         let conn = Connection::open(path).map_err(|e| cannot_open(&e))?;
         configure(&conn, sync).map_err(|e| cannot_open(&e))?;
         require_wal(&conn, &label)?;
         create_schema(&conn, &label)?;
+        check_usable(&conn, &label)?;
         let reader = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|reader| reader.busy_timeout(BUSY_TIMEOUT).map(|()| reader))
             .map_err(|e| cannot_open(&e))?;
@@ -303,25 +305,63 @@ impl Drop for SqliteStore {
 }
 
 /// Every [`CHECKPOINT_INTERVAL`], copies what it can of the WAL into the database file without
-/// waiting for anyone (`PASSIVE`), until `stop`'s sender is dropped.
+/// waiting for anyone (`PASSIVE`); every [`TRUNCATE_EVERY`] ticks, and once more when `stop`'s
+/// sender is dropped (at exit, after the writer has stopped), also truncates the WAL to zero
+/// bytes, so the WAL never keeps the space a burst (or a disk-full episode) gave it, and the
+/// database file alone is a complete copy once the host has stopped.
 fn start_checkpointer(conn: Connection) -> (mpsc::Sender<()>, JoinHandle<()>) {
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("outbox-checkpoint".into())
         .spawn(move || {
+            let mut ticks: u32 = 0;
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
+                ticks = ticks.wrapping_add(1);
+                let mode = if ticks.is_multiple_of(TRUNCATE_EVERY) {
+                    "TRUNCATE"
+                } else {
+                    "PASSIVE"
+                };
                 // A busy or failed checkpoint is retried next time; the writer's own
                 // checkpoint bounds the WAL meanwhile.
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                let _ = checkpoint(&conn, mode);
+            }
+            if let Err(e) = checkpoint(&conn, "TRUNCATE") {
+                tracing::warn!("the outbox's WAL was not folded into the database at exit: {e}");
             }
         })
         .expect("the OS refused to start the outbox checkpoint thread");
     (stop, thread)
 }
 
+/// Checkpoints after this many [`CHECKPOINT_INTERVAL`]s truncate the WAL too.
+const TRUNCATE_EVERY: u32 = 30;
+
+/// One `wal_checkpoint` in `mode`; an error when it failed or could not finish (busy).
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<()> {
+    let busy: i64 = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+        row.get(0)
+    })?;
+    if busy != 0 {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("another connection was busy".into()),
+        ));
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
+    fn ready(&self) -> StoreFuture<()> {
+        // A real write through the writer: a full disk, a read-only file or a stopped writer
+        // all fail it. Rewriting `user_version` dirties one page and changes nothing.
+        self.submit("readiness probe", Durability::Bookkeeping, |conn| {
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        })
+    }
+
     fn accept(
         &self,
         events: Vec<NewEvent>,
@@ -704,6 +744,54 @@ fn require_wal(conn: &Connection, label: &str) -> Result<(), StoreError> {
         "{label} cannot be switched to WAL (it is in {mode} mode); put `eventDelivery.path` on a \
          local file system"
     )))
+}
+
+/// Refuses an existing zero-length file: SQLite would take it as a new, empty outbox and every
+/// event it should hold would be silently gone (a truncated copy, a failed restore).
+fn refuse_empty_file(path: &Path, label: &str) -> Result<(), StoreError> {
+    let empty = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_holds_data = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    if empty(path) && !wal_holds_data {
+        return Err(StoreError(format!(
+            "{label} is an empty file (0 bytes), not an outbox; restore it from a backup, or \
+             delete it to start a new, empty outbox"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a file the host could not do its job with: damaged pages, or opened read-only (a
+/// read-only file or mount), found now rather than by every producer's first write.
+fn check_usable(conn: &Connection, label: &str) -> Result<(), StoreError> {
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check", [], |row| row.get(0))
+        .map_err(|e| {
+            StoreError(format!(
+                "{label} failed its integrity check: {e}; restore it from a backup or move it \
+                 aside"
+            ))
+        })?;
+    if verdict != "ok" {
+        let first = crate::escape::escape(verdict.lines().next().unwrap_or_default()).into_owned();
+        return Err(StoreError(format!(
+            "{label} failed its integrity check ({first}); restore it from a backup or move it \
+             aside"
+        )));
+    }
+    let write = conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .and_then(|()| conn.pragma_update(None, "user_version", SCHEMA_VERSION))
+        .and_then(|()| conn.execute_batch("COMMIT"));
+    if let Err(e) = write {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(StoreError(format!(
+            "{label} cannot be written: {e}; check the file's and its folder's permissions, the \
+             mount and the free space"
+        )));
+    }
+    Ok(())
 }
 
 /// Creates the tables on a new database; refuses one written by a newer schema.

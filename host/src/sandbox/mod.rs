@@ -311,6 +311,22 @@ impl Sandbox {
                 )
             }));
         }
+        // Exactly a version the host knows: wasmtime would let an import of a later patch
+        // (0.2.1) bind to 0.2.0, and that guest may rely on what 0.2.0 does not have.
+        for (import, _) in component.component_type().imports(&self.engine) {
+            let Some(rest) = import.strip_prefix("hookwasm:handler/") else {
+                continue;
+            };
+            let version = rest.split_once('@').map(|(_, v)| v);
+            if !version.is_some_and(|v| wit::SUPPORTED_VERSIONS.contains(&v)) {
+                return Err(wrong_world(format!(
+                    "it was built against hookwasm:handler@{}, which this host does not know \
+                     (it runs {}); rebuild it with an SDK for one of those, or upgrade hookwasm",
+                    version.unwrap_or("(no version)"),
+                    wit::SUPPORTED_VERSIONS.join(" and ")
+                )));
+            }
+        }
         // Only a handler granted SMTP gets the linker whose `send` can reach a relay.
         let linker = match spec.capabilities.smtp {
             Some(_) => &self.smtp_linker,
@@ -584,6 +600,9 @@ impl Handler {
                 (status, Some(message), None)
             }
         };
+        // Every cause may carry guest text (its error, its panic message): escaped here, once,
+        // so no log line, report or dead letter can hold a forged line.
+        let error = error.map(|e| crate::escape::escape(&e).into_owned());
         let invocation = Invocation {
             status,
             outcome: None,

@@ -19,6 +19,9 @@ use super::wit::Level;
 pub const MAX_LINES: usize = 1_000;
 /// Longest line forwarded; longer ones are cut and marked.
 pub const MAX_LINE_BYTES: usize = 4_096;
+/// Most bytes one write may carry: what `check-write` permits, enforced, so one host call
+/// does a bounded amount of work.
+pub const MAX_WRITE_BYTES: usize = 64 * 1024;
 /// How much of `stderr` is kept for the trap report.
 const STDERR_TAIL_BYTES: usize = 4_096;
 
@@ -164,6 +167,8 @@ impl State {
         }
         self.lines += 1;
         let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE_BYTES)]);
+        // A guest's `\r`, NUL or escape sequence must not forge a line of the host's own.
+        let text = crate::escape::escape(&text);
         let cut = if line.len() > MAX_LINE_BYTES {
             " …[cut]"
         } else {
@@ -225,6 +230,14 @@ impl Pollable for GuestStream {
 
 impl OutputStream for GuestStream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if bytes.len() > MAX_WRITE_BYTES {
+            // WASI makes a write past `check-write` an error; a guest that ignores it is cut.
+            return Err(wasmtime_wasi::p2::StreamError::trap(&format!(
+                "wrote {} bytes in one call to {}; the limit is {MAX_WRITE_BYTES} (check-write)",
+                bytes.len(),
+                if self.stderr { "stderr" } else { "stdout" }
+            )));
+        }
         self.output.write(self.stderr, &bytes);
         Ok(())
     }
@@ -234,7 +247,7 @@ impl OutputStream for GuestStream {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(64 * 1024)
+        Ok(MAX_WRITE_BYTES)
     }
 }
 
@@ -244,8 +257,10 @@ impl tokio::io::AsyncWrite for GuestStream {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.output.write(self.stderr, buf);
-        Poll::Ready(Ok(buf.len()))
+        // A partial write: the caller writes the rest in further, equally bounded, calls.
+        let taken = &buf[..buf.len().min(MAX_WRITE_BYTES)];
+        self.output.write(self.stderr, taken);
+        Poll::Ready(Ok(taken.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -269,6 +284,24 @@ mod tests {
             Some("chaos: asked to panic (at src/lib.rs:42:9)")
         );
         assert_eq!(panic_message("just a warning\n"), None);
+    }
+
+    #[test]
+    fn a_write_past_check_write_is_refused_and_nothing_of_it_is_kept() {
+        let output = GuestOutput::new("t".into(), None);
+        let mut stream = output.stdout();
+        assert_eq!(stream.check_write().ok(), Some(MAX_WRITE_BYTES));
+        let fits = Bytes::from(vec![b'x'; MAX_WRITE_BYTES]);
+        assert!(OutputStream::write(&mut stream, fits).is_ok());
+        let huge = Bytes::from(vec![b'y'; 8 << 20]);
+        let started = std::time::Instant::now();
+        let refused = OutputStream::write(&mut stream, huge);
+        println!("an 8 MiB write refused in {:?}", started.elapsed());
+        assert!(
+            matches!(refused, Err(wasmtime_wasi::p2::StreamError::Trap(ref e)) if e.to_string().contains("the limit is 65536")),
+            "{refused:?}"
+        );
+        assert!(!output.lock().partial_stdout.contains(&b'y'));
     }
 
     #[test]

@@ -97,6 +97,13 @@ pub fn classify(
             ),
         );
     }
+    // `exit(n)` (wasi:cli/exit) ends the instance with an error of its own, not a trap.
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return (
+            Status::Trap,
+            format!("exited with status {} instead of answering", exit.0),
+        );
+    }
     match trap {
         Some(wasmtime::Trap::OutOfFuel) => (
             Status::OutOfFuel,
@@ -113,8 +120,19 @@ pub fn classify(
             };
             (Status::Trap, message)
         }
-        None => (Status::Trap, format!("failed in the host: {error}")),
+        None => (
+            Status::Trap,
+            format!("failed in the host: {}", one_line(error)),
+        ),
     }
+}
+
+/// The innermost cause of `error`, on one line: the outer layers are wasmtime's multi-line
+/// wasm backtrace, which names guest frames, not the cause.
+fn one_line(error: &wasmtime::Error) -> String {
+    let cause = error.root_cause().to_string();
+    let first = cause.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    first.trim().to_owned()
 }
 
 /// A deadline that passed while the guest was waiting in the host.

@@ -6,8 +6,14 @@
 //! version it was built against. Exports (`init`, `on-event`) carry no version and their types
 //! are compared by structure, so one set of call bindings ([`EventHandler`]) runs both; a
 //! package version whose exports change would need bindings of its own. Wasmtime treats 0.1.x
-//! and 0.2.x as incompatible, so each is linked by its own name.
+//! and 0.2.x as incompatible, so each is linked by its own name; any other version, a later
+//! patch included, is refused at load ([`SUPPORTED_VERSIONS`]).
 #![allow(missing_docs)]
+
+/// The `hookwasm:handler` package versions the host links. A component must import exactly one
+/// of them: a later patch or minor version is refused at load, even where wasmtime would bind it
+/// to an earlier one, since the guest may use what that version does not have.
+pub const SUPPORTED_VERSIONS: [&str; 2] = ["0.1.0", "0.2.0"];
 
 wasmtime::component::bindgen!({
     path: "wit",

@@ -138,6 +138,7 @@ mod tests {
             (Method::GET, "/metrics", Some(Scope::Read)),
             (Method::GET, "/", Some(Scope::Read)),
             (Method::GET, "/healthz", None),
+            (Method::GET, "/readyz", None),
             (Method::GET, "/login", None),
             (Method::POST, "/login", None),
             (Method::GET, "/assets/app.js", None),

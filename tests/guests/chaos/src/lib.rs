@@ -20,6 +20,9 @@
 //! | `wasi-probe` | tries files, environment, arguments, sockets, clock and randomness, and annotates each result (see [`wasi_probe`]); never panics |
 //! | `config` | allows, annotated `config=<the raw config JSON>` |
 //! | `sleep` | sleeps in a host call for the config's `ms` (default 60000), then allows, annotated `slept=<ms>` (the deadline must cut it) |
+//! | `forge` | writes the config's `reason` to stdout, stderr and `log`, then returns it as `Err` (the host must escape it) |
+//! | `init-forge` | `init` returns the config's `reason` as `Err` |
+//! | `exit` | calls `std::process::exit` with the config's `status` (default 1) |
 //! | `http` | sends a request with the SDK's `http` module (see [`HttpCall`]); allows, annotated `status` and `body`, or returns the SDK's error |
 //!
 //! Behaviors other than `init-error` and `init-loop` pass `init`. An unknown behavior fails
@@ -45,6 +48,9 @@ pub struct Chaos {
     /// How long `sleep` sleeps.
     #[serde(default = "default_sleep_ms")]
     ms: u64,
+    /// The status `exit` exits with.
+    #[serde(default = "default_exit_status")]
+    status: i32,
     #[serde(flatten)]
     http: HttpCall,
 }
@@ -52,6 +58,10 @@ pub struct Chaos {
 /// Long enough that only the host's deadline can end a `sleep` under any sane limits.
 fn default_sleep_ms() -> u64 {
     60_000
+}
+
+fn default_exit_status() -> i32 {
+    1
 }
 
 /// What `http` sends: `{"behavior": "http", "url": "...", "method": "POST", "body": "...",
@@ -104,6 +114,9 @@ enum Behavior {
     Config,
     Sleep,
     Http,
+    Forge,
+    InitForge,
+    Exit,
 }
 
 /// How many log calls and stdout lines the floods make.
@@ -114,6 +127,7 @@ impl Handler for Chaos {
         match self.behavior {
             Behavior::InitError => Err("chaos: init refused".into()),
             Behavior::InitLoop => spin(),
+            Behavior::InitForge => Err(self.reason.clone().unwrap_or_default().into()),
             Behavior::Http if self.http.url.is_none() => {
                 Err("chaos: `http` needs a `url` in its config".into())
             }
@@ -131,7 +145,7 @@ impl Handler for Chaos {
             Behavior::Panic => panic!("chaos: asked to panic"),
             Behavior::Loop => spin(),
             // Only reached if a host calls `on-event` despite a failed or endless `init`.
-            Behavior::InitError | Behavior::InitLoop => Ok(Outcome::allow()),
+            Behavior::InitError | Behavior::InitLoop | Behavior::InitForge => Ok(Outcome::allow()),
             Behavior::Alloc => alloc_until_failure(),
             Behavior::Recurse => Ok(Outcome::allow().annotate("depth", recurse(0))),
             Behavior::BigString => Err(Error::new("x".repeat(100 << 20))),
@@ -162,6 +176,14 @@ impl Handler for Chaos {
                 Ok(Outcome::allow().annotate("slept", self.ms))
             }
             Behavior::Http => self.http.send(event),
+            Behavior::Forge => {
+                let text = self.reason.clone().unwrap_or_default();
+                println!("{text}");
+                eprintln!("{text}");
+                hookwasm_sdk::warn!("{text}");
+                Err(text.into())
+            }
+            Behavior::Exit => std::process::exit(self.status),
         }
     }
 }
