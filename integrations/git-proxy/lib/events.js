@@ -73,7 +73,15 @@ function eventType(operation, phase) {
  * id uses whatever id GitProxy gave that phase, which is also the event's subject.
  */
 function observerEventId(actionId, type) {
-  return `${actionId}/${type.replace('.', ':')}`;
+  return `${idPart(actionId)}/${type.replace('.', ':')}`;
+}
+
+/**
+ * `value` as a part of an event id: hookwasm takes ids of printable ASCII without spaces (what
+ * every delivery path can carry), so anything else becomes `_`, and it stays short.
+ */
+function idPart(value) {
+  return String(value).replace(/[^\x21-\x7e]/g, '_').slice(0, 100) || 'unknown';
 }
 
 function repositoryOf(url, project, name) {
@@ -212,7 +220,7 @@ function gateEventFromAction(action, source) {
   if (started !== undefined) data.startedActionId = started;
   const event = {
     specversion: '1.0',
-    id: `${actionId}/push:gate/${started ?? Date.now()}`,
+    id: `${idPart(actionId)}/push:gate/${idPart(started ?? Date.now())}`,
     source,
     type: 'push.started',
     subject: actionId,
