@@ -295,14 +295,29 @@ fn ensure_pip() -> anyhow::Result<()> {
     apt_install(&["python3-pip"])
 }
 
-/// Installs Debian packages (as root, the way CI and a fresh machine run): `apt-get update`
-/// once, then the packages without their recommendations.
+/// Installs Debian packages: `apt-get update` once per run, then the packages without their
+/// recommendations; as root (CI, a fresh machine) directly, otherwise through `sudo`.
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
-    run(Command::new("apt-get").args(["update", "-q"]))?;
-    let mut install = Command::new("apt-get");
-    install.args(["install", "-y", "-q", "--no-install-recommends"]);
-    install.args(packages);
-    run(&mut install).with_context(|| {
+    static UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let apt = || {
+        let mut command = Command::new(if root { "apt-get" } else { "sudo" });
+        if !root {
+            command.arg("apt-get");
+        }
+        command.env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    if !UPDATED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        run(apt().args(["update", "-q"]))?;
+    }
+    run(apt()
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages))
+    .with_context(|| {
         format!(
             "cannot install {}; install them with apt-get as root and run again",
             packages.join(" ")
@@ -517,20 +532,7 @@ fn install_nats_server() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("nats-server is missing (the JetStream tests need it): installing Debian's package");
-    let sudo = |args: &[&str]| {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0"));
-        let mut command = Command::new(if root { "apt-get" } else { "sudo" });
-        if !root {
-            command.arg("apt-get");
-        }
-        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        command
-    };
-    run(&mut sudo(&["update", "-q"]))?;
-    run(&mut sudo(&["install", "-y", "-q", "nats-server"]))
+    apt_install(&["nats-server"])
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
