@@ -91,15 +91,18 @@ impl Refused {
     /// A request whose `content-type` is not one hookwasm reads (415).
     fn unsupported(content_type: &str) -> Refused {
         let said = match content_type {
-            "" => "no content-type".to_owned(),
-            other => format!("content-type {:?}", clip(other, 100)),
+            "" => "the request has no content-type".to_owned(),
+            other => format!(
+                "content-type {:?} is not an event format hookwasm reads",
+                clip(other, 100)
+            ),
         };
         Refused {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ..Refused::new(
                 Mode::Structured,
                 format!(
-                    "{said} is not an event format hookwasm reads; send {STRUCTURED} (one event), \
+                    "{said}; send {STRUCTURED} (one event), \
                      {BATCH} (a batch), application/json (one event or an array of them), or binary \
                      mode (a ce-specversion header, the other attributes in ce-* headers, the data \
                      as the body)"

@@ -62,6 +62,29 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
         .get("datacontenttype")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    // Named before the payload is read by it (RFC 2046: type/subtype).
+    if rules == Rules::New
+        && let Some(content_type) = content_type.as_deref()
+        && !media_type(content_type)
+    {
+        return Err(EventError(format!(
+            "`datacontenttype` {:?} is not a media type (RFC 2046): write type/subtype, e.g. application/json",
+            truncated(content_type)
+        )));
+    }
+    let typed = attrs
+        .get("type")
+        .and_then(Value::as_str)
+        .filter(|t| super::kind_of(t).is_some_and(|k| k != Kind::Custom));
+    if rules == Rules::New
+        && let (Some(event_type), Some(content_type)) = (typed, content_type.as_deref())
+        && essence(content_type) != "application/json"
+    {
+        return Err(EventError(format!(
+            "`datacontenttype` is {:?} but the `data` of a {event_type} event is JSON: send application/json or leave it out",
+            truncated(content_type)
+        )));
+    }
     let json = content_type.as_deref().is_none_or(is_json);
 
     if let Some(encoded) = attrs.get("data_base64") {
@@ -120,24 +143,8 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
             truncated(time)
         )));
     }
-    if let Some(content_type) = content_type.as_deref()
-        && !media_type(content_type)
-    {
-        return Err(EventError(format!(
-            "`datacontenttype` {:?} is not a media type (RFC 2046): write type/subtype, e.g. application/json",
-            truncated(content_type)
-        )));
-    }
     let kind = event_type.and_then(super::kind_of);
     if let (Some(kind), Some(event_type)) = (kind.filter(|k| *k != Kind::Custom), event_type) {
-        if let Some(content_type) = content_type.as_deref()
-            && essence(content_type) != "application/json"
-        {
-            return Err(EventError(format!(
-                "`datacontenttype` is {:?} but the `data` of a {event_type} event is JSON: send application/json or leave it out",
-                truncated(content_type)
-            )));
-        }
         if let Some(data) = attrs.get("data") {
             records(kind, event_type, data)?;
         }
