@@ -143,11 +143,11 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
             truncated(time)
         )));
     }
-    let kind = event_type.and_then(super::kind_of);
-    if let (Some(kind), Some(event_type)) = (kind.filter(|k| *k != Kind::Custom), event_type) {
-        if let Some(data) = attrs.get("data") {
-            records(kind, event_type, data)?;
-        }
+    if let Some(event_type) = event_type
+        && let Some(kind) = super::kind_of(event_type).filter(|k| *k != Kind::Custom)
+        && let Some(data) = attrs.get("data")
+    {
+        records(kind, event_type, data)?;
     }
     let mut extensions = 0;
     for (name, value) in attrs.iter() {
