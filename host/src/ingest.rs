@@ -3,10 +3,12 @@
 //!
 //! | mode | how it is recognised | what it carries |
 //! |---|---|---|
-//! | structured | `content-type: application/cloudevents+json`, or a JSON object | one event in the JSON format |
+//! | structured | `content-type: application/cloudevents+json`, or a JSON object as `application/json` | one event in the JSON format |
 //! | binary | `ce-specversion` header (and no structured content type) | attributes in `ce-*` headers, the body as `data`, `content-type` as `datacontenttype` |
 //! | batch | `content-type: application/cloudevents-batch+json` | a JSON array of events; each is accepted or refused on its own |
-//! | array | a JSON array without the batch content type (hookwasm's own form, kept) | all events, or none if one is invalid |
+//! | array | a JSON array as `application/json` (hookwasm's own form, kept) | all events, or none if one is invalid |
+//!
+//! Any other content type, or none, is refused with 415 naming these, before the body is read.
 //!
 //! The W3C `traceparent`/`tracestate` headers give the trace context of events that carry none
 //! as extension attributes; it is stored with them (see [`crate::trace`]). Every error names the

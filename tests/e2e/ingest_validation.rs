@@ -4,10 +4,12 @@
 //! payload has an object — and stores none of it. What the official SDKs send is still taken
 //! (`cloudevents::the_official_sdks_*`).
 
+use prost::Message as _;
 use serde_json::{Value, json};
 
 use crate::cloudevents::raw_post;
-use crate::support::{Host, Workdir, chaos, custom, proxy_action, ref_update};
+use crate::receiver::Receiver;
+use crate::support::{Host, POLL_DEADLINE, Workdir, chaos, custom, proxy_action, ref_update};
 
 /// The error of a refused request, checked to be one line.
 fn one_line_error(answer: &str) -> String {
@@ -200,4 +202,77 @@ fn ids_times_strings_and_typed_payloads_are_refused_with_the_rule_and_nothing_st
         "{} refusals, each one line naming its rule; 1 valid event delivered",
         cases.len() + 2
     );
+}
+
+#[test]
+fn a_refused_events_huge_attributes_do_not_travel_into_the_exported_span() {
+    // The ingest span is started before the event is checked, so it used to carry whatever
+    // `id`, `type` and `source` a refused event had, megabytes included, to the OTLP collector.
+    let collector = Receiver::answering(200);
+    let work = Workdir::new();
+    let host = Host::serve_cached_with(
+        &work.config(&[chaos("watcher", "ok")]),
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.origin()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let mut event = custom(&"i".repeat(100_000));
+    event["source"] = json!("s".repeat(1 << 20));
+    event["type"] = json!(format!("acme.{}", "t".repeat(100_000)));
+    let answer = host.post_events(&event);
+    assert_eq!(
+        answer.status,
+        400,
+        "{}",
+        &answer.body[..200.min(answer.body.len())]
+    );
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    let start = std::time::Instant::now();
+    let span = loop {
+        let found = collector
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/traces")
+            .flat_map(|r| {
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                    r.body.as_slice(),
+                )
+                .expect("OTLP protobuf")
+                .resource_spans
+            })
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .find(|s| s.name == "hookwasm ingest");
+        if let Some(span) = found {
+            break span;
+        }
+        assert!(
+            start.elapsed() < POLL_DEADLINE,
+            "no ingest span\n{}",
+            host.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut longest = 0;
+    for name in ["id", "type", "source"] {
+        let key = format!("cloudevents.event_{name}");
+        let value = span
+            .attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.clone())
+            .and_then(|v| v.value);
+        let Some(Any::StringValue(text)) = value else {
+            panic!("no {key} on the span: {:?}", span.attributes)
+        };
+        assert!(text.len() <= 256, "{key} is {} bytes", text.len());
+        longest = longest.max(text.len());
+    }
+    let size: usize = collector.requests().iter().map(|r| r.body.len()).sum();
+    println!(
+        "refused event of 1.2 MB: span attributes at most {longest} bytes, {size} bytes exported"
+    );
+    assert!(size < 64 << 10, "{size} bytes of spans exported");
 }

@@ -6,6 +6,12 @@
 //! `data_base64` carries bytes, decoded here when `datacontenttype` says they are JSON (so a
 //! JSON payload looks the same to handlers whichever way it came); extension values are strings,
 //! numbers or booleans, under lower-case alphanumeric names.
+//!
+//! A new event also follows the rules a lax reader let through (issue 17): the CloudEvents
+//! `String` rule (no control characters, no noncharacters) for every string attribute, `time` in
+//! RFC 3339 proper (offsets within ±23:59), a media-type `datacontenttype` that is JSON for the
+//! typed events, a bounded `type`, and objects wherever a typed payload has a record. Each check
+//! reads the attributes already parsed: none parses the body again.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
