@@ -77,7 +77,9 @@ impl Event {
         }
         attributes::check(&mut attrs, rules)?;
         let id = required(&attrs, "id")?;
-        check_id(&id)?;
+        if rules == attributes::Rules::New {
+            check_id(&id)?;
+        }
         let source = required(&attrs, "source")?;
         let event_type = required(&attrs, "type")?;
         let subject = optional(&attrs, "subject")?;
@@ -161,25 +163,24 @@ impl Event {
 /// Longest `id` accepted, in bytes: it is copied into every log line, report and delivery.
 pub const MAX_ID_BYTES: usize = 256;
 
-/// An `id` every delivery path can carry as is: printable ASCII without spaces (an HTTP header
-/// value, a log field), at most [`MAX_ID_BYTES`]. Refused at the door rather than acknowledged
-/// and never delivered. `.` is still allowed: the GitProxy bridge's ids hold event types
-/// (`<action>/push.started`); the webhook plugin refuses it itself (Standard Webhooks forbids
-/// it in `webhook-id`).
+/// An `id` every delivery path can carry as is: 1 to [`MAX_ID_BYTES`] of printable ASCII
+/// without spaces (an HTTP header value, a NATS header, a log field) and without `.`, which
+/// Standard Webhooks forbids in `webhook-id` (it delimits the signed `{id}.{timestamp}.{body}`).
+/// Refused at the door rather than acknowledged and never delivered; events stored under an
+/// earlier rule are delivered as they are.
 fn check_id(id: &str) -> Result<(), EventError> {
+    const RULE: &str = "ids are 1 to 256 bytes of printable ASCII without spaces or `.` so \
+                        every delivery (HTTP headers, Standard Webhooks, NATS) can carry them; \
+                        use letters, digits, `-`, `_`, `:` or `/` (a UUID, say)";
     if id.len() > MAX_ID_BYTES {
         return Err(EventError(format!(
-            "`id` is {} bytes; the limit is {MAX_ID_BYTES}: use a shorter id (a UUID, say)",
+            "`id` is {} bytes long: {RULE}",
             id.len()
         )));
     }
-    if let Some(bad) = id.chars().find(|c| !c.is_ascii_graphic()) {
+    if let Some(bad) = id.chars().find(|&c| !c.is_ascii_graphic() || c == '.') {
         let shown = crate::escape::escape(&bad.to_string()).into_owned();
-        return Err(EventError(format!(
-            "`id` contains `{shown}`: ids must be printable ASCII without spaces so every \
-             delivery (HTTP headers, Standard Webhooks) can carry them; use letters, digits, `-`, \
-             `_` or `:`"
-        )));
+        return Err(EventError(format!("`id` contains `{shown}`: {RULE}")));
     }
     Ok(())
 }

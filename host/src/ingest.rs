@@ -3,16 +3,18 @@
 //!
 //! | mode | how it is recognised | what it carries |
 //! |---|---|---|
-//! | structured | `content-type: application/cloudevents+json`, or a JSON object | one event in the JSON format |
+//! | structured | `content-type: application/cloudevents+json`, or a JSON object as `application/json` | one event in the JSON format |
 //! | binary | `ce-specversion` header (and no structured content type) | attributes in `ce-*` headers, the body as `data`, `content-type` as `datacontenttype` |
 //! | batch | `content-type: application/cloudevents-batch+json` | a JSON array of events; each is accepted or refused on its own |
-//! | array | a JSON array without the batch content type (hookwasm's own form, kept) | all events, or none if one is invalid |
+//! | array | a JSON array as `application/json` (hookwasm's own form, kept) | all events, or none if one is invalid |
+//!
+//! Any other content type, or none, is refused with 415 naming these, before the body is read.
 //!
 //! The W3C `traceparent`/`tracestate` headers give the trace context of events that carry none
 //! as extension attributes; it is stored with them (see [`crate::trace`]). Every error names the
 //! mode and the attribute or header at fault.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Serialize;
@@ -72,6 +74,9 @@ pub struct Refused {
     /// The schema rule it broke: JSON pointer within the schema.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The HTTP status to answer with: 400, or 415 for a content type hookwasm does not read.
+    #[serde(skip)]
+    pub status: StatusCode,
 }
 
 impl Refused {
@@ -81,6 +86,30 @@ impl Refused {
             mode,
             pointer: None,
             rule: None,
+            status: StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A request whose `content-type` is not one hookwasm reads (415).
+    fn unsupported(content_type: &str) -> Refused {
+        let said = match content_type {
+            "" => "the request has no content-type".to_owned(),
+            other => format!(
+                "content-type {:?} is not an event format hookwasm reads",
+                clip(other, 100)
+            ),
+        };
+        Refused {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ..Refused::new(
+                Mode::Structured,
+                format!(
+                    "{said}; send {STRUCTURED} (one event), \
+                     {BATCH} (a batch), application/json (one event or an array of them), or binary \
+                     mode (a ce-specversion header, the other attributes in ce-* headers, the data \
+                     as the body)"
+                ),
+            )
         }
     }
 }
@@ -125,28 +154,27 @@ pub fn read(headers: &HeaderMap, body: &[u8], registry: &Registry) -> Result<Req
                 .to_ascii_lowercase()
         })
         .unwrap_or_default();
+    // The event formats first (the HTTP binding: a structured content type wins over ce-*
+    // headers), then binary mode, whose content-type is the data's, then hookwasm's own JSON.
     let binary = headers.contains_key("ce-specversion");
     let (mode, values) = if essence == BATCH {
         (Mode::Batch, array(Mode::Batch, body)?)
     } else if essence == STRUCTURED {
         (Mode::Structured, vec![object(Mode::Structured, body)?])
     } else if essence.starts_with("application/cloudevents") {
-        return Err(Refused::new(
-            Mode::Structured,
-            format!(
-                "content-type {essence:?} is an event format hookwasm does not read; send {STRUCTURED} or {BATCH}"
-            ),
-        ));
+        return Err(Refused::unsupported(&essence));
     } else if binary {
         (
             Mode::Binary,
             vec![binary_event(headers, content_type.as_deref(), body)?],
         )
-    } else {
+    } else if essence == "application/json" {
         match body.trim_ascii_start().first() {
             Some(b'[') => (Mode::Array, array(Mode::Array, body)?),
             _ => (Mode::Structured, vec![object(Mode::Structured, body)?]),
         }
+    } else {
+        return Err(Refused::unsupported(&essence));
     };
     let header_trace = header_trace(headers);
     let mut items = Vec::with_capacity(values.len());
@@ -181,9 +209,11 @@ fn accept(mode: Mode, value: Value, header: Option<&TraceParent>, registry: &Reg
         .and_then(TraceParent::parse)
         .map(|t| t.with_state(attrs.get("tracestate").and_then(Value::as_str)));
     let parent = own.clone().or_else(|| header.cloned());
+    // Read before the event is checked: clipped, so a refused event's megabyte of `source`
+    // does not travel into the exported span.
     let span_attrs: Vec<(&str, &str)> = ["id", "type", "source"]
         .into_iter()
-        .filter_map(|k| Some((k, attrs.get(k)?.as_str()?)))
+        .filter_map(|k| Some((k, clip(attrs.get(k)?.as_str()?, SPAN_TEXT_BYTES))))
         .collect();
     let span = IngestSpan::start(parent.as_ref(), mode.as_str(), &span_attrs);
     if !attrs.contains_key("traceparent") {
@@ -218,6 +248,18 @@ fn accept(mode: Mode, value: Value, header: Option<&TraceParent>, registry: &Reg
             refuse(span, refused)
         }
     }
+}
+
+/// Longest attribute copied into an ingest span, in bytes.
+const SPAN_TEXT_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn parse_json(mode: Mode, body: &[u8]) -> Result<Value, Refused> {
@@ -404,6 +446,10 @@ mod tests {
         map
     }
 
+    fn json_headers() -> HeaderMap {
+        headers(&[("content-type", b"application/json")])
+    }
+
     fn accepted(request: &Request) -> Vec<&Event> {
         request
             .items
@@ -459,7 +505,7 @@ mod tests {
     fn data_base64_with_json_content_is_the_same_as_data() {
         let encoded = BASE64.encode(br#"{"login":"ada"}"#);
         let request = read_ok(
-            &HeaderMap::new(),
+            &json_headers(),
             json!({
                 "specversion": "1.0", "id": "x", "source": "s", "type": "acme.user.created",
                 "datacontenttype": "application/json", "data_base64": encoded
@@ -520,8 +566,8 @@ mod tests {
             panic!("accepted an event without id")
         };
         assert_eq!(refused.error, "batch mode: invalid event: `id` is missing");
-        let array = read(&HeaderMap::new(), body.as_bytes(), &Registry::default())
-            .expect_err("all or none");
+        let array =
+            read(&json_headers(), body.as_bytes(), &Registry::default()).expect_err("all or none");
         assert_eq!(
             array.error,
             "event [1]: array mode: invalid event: `id` is missing"
@@ -619,13 +665,13 @@ mod tests {
                 "structured mode: invalid event: `id` must be a string",
             ),
             (
-                HeaderMap::new(),
+                json_headers(),
                 br#"{"specversion": "1.0", "id": "1", "source": "s", "type": "a.b", "ext": {"x": 1}}"#
                     .to_vec(),
                 "structured mode: invalid event: extension attribute `ext` must be a string, a number or a boolean",
             ),
             (
-                HeaderMap::new(),
+                json_headers(),
                 format!(
                     r#"{{"specversion": "1.0", "id": "1", "source": "s", "type": "a.b", "ext": "{}"}}"#,
                     "x".repeat(5000)
@@ -634,19 +680,19 @@ mod tests {
                 "structured mode: invalid event: extension attribute `ext` is 5000 bytes long",
             ),
             (
-                HeaderMap::new(),
+                json_headers(),
                 br#"{"specversion": "1.0", "id": "1", "source": "s", "type": "a.b", "data": 1, "data_base64": "AA=="}"#
                     .to_vec(),
                 "structured mode: invalid event: `data` and `data_base64` are both present",
             ),
             (
-                HeaderMap::new(),
+                json_headers(),
                 br#"{"specversion": "1.0", "id": "1", "source": "s", "type": "a.b", "data_base64": "***"}"#
                     .to_vec(),
                 "structured mode: invalid event: `data_base64` is not valid base64",
             ),
             (
-                HeaderMap::new(),
+                json_headers(),
                 br#"{"specversion": "1.0", "id": "1", "source": "s", "type": "a.b", "datacontenttype": "text/plain", "data": {"a": 1}}"#
                     .to_vec(),
                 "structured mode: invalid event: `data` must be a string when `datacontenttype` is \"text/plain\"",
@@ -664,10 +710,10 @@ mod tests {
             (
                 headers(&[("content-type", b"application/cloudevents+avro")]),
                 b"x".to_vec(),
-                "structured mode: content-type \"application/cloudevents+avro\" is an event format",
+                "structured mode: content-type \"application/cloudevents+avro\" is not an event format hookwasm reads",
             ),
             (
-                HeaderMap::new(),
+                json_headers(),
                 vec![0xff, 0xfe, b'{'],
                 "structured mode: the body is not valid JSON",
             ),
@@ -680,6 +726,69 @@ mod tests {
                 refused.error
             );
         }
+    }
+
+    /// Only the CloudEvents content types, `application/json` and binary mode are read; any
+    /// other content type (or none) is a 415 naming them all, and nothing is parsed.
+    #[test]
+    fn content_types_other_than_the_accepted_ones_are_a_415() {
+        let event = br#"{"specversion": "1.0", "id": "ct", "source": "s", "type": "acme.a.b"}"#;
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("text/json"),
+            Some("application/cloudevents+avro"),
+        ] {
+            let map = match content_type {
+                Some(c) => headers(&[("content-type", c.as_bytes())]),
+                None => HeaderMap::new(),
+            };
+            let refused = read(&map, event, &Registry::default()).expect_err("refused");
+            assert_eq!(
+                refused.status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{content_type:?}"
+            );
+            for named in [STRUCTURED, BATCH, "application/json", "binary mode"] {
+                assert!(refused.error.contains(named), "{}", refused.error);
+            }
+            assert!(!refused.error.contains('\n'));
+        }
+        for content_type in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/cloudevents+json; charset=UTF-8",
+        ] {
+            let request = read_ok(
+                &headers(&[("content-type", content_type.as_bytes())]),
+                event,
+            );
+            assert_eq!(accepted(&request).len(), 1, "{content_type}");
+        }
+        // In binary mode the content type is the data's: any media type is read.
+        let request = read_ok(
+            &headers(&[
+                ("ce-specversion", b"1.0"),
+                ("ce-id", b"bin"),
+                ("ce-source", b"s"),
+                ("ce-type", b"acme.note.written"),
+                ("content-type", b"text/plain"),
+            ]),
+            b"hello",
+        );
+        assert_eq!(accepted(&request)[0].json()["data"], "hello");
+    }
+
+    /// The ingest span gets at most [`SPAN_TEXT_BYTES`] of each attribute, cut on a character.
+    #[test]
+    fn clipped_text_stays_within_its_bound_and_valid() {
+        assert_eq!(clip("abc", 10), "abc");
+        assert_eq!(
+            clip(&"é".repeat(200), SPAN_TEXT_BYTES).len(),
+            SPAN_TEXT_BYTES
+        );
+        assert_eq!(clip("aé", 2), "a");
     }
 
     /// A bounded random loop: random header sets and bodies never panic, and every refusal

@@ -154,7 +154,32 @@ fn inputs() -> Vec<Value> {
         with("type", json!("git.tag.force-pushed")),
         with("type", json!("git.branch.deleted")),
         json!(["not", "an", "object"]),
+        // The ingest rules of issue 17: ids, times, strings, content types, records.
+        with("id", json!("evt.1")),
+        with("id", json!("évènement")),
+        with("id", json!("a\nb")),
+        with("id", json!("x".repeat(257))),
+        with("id", json!("action-7/push:gate/1700000000000")),
+        with("time", json!("2026-01-01T00:00:00+25:00")),
+        with("time", json!("2026-01-01T00:00:00")),
+        with("time", json!("2026-01-01t00:00:00.5z")),
+        with("subject", json!("two\nlines")),
+        with("source", json!("s\u{FFFF}")),
+        with("type", json!("a".repeat(300))),
+        with("datacontenttype", json!("not a type")),
+        with("datacontenttype", json!("application/vnd.acme+json")),
+        with("ext", json!("bell\u{7}")),
     ]);
+    for event_type in ["push.started", "git.branch.created", "git.push.rejected"] {
+        let example = crate::scaffold::example_event(event_type).expect("an example");
+        let mut listed = example.clone();
+        listed["data"]["repository"] = json!(["https://x/y.git"]);
+        let mut plain = example.clone();
+        plain["datacontenttype"] = json!("text/plain");
+        let mut as_list = example;
+        as_list["data"] = json!([1]);
+        inputs.extend([listed, plain, as_list]);
+    }
     inputs
 }
 

@@ -182,7 +182,7 @@ async fn post_events(
         Ok(request) => request,
         Err(refused) => {
             dispatcher.stats().events_invalid.fetch_add(1, Relaxed);
-            return (StatusCode::BAD_REQUEST, axum::Json(refused)).into_response();
+            return (refused.status, axum::Json(refused)).into_response();
         }
     };
     let mode = request.mode;

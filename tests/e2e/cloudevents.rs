@@ -433,7 +433,7 @@ fn declared_types_are_validated_at_ingest_and_listed_alike_over_http_and_the_cli
 
 /// One raw HTTP/1.1 request (headers exactly as given, bytes and repeats included) and the
 /// status and body of its answer.
-fn raw_post(addr: SocketAddr, headers: &[(&str, &[u8])], body: &[u8]) -> (u16, String) {
+pub(crate) fn raw_post(addr: SocketAddr, headers: &[(&str, &[u8])], body: &[u8]) -> (u16, String) {
     let mut request = b"POST /v1/events HTTP/1.1\r\nHost: test\r\nConnection: close\r\n".to_vec();
     for (name, value) in headers {
         request.extend_from_slice(name.as_bytes());

@@ -514,14 +514,14 @@ fn config_mistakes_that_would_disable_a_gate_are_caught() {
 fn ids_no_delivery_can_carry_are_refused_at_the_door() {
     // Ids with non-ASCII or control characters were acknowledged and then could never be
     // delivered by the webhook plugin (raw bytes fail its signature check); ids of any length
-    // were copied into every log line. Now they are refused with the rule, and nothing is
-    // stored. (`.` is still accepted: the GitProxy bridge's ids hold event types.)
+    // were copied into every log line; `.` cannot be a Standard Webhooks `webhook-id`. Now they
+    // are refused with the rule, and nothing is stored.
     let work = Workdir::new();
     let config = work.config(&[chaos("watcher", "ok")]);
     let host = crate::support::Host::serve(&config);
     let long = "x".repeat(300);
     let mut refused = 0;
-    for id in ["évènement", "a\u{1}b", "with space", long.as_str()] {
+    for id in ["évènement", "a\u{1}b", "with space", "evt.1", long.as_str()] {
         let answer = host.post_events(&custom(id));
         let shown: String = id.chars().take(20).collect();
         println!(
@@ -533,7 +533,7 @@ fn ids_no_delivery_can_carry_are_refused_at_the_door() {
         assert!(answer.body.contains("`id`"), "{answer}");
         refused += 1;
     }
-    let fine = host.post_events(&custom("evt-1_2:3"));
+    let fine = host.post_events(&custom("evt-1_2:3/push:gate"));
     assert_eq!(fine.status, 202, "{fine}");
     let queued = host.handler("watcher")["queueDepth"].clone();
     println!("{refused} ids refused; a valid one accepted; watcher queue {queued}");

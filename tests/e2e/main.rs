@@ -32,6 +32,8 @@
 //!   handlers' outbound requests and OTLP; malformed headers and attributes refused.
 //! - `nats`: the outbox on NATS JetStream (real `nats-server` processes): hosts share the work
 //!   and survive one being killed, a three-node cluster survives a node, dead letters, bad config.
+//! - `ingest_validation`: content types other than the event formats are a 415; ids, times,
+//!   strings and typed payloads that break a rule are refused with it, and nothing is stored.
 //! - `hardening`: guest text cannot forge the host's log; failures are one line with their cause;
 //!   readiness is honest about the outbox; slow clients cannot lock producers out.
 //! - `outbox`: observers' deliveries are stored first, retried with backoff, dead-lettered,
@@ -55,6 +57,7 @@ mod git;
 mod hardening;
 mod history;
 mod http_api;
+mod ingest_validation;
 mod isolation;
 mod nats;
 mod newcomer;

@@ -77,11 +77,21 @@ function observerEventId(actionId, type) {
 }
 
 /**
- * `value` as a part of an event id: hookwasm takes ids of printable ASCII without spaces (what
- * every delivery path can carry), so anything else becomes `_`, and it stays short.
+ * `value` as a part of an event id: hookwasm takes ids of printable ASCII without spaces or `.`
+ * (what every delivery path can carry; Standard Webhooks forbids `.` in its ids), so anything
+ * else becomes `_`, and it stays short.
  */
 function idPart(value) {
-  return String(value).replace(/[^\x21-\x7e]/g, '_').slice(0, 100) || 'unknown';
+  return String(value).replace(/[^\x21-\x2d\x2f-\x7e]/g, '_').slice(0, 100) || 'unknown';
+}
+
+/**
+ * `value` as a CloudEvents string attribute (the subject): control characters and Unicode
+ * noncharacters, which hookwasm refuses as the CloudEvents spec says, become U+FFFD.
+ */
+function attributeText(value) {
+  // eslint-disable-next-line no-control-regex
+  return value.replace(/[\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]|[\ud83f\ud87f\ud8bf\ud8ff\ud93f\ud97f\ud9bf\ud9ff\uda3f\uda7f\udabf\udaff\udb3f\udb7f\udbbf\udbff][\udffe\udfff]/g, '\ufffd');
 }
 
 function repositoryOf(url, project, name) {
@@ -97,10 +107,15 @@ function userOf(username, email) {
   return user;
 }
 
+/** The latest instant RFC 3339 can write (9999-12-31T23:59:59.999Z), in ms. */
+const LAST_RFC3339_MS = 253402300799999;
+
 function timeOf(ms) {
   const t = Number(ms);
-  const date = Number.isFinite(t) && t > 0 ? new Date(t) : new Date();
-  return Number.isNaN(date.getTime()) ? new Date().toISOString() : date.toISOString();
+  // A timestamp past year 9999 (microseconds taken for milliseconds) would be written with an
+  // expanded year, which is not RFC 3339: the time of sending stands in for it.
+  const date = Number.isFinite(t) && t > 0 && t <= LAST_RFC3339_MS ? new Date(t) : new Date();
+  return date.toISOString();
 }
 
 function errorText(error) {
@@ -139,7 +154,7 @@ function eventFromDetails(details, operation, phase, source) {
     id: observerEventId(id, type),
     source,
     type,
-    subject: id,
+    subject: attributeText(id),
     time: timeOf(details.timestamp),
     datacontenttype: 'application/json',
     data,
@@ -223,7 +238,7 @@ function gateEventFromAction(action, source) {
     id: `${idPart(actionId)}/push:gate/${idPart(started ?? Date.now())}`,
     source,
     type: 'push.started',
-    subject: actionId,
+    subject: attributeText(actionId),
     time: timeOf(action.timestamp),
     datacontenttype: 'application/json',
     data,

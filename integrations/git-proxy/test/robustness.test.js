@@ -88,6 +88,27 @@ test('bad details and a 10 MiB error: one bounded line or a bounded event, never
   plugin.close();
 });
 
+test('odd action ids and timestamps still make events hookwasm takes (no `.` in ids, no control characters in subjects)', async (t) => {
+  const recorder = await startRecorder();
+  const hookwasm = await startHookwasm([recorder.handler('recorder')]);
+  t.after(() => Promise.all([hookwasm.stop(), recorder.close()]));
+  const plugin = createEventHandlerPlugin({ url: hookwasm.url, env: {}, logger: captureLog() });
+  const registry = new Registry();
+  plugin.register(registry);
+  const failed = registry.handlers.get('push:error')[0];
+  // A dotted id, a line break and a noncharacter in it, and a timestamp in microseconds (a year
+  // past 9999, which RFC 3339 cannot write).
+  failed({ actionId: 'v1.2\nx\ufffe', repository: { url: 'u' }, timestamp: 1.7e15 });
+  assert.equal(await plugin.flush(20000), true);
+  const [event] = await recorder.waitFor(1);
+  assert.equal(plugin.stats().rejected, 0, 'hookwasm took it');
+  assert.equal(event.id, 'v1_2_x_/push:error');
+  assert.equal(event.subject, 'v1.2\ufffdx\ufffd');
+  assert.equal(event.data.actionId, 'v1.2\nx\ufffe', 'the data keeps the id as GitProxy gave it');
+  assert.match(event.time, /^\d{4}-\d\d-\d\dT/);
+  plugin.close();
+});
+
 test('an answer that is not hookwasm\'s keeps the events queued and says so; a throwing logger is harmless', async (t) => {
   let requests = 0;
   const seen = [];

@@ -24,6 +24,7 @@ pub(super) fn event(value: Value) -> Result<Event, String> {
     }
     super::attributes::check(&mut attrs)?;
     let id = required(&attrs, "id")?;
+    check_id(&id)?;
     let source = required(&attrs, "source")?;
     let event_type = required(&attrs, "type")?;
     let subject = optional(&attrs, "subject")?;
@@ -61,6 +62,28 @@ pub(super) fn event(value: Value) -> Result<Event, String> {
     })
 }
 
+/// The host's id rule: 1 to 256 bytes of printable ASCII without spaces or `.`.
+fn check_id(id: &str) -> Result<(), String> {
+    const RULE: &str = "ids are 1 to 256 bytes of printable ASCII without spaces or `.` so \
+                        every delivery (HTTP headers, Standard Webhooks, NATS) can carry them; \
+                        use letters, digits, `-`, `_`, `:` or `/` (a UUID, say)";
+    if id.len() > 256 {
+        return Err(format!("`id` is {} bytes long: {RULE}", id.len()));
+    }
+    if let Some(bad) = id.chars().find(|&c| !c.is_ascii_graphic() || c == '.') {
+        let shown = match bad {
+            '\n' => "\\n".to_owned(),
+            '\r' => "\\r".to_owned(),
+            '\t' => "\\t".to_owned(),
+            '\0' => "\\0".to_owned(),
+            c if c.is_control() => format!("\\u{{{:x}}}", u32::from(c)),
+            c => c.to_string(),
+        };
+        return Err(format!("`id` contains `{shown}`: {RULE}"));
+    }
+    Ok(())
+}
+
 fn required(attrs: &Map<String, Value>, name: &str) -> Result<String, String> {
     match attrs.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -79,7 +102,7 @@ fn optional(attrs: &Map<String, Value>, name: &str) -> Result<Option<String>, St
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     ProxyAction(Operation, Phase),
     RefUpdate(RefKind, RefChange),
     PushRejected,
@@ -87,7 +110,7 @@ enum Kind {
 }
 
 /// The kind of an event type, by its name; `None` for an unknown name in a reserved namespace.
-fn kind_of(event_type: &str) -> Option<Kind> {
+pub(super) fn kind_of(event_type: &str) -> Option<Kind> {
     if let Some((operation, phase)) = event_type.split_once('.') {
         let operation = match operation {
             "push" => Some(Operation::Push),
