@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::sandbox::wit;
+use crate::wit;
 
 mod attributes;
 pub mod registry;

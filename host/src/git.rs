@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::dispatch::{Backpressure, Dispatcher, Refused, Route, Verdict};
 use crate::event::{Event, EventError, PushRejectedData, RefUpdateData, RepositoryData, UserData};
-use crate::sandbox::wit::{RefChange, RefKind};
+use crate::wit::{RefChange, RefKind};
 
 pub use forward::{ForwardError, Forwarder};
 
@@ -688,7 +688,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::sandbox::wit;
+    use crate::wit;
 
     const A: &str = "1111111111111111111111111111111111111111";
     const B: &str = "2222222222222222222222222222222222222222";

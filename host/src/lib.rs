@@ -25,3 +25,4 @@ pub mod scaffold;
 mod sdk_agreement;
 pub mod server;
 pub mod trace;
+pub mod wit;

@@ -14,7 +14,6 @@ mod pool;
 mod smtp;
 mod state;
 mod status;
-pub mod wit;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +26,7 @@ use wasmtime::{Config as EngineConfig, Engine, Store, UpdateDeadline};
 
 use crate::config::{AllowedHost, HandlerSpec, Limits, SmtpGrant};
 use crate::event::Event;
+use crate::wit;
 use state::StoreState;
 use status::Budget;
 
@@ -44,7 +44,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 const HOST_CALL_GRACE: Duration = Duration::from_millis(20);
 
 /// The world every handler must implement, for error messages. Components built against 0.1.0
-/// load too (see `wit.rs`).
+/// load too (see [`crate::wit`]).
 pub const WORLD: &str = "hookwasm:handler/event-handler@0.2.0";
 
 /// The process-wide engine and linkers, plus the thread that drives epoch deadlines.

@@ -25,7 +25,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::wit;
+use crate::wit;
 use crate::config::{SmtpGrant, SmtpTls};
 
 /// Largest message a handler may send: subject, text and HTML together, before encoding.
