@@ -158,6 +158,20 @@ impl Event {
     }
 }
 
+impl crate::trace::Traced for Event {
+    fn id(&self) -> &str {
+        Event::id(self)
+    }
+
+    fn event_type(&self) -> &str {
+        Event::event_type(self)
+    }
+
+    fn trace_parent(&self) -> Option<crate::trace::TraceParent> {
+        Event::trace_parent(self)
+    }
+}
+
 /// Longest `id` accepted, in bytes: it is copied into every log line, report and delivery.
 pub const MAX_ID_BYTES: usize = 256;
 
@@ -661,5 +675,21 @@ mod tests {
         let catalogue = catalogue();
         assert_eq!(catalogue.len(), known_types().count() + 1);
         assert!(known_types().all(|t| kind_of(t).is_some_and(|k| k != Kind::Custom)));
+    }
+
+    #[tokio::test]
+    async fn without_export_a_handler_passes_the_producers_context_on() {
+        let event = Event::from_json(serde_json::json!({
+            "specversion": "1.0", "id": "t1", "source": "s", "type": "acme.thing.done",
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "tracestate": "vendor=1",
+        }))
+        .expect("valid");
+        let span = crate::trace::HandlerSpan::start("h", "observer", "digest", &event);
+        let seen = span.scope(async { crate::trace::outbound() }).await.expect("a context");
+        assert_eq!(seen.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(seen.state(), Some("vendor=1"));
+        assert_eq!(crate::trace::outbound(), None);
+        span.end("ok", 1, None);
     }
 }
