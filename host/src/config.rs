@@ -620,6 +620,12 @@ fn enabled_by_default() -> bool {
 }
 
 impl Config {
+    /// Warns, once per handler and type, about each literal type a handler subscribes to that
+    /// is neither built in nor declared under `eventTypes` (see [`lint::warn_undeclared`]).
+    pub fn warn_undeclared_types(&self) {
+        lint::warn_undeclared(&self.handlers, &self.registry);
+    }
+
     /// Reads and validates a config file. Module files are not opened here: that is the loader's
     /// job, so `check` can report syntax and module problems together.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -493,7 +493,7 @@ async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Confi
     }
     let dispatcher = Dispatcher::start(loaded, outbox).await;
     dispatcher.set_registry(config.registry.clone());
-    config.registry.warn_undeclared(&config.handlers);
+    config.warn_undeclared_types();
     Ok((sandbox, dispatcher, config))
 }
 

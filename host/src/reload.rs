@@ -79,7 +79,7 @@ impl Reloader {
             }
         };
         self.dispatcher.set_registry(config.registry.clone());
-        config.registry.warn_undeclared(&config.handlers);
+        config.warn_undeclared_types();
         let wanted: Vec<&HandlerSpec> = config.handlers.iter().filter(|s| s.enabled).collect();
 
         for slot in self.dispatcher.slots().iter() {
