@@ -89,7 +89,7 @@ pub struct DeliveryConfig {
     /// The SQLite file, absolute.
     pub path: PathBuf,
     /// When a commit reaches the disk.
-    pub sync: crate::outbox::sqlite::Sync,
+    pub sync: crate::outbox::FsyncPolicy,
     /// How long delivered rows are kept; a repeated event id within it is a duplicate.
     pub retention: std::time::Duration,
     /// The JetStream connection and layout, for `"store": "nats"`.
@@ -563,7 +563,7 @@ struct DeliveryEntry {
     store: StoreKind,
     path: Option<String>,
     #[serde(default)]
-    sync: crate::outbox::sqlite::Sync,
+    sync: crate::outbox::FsyncPolicy,
     retention_hours: Option<u64>,
     // `"store": "nats"` only; see outbox::nats::NatsConfig.
     url: Option<String>,
@@ -1158,7 +1158,7 @@ mod tests {
             DeliveryConfig {
                 store: StoreKind::Sqlite,
                 path: PathBuf::from("/etc/hookwasm/.hookwasm/outbox.db"),
-                sync: crate::outbox::sqlite::Sync::Full,
+                sync: crate::outbox::FsyncPolicy::Full,
                 retention: std::time::Duration::from_secs(168 * 3600),
                 nats: None,
             }
@@ -1170,7 +1170,7 @@ mod tests {
         .expect("valid config");
         assert_eq!(config.delivery.store, StoreKind::Memory);
         assert_eq!(config.delivery.path, Path::new("/var/lib/hookwasm/o.db"));
-        assert_eq!(config.delivery.sync, crate::outbox::sqlite::Sync::Normal);
+        assert_eq!(config.delivery.sync, crate::outbox::FsyncPolicy::Normal);
         assert_eq!(config.delivery.retention.as_secs(), 7200);
     }
 

@@ -686,7 +686,10 @@ mod tests {
         }))
         .expect("valid");
         let span = crate::trace::HandlerSpan::start("h", "observer", "digest", &event);
-        let seen = span.scope(async { crate::trace::outbound() }).await.expect("a context");
+        let seen = span
+            .scope(async { crate::trace::outbound() })
+            .await
+            .expect("a context");
         assert_eq!(seen.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(seen.state(), Some("vendor=1"));
         assert_eq!(crate::trace::outbound(), None);
