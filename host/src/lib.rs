@@ -8,6 +8,7 @@
 //! Reading order: [`config`] → [`sandbox`] → [`dispatch`] → [`server`].
 #![deny(missing_docs)]
 
+pub mod address;
 pub mod auth;
 pub mod config;
 pub mod dispatch;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use hookwasm::address::AllowedHost;
 use hookwasm::auth::Auth;
 use hookwasm::config::{
-    AllowedHost, Capabilities, Config, DeliveryConfig, HandlerSpec, Limits, Mode, StoreKind,
-    defaults,
+    Capabilities, Config, DeliveryConfig, HandlerSpec, Limits, Mode, StoreKind, defaults,
 };
 use hookwasm::dispatch::{self, Dispatcher, Report};
 use hookwasm::event::Event;

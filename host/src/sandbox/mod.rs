@@ -24,7 +24,8 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config as EngineConfig, Engine, Store, UpdateDeadline};
 
-use crate::config::{AllowedHost, HandlerSpec, Limits, SmtpGrant};
+use crate::address::AllowedHost;
+use crate::config::{HandlerSpec, Limits, SmtpGrant};
 use crate::event::Event;
 use crate::wit;
 use state::StoreState;
