@@ -14,18 +14,14 @@ use serde_json::Value;
 
 use crate::address::AllowedHost;
 use crate::auth::{AUTH_FILE_ENV, AuthConfig, AuthError};
+use crate::limits::Limits;
 pub mod lint;
 mod smtp;
 pub use smtp::{RecipientPattern, SmtpCredentials, SmtpGrant, SmtpTls};
 
-/// Defaults for [`Limits`]; documented in the README's config reference.
+/// Defaults of an entry's fields; documented in the README's config reference. Those of
+/// `limits` are [`Limits::DEFAULT`].
 pub mod defaults {
-    /// Fuel per event: roughly one unit per wasm instruction (~50 ms of CPU here).
-    pub const FUEL: u64 = 50_000_000;
-    /// Wall-clock deadline per event, including time spent in host calls.
-    pub const TIMEOUT_MS: u64 = 1_000;
-    /// Linear memory a handler may grow to, per event.
-    pub const MEMORY_MIB: u64 = 64;
     /// Deliveries an observer may have open in the outbox before producers are pushed back.
     pub const QUEUE_CAPACITY: usize = 100_000;
     /// Consecutive failures that quarantine a handler.
@@ -226,29 +222,6 @@ pub enum FailurePolicy {
     Closed,
     /// A failure allows: for advisory gates that must never block work.
     Open,
-}
-
-/// Per-event resource limits of one handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct Limits {
-    /// CPU budget in fuel units (about one per wasm instruction).
-    pub fuel: u64,
-    /// Wall-clock deadline in milliseconds.
-    pub timeout_ms: u64,
-    /// Linear-memory cap in MiB.
-    #[serde(rename = "memoryMiB")]
-    pub memory_mib: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            fuel: defaults::FUEL,
-            timeout_ms: defaults::TIMEOUT_MS,
-            memory_mib: defaults::MEMORY_MIB,
-        }
-    }
 }
 
 /// When repeated failures quarantine a handler, and for how long.
@@ -938,8 +911,10 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
     };
     let filter = Filter::new(&entry.events, &entry.refs).map_err(&fail)?;
     let limits = entry.limits;
-    if limits.fuel == 0 || limits.timeout_ms == 0 || limits.memory_mib == 0 {
-        return Err(fail("`limits` values must be greater than zero".into()));
+    if let Some(zero) = limits.zero() {
+        return Err(fail(format!(
+            "`limits.{zero}` is 0; every limit must be greater than zero (or left out for its default)"
+        )));
     }
     let queue_capacity = entry.queue_capacity.unwrap_or(defaults::QUEUE_CAPACITY);
     if queue_capacity == 0 {

@@ -300,6 +300,23 @@ const REF_EVENTS: [(&str, wit::RefKind, wit::RefChange); 10] = [
 
 const PUSH_REJECTED: &str = "git.push.rejected";
 
+/// The type of a ref-update event: the one mapping from what a push did to a ref to a name, read
+/// from the same table events are typed by. Only branches are force-pushed in the taxonomy
+/// (tags and other refs have no history to lose), so theirs count as updated.
+pub fn ref_event_type(kind: wit::RefKind, change: wit::RefChange) -> &'static str {
+    let change = match (kind, change) {
+        (wit::RefKind::Tag | wit::RefKind::Other, wit::RefChange::ForcePushed) => {
+            wit::RefChange::Updated
+        }
+        (_, change) => change,
+    };
+    REF_EVENTS
+        .iter()
+        .find(|(_, k, c)| *k == kind && *c == change)
+        .map(|(name, ..)| *name)
+        .expect("REF_EVENTS names every kind and change but a tag's or other ref's force-push")
+}
+
 fn kind_of(event_type: &str) -> Option<Kind> {
     if let Some(&(_, operation, phase)) = PROXY_EVENTS.iter().find(|(name, ..)| *name == event_type)
     {
@@ -668,6 +685,29 @@ mod tests {
         );
         let event = Event::from_stored(stored.to_string().as_bytes()).expect("delivered as stored");
         assert_eq!(event.json()["Legacy_Ext"]["nested"], true);
+    }
+
+    #[test]
+    fn every_ref_update_has_one_type_and_it_reads_back() {
+        use wit::RefChange::*;
+        use wit::RefKind::*;
+        for kind in [Branch, Tag, Other] {
+            for change in [Created, Updated, ForcePushed, Deleted] {
+                let name = ref_event_type(kind, change);
+                let Some(Kind::RefUpdate(k, c)) = kind_of(name) else {
+                    panic!("{name} is not a ref update")
+                };
+                let expected = if kind == Branch {
+                    change
+                } else if change == ForcePushed {
+                    Updated
+                } else {
+                    change
+                };
+                assert_eq!((k, c), (kind, expected), "{name}");
+            }
+        }
+        assert_eq!(ref_event_type(Tag, ForcePushed), "git.tag.updated");
     }
 
     #[test]

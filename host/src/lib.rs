@@ -16,6 +16,7 @@ pub mod escape;
 pub mod event;
 pub mod git;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod rebuild;

@@ -27,9 +27,10 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{Config, EntryError, HandlerSpec, Limits, Mode, RetryPolicy};
+use crate::config::{Config, EntryError, HandlerSpec, Mode, RetryPolicy};
 use crate::event::Event;
 use crate::event::registry::Registry;
+use crate::limits::Limits;
 use crate::metrics::{HandlerSample, HandlerStats, HostStats};
 use crate::outbox::{self, Delivery, NewEvent, OnDuplicate, Store};
 use crate::sandbox::{Handler, Invocation, LoadError, Sandbox, Status};

@@ -25,11 +25,11 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config as EngineConfig, Engine, Store, UpdateDeadline};
 
 use crate::address::AllowedHost;
-use crate::config::{HandlerSpec, Limits, SmtpGrant};
+use crate::config::{HandlerSpec, SmtpGrant};
 use crate::event::Event;
+use crate::limits::Limits;
 use crate::wit;
 use state::StoreState;
-use status::Budget;
 
 pub use cache::user_cache_dir;
 pub use http::MAX_RESPONSE_BYTES;
@@ -546,11 +546,6 @@ impl Handler {
         ) -> wasmtime::Result<Result<T, String>>,
     ) -> (Invocation, Option<T>) {
         let limits = self.0.limits;
-        let budget = Budget {
-            fuel: limits.fuel,
-            timeout_ms: limits.timeout_ms,
-            memory_mib: limits.memory_mib,
-        };
         let started = Instant::now();
         let deadline = started + Duration::from_millis(limits.timeout_ms);
         let (mut store, output) = self.new_store(event_id, deadline);
@@ -592,12 +587,12 @@ impl Handler {
                 None,
             ),
             Ok(Err(error)) => {
-                let (status, message) = status::classify(&error, store.data(), panic, budget);
+                let (status, message) = status::classify(&error, store.data(), panic, limits);
                 (status, Some(message), None)
             }
             // The deadline passed while the guest was waiting in a host call.
             Err(_elapsed) => {
-                let (status, message) = status::timeout(budget);
+                let (status, message) = status::timeout(limits);
                 (status, Some(message), None)
             }
         };
