@@ -380,13 +380,13 @@ pub enum ConfigError {
         message: String,
     },
     /// `auth` (in the file or from `HOOKWASM_AUTH_FILE`) is invalid.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Auth {
         /// The config file.
         path: PathBuf,
-        /// What is wrong and what to do.
-        #[source]
-        source: AuthError,
+        /// What is wrong and what to do: one sentence, printed once (it is the message, not a
+        /// cause behind it).
+        error: AuthError,
     },
     /// `eventTypes` or `strictTypes` is invalid.
     #[error("{path}: {message}")]
@@ -591,9 +591,9 @@ impl Config {
             }
         })?;
 
-        let auth = parse_auth(file.auth).map_err(|source| ConfigError::Auth {
+        let auth = parse_auth(file.auth).map_err(|error| ConfigError::Auth {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let registry = crate::event::registry::Registry::from_sources(
             file.event_types,
@@ -750,9 +750,10 @@ fn skip_comments(mut text: &str) -> &str {
 fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, String> {
     let entry: DeliveryEntry = match value {
         None => DeliveryEntry::default(),
-        Some(value @ Value::Object(_)) => {
-            serde_json::from_value(value).map_err(|e| e.to_string())?
-        }
+        Some(value @ Value::Object(_)) => serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            lint::explain(&path, &e.into_inner().to_string())
+        })?,
         Some(other) => {
             return Err(format!(
                 "must be an object such as {{\"store\": \"sqlite\"}}, found {}",

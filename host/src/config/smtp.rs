@@ -167,8 +167,13 @@ pub(super) fn parse(entry: SmtpEntry) -> Result<SmtpGrant, String> {
         .iter()
         .map(|r| RecipientPattern::parse(r))
         .collect::<Result<Vec<_>, _>>()?;
+    // The clear-text check comes first: it is a mistake in the file, whatever the environment.
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
     let credentials = match (entry.username, entry.password_env) {
         (None, None) => None,
+        (Some(_), Some(_)) if entry.tls == SmtpTls::None && !loopback => {
+            return Err("`capabilities.smtp` has a `username` with `\"tls\": \"none\"`, which would send the password in clear text; use `starttls` or `tls`".into());
+        }
         (Some(username), Some(variable)) => {
             let password = std::env::var(&variable).map_err(|_| {
                 format!("`capabilities.smtp.passwordEnv` names {variable}, which is not set in hookwasm's environment; set it or fix the name")
@@ -181,10 +186,6 @@ pub(super) fn parse(entry: SmtpEntry) -> Result<SmtpGrant, String> {
             );
         }
     };
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if credentials.is_some() && entry.tls == SmtpTls::None && !loopback {
-        return Err("`capabilities.smtp` has a `username` with `\"tls\": \"none\"`, which would send the password in clear text; use `starttls` or `tls`".into());
-    }
     Ok(SmtpGrant {
         host,
         port,
