@@ -1084,11 +1084,11 @@ mod tests {
         for (text, expected) in [
             (
                 r#"{"eventDelivery": {"store": "postgres"}}"#,
-                "unknown variant `postgres`",
+                "`store` is \"postgres\"; write one of `sqlite`, `memory`, `nats`",
             ),
             (
                 r#"{"eventDelivery": {"stor": "sqlite"}}"#,
-                "unknown field `stor`",
+                "unknown field `stor`; did you mean `store`?",
             ),
             (
                 r#"{"eventDelivery": {"retentionHours": 0}}"#,
