@@ -32,10 +32,7 @@ use crate::wit;
 use state::StoreState;
 
 pub use cache::user_cache_dir;
-pub use http::MAX_RESPONSE_BYTES;
-pub use limits::{MAX_ANNOTATIONS, MAX_MESSAGE_BYTES, MAX_WASM_STACK_BYTES};
-pub use output::{MAX_LINE_BYTES, MAX_LINES};
-pub use smtp::{MAX_MESSAGE_BYTES as MAX_MAIL_BYTES, MAX_RECIPIENTS, MAX_SENDS_PER_EVENT};
+use limits::MAX_WASM_STACK_BYTES;
 pub use status::Status;
 
 /// How often the engine's epoch advances: the granularity of deadlines.
@@ -167,15 +164,6 @@ impl Sandbox {
     /// and the linker (WASI with nothing behind it, plus the `host` interface).
     pub fn new() -> anyhow::Result<Sandbox> {
         Sandbox::with_tuning(Tuning::default())
-    }
-
-    /// Like [`Sandbox::new`]; `metering: false` turns fuel and deadlines off so benchmarks can
-    /// show what they cost. Handlers then run unbounded in time: never do this in production.
-    pub fn with_metering(metering: bool) -> anyhow::Result<Sandbox> {
-        Sandbox::with_tuning(Tuning {
-            metering,
-            ..Tuning::default()
-        })
     }
 
     /// Builds the engine and linker with explicit settings (see [`Tuning`]).
@@ -434,19 +422,9 @@ pub struct Invocation {
 }
 
 impl Handler {
-    /// The handler's name.
-    pub fn name(&self) -> &str {
-        &self.0.name
-    }
-
     /// SHA-256 of the module file, lower-case hex: identifies the version.
     pub fn digest(&self) -> &str {
         &self.0.digest
-    }
-
-    /// The limits every invocation runs under.
-    pub fn limits(&self) -> Limits {
-        self.0.limits
     }
 
     /// Runs `init` with the handler's config in a fresh instance; an error refuses the load.
