@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hookwasm::config::{Capabilities, HandlerSpec, Limits};
+use hookwasm::config::{Capabilities, HandlerSpec};
 use hookwasm::event::Event;
+use hookwasm::limits::Limits;
 use hookwasm::sandbox::{Handler, Sandbox, Status};
 use hookwasm::scaffold::{self, Kind, Lang, NewProject};
 use serde_json::json;

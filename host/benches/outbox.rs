@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use hookwasm::config::Config;
 use hookwasm::dispatch::{self, Backpressure, Dispatcher};
 use hookwasm::event::Event;
-use hookwasm::outbox::sqlite::{SqliteStore, Sync};
-use hookwasm::outbox::{self, NewEvent, OnDuplicate, Store};
+use hookwasm::outbox::sqlite::SqliteStore;
+use hookwasm::outbox::{self, FsyncPolicy, NewEvent, OnDuplicate, Store};
 use hookwasm::sandbox::Sandbox;
 
 /// Events per measurement.
@@ -28,10 +28,10 @@ const EVENTS: usize = 20_000;
 const PRODUCERS: usize = 64;
 
 /// The stores compared: name and how to open one in `dir`.
-const STORES: [(&str, Option<Sync>); 3] = [
+const STORES: [(&str, Option<FsyncPolicy>); 3] = [
     ("memory", None),
-    ("sqlite sync=normal", Some(Sync::Normal)),
-    ("sqlite sync=full", Some(Sync::Full)),
+    ("sqlite sync=normal", Some(FsyncPolicy::Normal)),
+    ("sqlite sync=full", Some(FsyncPolicy::Full)),
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -80,7 +80,7 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn open(dir: &Path, sync: Option<Sync>) -> anyhow::Result<Arc<dyn Store>> {
+fn open(dir: &Path, sync: Option<FsyncPolicy>) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match sync {
         None => Arc::new(SqliteStore::in_memory()?),
         Some(sync) => Arc::new(SqliteStore::open(&dir.join("outbox.db"), sync)?),

@@ -32,8 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use hookwasm::config::{Capabilities, HandlerSpec, Limits};
+use hookwasm::config::{Capabilities, HandlerSpec};
 use hookwasm::event::Event;
+use hookwasm::limits::Limits;
 use hookwasm::sandbox::{Handler, Sandbox, Status, Tuning};
 use serde_json::{Value, json};
 

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hookwasm::config::{Capabilities, Config, HandlerSpec, Limits};
+use hookwasm::config::{Capabilities, Config, HandlerSpec};
 use hookwasm::dispatch::{self, Backpressure, Dispatcher};
 use hookwasm::event::Event;
+use hookwasm::limits::Limits;
 use hookwasm::reload::Reloader;
 use hookwasm::sandbox::Sandbox;
 use sha2::{Digest as _, Sha256};

@@ -12,19 +12,16 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::address::AllowedHost;
 use crate::auth::{AUTH_FILE_ENV, AuthConfig, AuthError};
+use crate::limits::Limits;
 pub mod lint;
 mod smtp;
 pub use smtp::{RecipientPattern, SmtpCredentials, SmtpGrant, SmtpTls};
 
-/// Defaults for [`Limits`]; documented in the README's config reference.
+/// Defaults of an entry's fields; documented in the README's config reference. Those of
+/// `limits` are [`Limits::DEFAULT`].
 pub mod defaults {
-    /// Fuel per event: roughly one unit per wasm instruction (~50 ms of CPU here).
-    pub const FUEL: u64 = 50_000_000;
-    /// Wall-clock deadline per event, including time spent in host calls.
-    pub const TIMEOUT_MS: u64 = 1_000;
-    /// Linear memory a handler may grow to, per event.
-    pub const MEMORY_MIB: u64 = 64;
     /// Deliveries an observer may have open in the outbox before producers are pushed back.
     pub const QUEUE_CAPACITY: usize = 100_000;
     /// Consecutive failures that quarantine a handler.
@@ -89,7 +86,7 @@ pub struct DeliveryConfig {
     /// The SQLite file, absolute.
     pub path: PathBuf,
     /// When a commit reaches the disk.
-    pub sync: crate::outbox::sqlite::Sync,
+    pub sync: crate::outbox::FsyncPolicy,
     /// How long delivered rows are kept; a repeated event id within it is a duplicate.
     pub retention: std::time::Duration,
     /// The JetStream connection and layout, for `"store": "nats"`.
@@ -187,78 +184,6 @@ pub struct Capabilities {
     pub smtp: Option<SmtpGrant>,
 }
 
-/// One `allowedHosts` entry: `scheme://host[:port]`, where the host may start with `*.` to allow
-/// every subdomain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedHost {
-    /// `http` or `https`.
-    pub scheme: String,
-    /// Lower-case host name or IP literal (without brackets), or `*.suffix`.
-    pub host: String,
-    /// The port, explicit or the scheme's default.
-    pub port: u16,
-}
-
-impl AllowedHost {
-    /// Parses `scheme://host[:port]`.
-    pub fn parse(text: &str) -> Result<AllowedHost, String> {
-        let bad = |why: &str| {
-            format!(
-                "`allowedHosts` entry {text:?} {why}; write it as scheme://host[:port], e.g. https://hooks.example.com"
-            )
-        };
-        let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("has no scheme"))?;
-        let scheme = scheme.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return Err(bad("has a scheme other than http or https")),
-        };
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
-            return Err(bad("must be only a scheme, a host and an optional port"));
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !port.contains(']') => {
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| bad("has an invalid port"))?;
-                (host, port)
-            }
-            _ => (authority, default_port),
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        let wildcard_rest = host.strip_prefix("*.");
-        let bare = wildcard_rest.unwrap_or(&host);
-        if bare.is_empty() || bare.contains('*') {
-            return Err(bad("may use `*` only as a leading `*.`"));
-        }
-        Ok(AllowedHost { scheme, host, port })
-    }
-
-    /// Whether a request to `scheme://host:port` is allowed by this entry.
-    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
-        if !self.scheme.eq_ignore_ascii_case(scheme) || self.port != port {
-            return false;
-        }
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        match self.host.strip_prefix("*.") {
-            Some(suffix) => {
-                host.len() > suffix.len() + 1
-                    && host.ends_with(suffix)
-                    && host[..host.len() - suffix.len()].ends_with('.')
-            }
-            None => self.host == host,
-        }
-    }
-}
-
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -297,29 +222,6 @@ pub enum FailurePolicy {
     Closed,
     /// A failure allows: for advisory gates that must never block work.
     Open,
-}
-
-/// Per-event resource limits of one handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct Limits {
-    /// CPU budget in fuel units (about one per wasm instruction).
-    pub fuel: u64,
-    /// Wall-clock deadline in milliseconds.
-    pub timeout_ms: u64,
-    /// Linear-memory cap in MiB.
-    #[serde(rename = "memoryMiB")]
-    pub memory_mib: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            fuel: defaults::FUEL,
-            timeout_ms: defaults::TIMEOUT_MS,
-            memory_mib: defaults::MEMORY_MIB,
-        }
-    }
 }
 
 /// When repeated failures quarantine a handler, and for how long.
@@ -478,13 +380,13 @@ pub enum ConfigError {
         message: String,
     },
     /// `auth` (in the file or from `HOOKWASM_AUTH_FILE`) is invalid.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Auth {
         /// The config file.
         path: PathBuf,
-        /// What is wrong and what to do.
-        #[source]
-        source: AuthError,
+        /// What is wrong and what to do: one sentence, printed once (it is the message, not a
+        /// cause behind it).
+        error: AuthError,
     },
     /// `eventTypes` or `strictTypes` is invalid.
     #[error("{path}: {message}")]
@@ -563,7 +465,7 @@ struct DeliveryEntry {
     store: StoreKind,
     path: Option<String>,
     #[serde(default)]
-    sync: crate::outbox::sqlite::Sync,
+    sync: crate::outbox::FsyncPolicy,
     retention_hours: Option<u64>,
     // `"store": "nats"` only; see outbox::nats::NatsConfig.
     url: Option<String>,
@@ -620,6 +522,12 @@ fn enabled_by_default() -> bool {
 }
 
 impl Config {
+    /// Warns, once per handler and type, about each literal type a handler subscribes to that
+    /// is neither built in nor declared under `eventTypes` (see [`lint::warn_undeclared`]).
+    pub fn warn_undeclared_types(&self) {
+        lint::warn_undeclared(&self.handlers, &self.registry);
+    }
+
     /// Reads and validates a config file. Module files are not opened here: that is the loader's
     /// job, so `check` can report syntax and module problems together.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -683,9 +591,9 @@ impl Config {
             }
         })?;
 
-        let auth = parse_auth(file.auth).map_err(|source| ConfigError::Auth {
+        let auth = parse_auth(file.auth).map_err(|error| ConfigError::Auth {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let registry = crate::event::registry::Registry::from_sources(
             file.event_types,
@@ -842,9 +750,10 @@ fn skip_comments(mut text: &str) -> &str {
 fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, String> {
     let entry: DeliveryEntry = match value {
         None => DeliveryEntry::default(),
-        Some(value @ Value::Object(_)) => {
-            serde_json::from_value(value).map_err(|e| e.to_string())?
-        }
+        Some(value @ Value::Object(_)) => serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            lint::explain(&path, &e.into_inner().to_string())
+        })?,
         Some(other) => {
             return Err(format!(
                 "must be an object such as {{\"store\": \"sqlite\"}}, found {}",
@@ -1003,8 +912,10 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
     };
     let filter = Filter::new(&entry.events, &entry.refs).map_err(&fail)?;
     let limits = entry.limits;
-    if limits.fuel == 0 || limits.timeout_ms == 0 || limits.memory_mib == 0 {
-        return Err(fail("`limits` values must be greater than zero".into()));
+    if let Some(zero) = limits.zero() {
+        return Err(fail(format!(
+            "`limits.{zero}` is 0; every limit must be greater than zero (or left out for its default)"
+        )));
     }
     let queue_capacity = entry.queue_capacity.unwrap_or(defaults::QUEUE_CAPACITY);
     if queue_capacity == 0 {
@@ -1038,7 +949,7 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         .iter()
         .map(|h| AllowedHost::parse(h))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(&fail)?;
+        .map_err(|e| fail(e.to_string()))?;
     let smtp = entry
         .capabilities
         .smtp
@@ -1152,7 +1063,7 @@ mod tests {
             DeliveryConfig {
                 store: StoreKind::Sqlite,
                 path: PathBuf::from("/etc/hookwasm/.hookwasm/outbox.db"),
-                sync: crate::outbox::sqlite::Sync::Full,
+                sync: crate::outbox::FsyncPolicy::Full,
                 retention: std::time::Duration::from_secs(168 * 3600),
                 nats: None,
             }
@@ -1164,7 +1075,7 @@ mod tests {
         .expect("valid config");
         assert_eq!(config.delivery.store, StoreKind::Memory);
         assert_eq!(config.delivery.path, Path::new("/var/lib/hookwasm/o.db"));
-        assert_eq!(config.delivery.sync, crate::outbox::sqlite::Sync::Normal);
+        assert_eq!(config.delivery.sync, crate::outbox::FsyncPolicy::Normal);
         assert_eq!(config.delivery.retention.as_secs(), 7200);
     }
 
@@ -1173,11 +1084,11 @@ mod tests {
         for (text, expected) in [
             (
                 r#"{"eventDelivery": {"store": "postgres"}}"#,
-                "unknown variant `postgres`",
+                "`store` is \"postgres\"; write one of `sqlite`, `memory`, `nats`",
             ),
             (
                 r#"{"eventDelivery": {"stor": "sqlite"}}"#,
-                "unknown field `stor`",
+                "unknown field `stor`; did you mean `store`?",
             ),
             (
                 r#"{"eventDelivery": {"retentionHours": 0}}"#,
@@ -1368,33 +1279,6 @@ mod tests {
             err.to_string().contains("not valid JSON") && err.to_string().contains("line 3"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn allowed_hosts_match_scheme_host_and_port_exactly() {
-        let exact = AllowedHost::parse("https://Hooks.Example.com").expect("valid");
-        assert!(exact.allows("https", "hooks.example.com", 443));
-        assert!(!exact.allows("http", "hooks.example.com", 443));
-        assert!(!exact.allows("https", "hooks.example.com", 8443));
-        assert!(!exact.allows("https", "evil-hooks.example.com", 443));
-        let wildcard = AllowedHost::parse("https://*.example.com").expect("valid");
-        assert!(wildcard.allows("https", "a.b.example.com", 443));
-        assert!(!wildcard.allows("https", "example.com", 443));
-        assert!(!wildcard.allows("https", "notexample.com", 443));
-        let loopback = AllowedHost::parse("http://127.0.0.1:8080").expect("valid");
-        assert!(loopback.allows("http", "127.0.0.1", 8080));
-        let v6 = AllowedHost::parse("http://[::1]:9000").expect("valid");
-        assert!(v6.allows("http", "[::1]", 9000));
-        for bad in [
-            "hooks.example.com",
-            "ftp://x",
-            "https://a/b",
-            "https://x:99999",
-            "https://a.*.com",
-            "https://*",
-        ] {
-            assert!(AllowedHost::parse(bad).is_err(), "{bad} should be refused");
-        }
     }
 
     #[test]

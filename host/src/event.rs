@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::sandbox::wit;
+use crate::wit;
 
 mod attributes;
 pub mod registry;
@@ -160,6 +160,20 @@ impl Event {
     }
 }
 
+impl crate::trace::Traced for Event {
+    fn id(&self) -> &str {
+        Event::id(self)
+    }
+
+    fn event_type(&self) -> &str {
+        Event::event_type(self)
+    }
+
+    fn trace_parent(&self) -> Option<crate::trace::TraceParent> {
+        Event::trace_parent(self)
+    }
+}
+
 /// Longest `id` accepted, in bytes: it is copied into every log line, report and delivery.
 pub const MAX_ID_BYTES: usize = 256;
 
@@ -286,6 +300,23 @@ const REF_EVENTS: [(&str, wit::RefKind, wit::RefChange); 10] = [
 ];
 
 const PUSH_REJECTED: &str = "git.push.rejected";
+
+/// The type of a ref-update event: the one mapping from what a push did to a ref to a name, read
+/// from the same table events are typed by. Only branches are force-pushed in the taxonomy
+/// (tags and other refs have no history to lose), so theirs count as updated.
+pub fn ref_event_type(kind: wit::RefKind, change: wit::RefChange) -> &'static str {
+    let change = match (kind, change) {
+        (wit::RefKind::Tag | wit::RefKind::Other, wit::RefChange::ForcePushed) => {
+            wit::RefChange::Updated
+        }
+        (_, change) => change,
+    };
+    REF_EVENTS
+        .iter()
+        .find(|(_, k, c)| *k == kind && *c == change)
+        .map(|(name, ..)| *name)
+        .expect("REF_EVENTS names every kind and change but a tag's or other ref's force-push")
+}
 
 fn kind_of(event_type: &str) -> Option<Kind> {
     if let Some(&(_, operation, phase)) = PROXY_EVENTS.iter().find(|(name, ..)| *name == event_type)
@@ -658,9 +689,51 @@ mod tests {
     }
 
     #[test]
+    fn every_ref_update_has_one_type_and_it_reads_back() {
+        use wit::RefChange::*;
+        use wit::RefKind::*;
+        for kind in [Branch, Tag, Other] {
+            for change in [Created, Updated, ForcePushed, Deleted] {
+                let name = ref_event_type(kind, change);
+                let Some(Kind::RefUpdate(k, c)) = kind_of(name) else {
+                    panic!("{name} is not a ref update")
+                };
+                let expected = if kind == Branch {
+                    change
+                } else if change == ForcePushed {
+                    Updated
+                } else {
+                    change
+                };
+                assert_eq!((k, c), (kind, expected), "{name}");
+            }
+        }
+        assert_eq!(ref_event_type(Tag, ForcePushed), "git.tag.updated");
+    }
+
+    #[test]
     fn every_known_type_is_in_the_catalogue() {
         let catalogue = catalogue();
         assert_eq!(catalogue.len(), known_types().count() + 1);
         assert!(known_types().all(|t| kind_of(t).is_some_and(|k| k != Kind::Custom)));
+    }
+
+    #[tokio::test]
+    async fn without_export_a_handler_passes_the_producers_context_on() {
+        let event = Event::from_json(serde_json::json!({
+            "specversion": "1.0", "id": "t1", "source": "s", "type": "acme.thing.done",
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "tracestate": "vendor=1",
+        }))
+        .expect("valid");
+        let span = crate::trace::HandlerSpan::start("h", "observer", "digest", &event);
+        let seen = span
+            .scope(async { crate::trace::outbound() })
+            .await
+            .expect("a context");
+        assert_eq!(seen.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(seen.state(), Some("vendor=1"));
+        assert_eq!(crate::trace::outbound(), None);
+        span.end("ok", 1, None);
     }
 }

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::dispatch::{Backpressure, Dispatcher, Refused, Route, Verdict};
 use crate::event::{Event, EventError, PushRejectedData, RefUpdateData, RepositoryData, UserData};
-use crate::sandbox::wit::{RefChange, RefKind};
+use crate::wit::{RefChange, RefKind};
 
 pub use forward::{ForwardError, Forwarder};
 
@@ -240,19 +240,7 @@ pub struct Classified {
 impl Classified {
     /// The CloudEvents `type` of this update, e.g. `git.branch.force-pushed`.
     pub fn event_type(&self) -> &'static str {
-        use RefChange::{Created, Deleted, ForcePushed, Updated};
-        match (self.kind, self.change) {
-            (RefKind::Branch, Created) => "git.branch.created",
-            (RefKind::Branch, Updated) => "git.branch.updated",
-            (RefKind::Branch, ForcePushed) => "git.branch.force-pushed",
-            (RefKind::Branch, Deleted) => "git.branch.deleted",
-            (RefKind::Tag, Created) => "git.tag.created",
-            (RefKind::Tag, Updated | ForcePushed) => "git.tag.updated",
-            (RefKind::Tag, Deleted) => "git.tag.deleted",
-            (RefKind::Other, Created) => "git.ref.created",
-            (RefKind::Other, Updated | ForcePushed) => "git.ref.updated",
-            (RefKind::Other, Deleted) => "git.ref.deleted",
-        }
+        crate::event::ref_event_type(self.kind, self.change)
     }
 }
 
@@ -688,7 +676,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::sandbox::wit;
+    use crate::wit;
 
     const A: &str = "1111111111111111111111111111111111111111";
     const B: &str = "2222222222222222222222222222222222222222";

@@ -529,9 +529,7 @@ mod tests {
         );
         let event = accepted(&request)[0];
         assert_eq!(event.json()["data_base64"], "/wD+");
-        assert!(
-            matches!(&event.wit().payload, crate::sandbox::wit::Payload::Custom(p) if p == "\"/wD+\"")
-        );
+        assert!(matches!(&event.wit().payload, crate::wit::Payload::Custom(p) if p == "\"/wD+\""));
         // Text stays text, with its type.
         let request = read_ok(
             &headers(&[

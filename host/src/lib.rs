@@ -2,12 +2,29 @@
 //!
 //! A producer (a git proxy, a git server's hooks, any service over HTTP) emits events; the host
 //! reads `proxy.config.json`, loads every handler listed under `eventHandlers` into its own
-//! sandbox, and dispatches each event to the handlers subscribed to it: observers through
-//! per-handler queues, gates synchronously with a merged verdict.
+//! sandbox, and dispatches each event to the handlers subscribed to it: gates synchronously
+//! with a merged verdict, observers through deliveries stored in the outbox and made by one
+//! worker per observer, in order, in batches.
 //!
-//! Reading order: [`config`] → [`sandbox`] → [`dispatch`] → [`server`].
+//! The modules form layers; each imports only from layers below it:
+//!
+//! 1. Vocabulary, importing nothing of the crate: [`wit`] (the generated bindings: the event,
+//!    outcome and verdict types every layer speaks), [`limits`] (a handler's per-event limits),
+//!    [`address`] (`scheme://host[:port]` and `allowedHosts` matching), [`trace`] (trace
+//!    context and spans), [`escape`], [`auth`].
+//! 2. [`event`] (the CloudEvents envelope, the taxonomy, declared types) and [`outbox`] (where
+//!    accepted events and their deliveries are kept).
+//! 3. [`config`] (the file, read into specs), [`ingest`] (the CloudEvents HTTP binding),
+//!    [`scaffold`] (`hookwasm new`).
+//! 4. [`sandbox`] (one handler's component, run under its limits and grants).
+//! 5. [`metrics`], then [`dispatch`] (who gets an event, gates, observers' workers).
+//! 6. Producers and operations: [`git`], [`reload`], [`rebuild`], [`server`]; `main.rs` is
+//!    the CLI on top.
+//!
+//! Reading order: [`event`] → [`config`] → [`sandbox`] → [`dispatch`] → [`server`].
 #![deny(missing_docs)]
 
+pub mod address;
 pub mod auth;
 pub mod config;
 pub mod dispatch;
@@ -15,6 +32,7 @@ pub mod escape;
 pub mod event;
 pub mod git;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod rebuild;
@@ -25,3 +43,4 @@ pub mod scaffold;
 mod sdk_agreement;
 pub mod server;
 pub mod trace;
+pub mod wit;

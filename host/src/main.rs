@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use hookwasm::address::AllowedHost;
 use hookwasm::auth::Auth;
-use hookwasm::config::{
-    AllowedHost, Capabilities, Config, DeliveryConfig, HandlerSpec, Limits, Mode, StoreKind,
-    defaults,
-};
+use hookwasm::config::{Capabilities, Config, DeliveryConfig, HandlerSpec, Mode, StoreKind};
 use hookwasm::dispatch::{self, Dispatcher, Report};
 use hookwasm::event::Event;
 use hookwasm::git;
+use hookwasm::limits::Limits;
 use hookwasm::outbox::{self, Selector, Store, nats::NatsStore, sqlite::SqliteStore};
 use hookwasm::rebuild::Rebuild;
 use hookwasm::reload::Reloader;
@@ -79,13 +78,13 @@ enum Command {
         #[arg(long, default_value = "null")]
         handler_config: String,
         /// Fuel budget.
-        #[arg(long, default_value_t = defaults::FUEL)]
+        #[arg(long, default_value_t = Limits::DEFAULT.fuel)]
         fuel: u64,
         /// Wall-clock deadline in milliseconds.
-        #[arg(long, default_value_t = defaults::TIMEOUT_MS)]
+        #[arg(long, default_value_t = Limits::DEFAULT.timeout_ms)]
         timeout_ms: u64,
         /// Memory cap in MiB.
-        #[arg(long, default_value_t = defaults::MEMORY_MIB)]
+        #[arg(long, default_value_t = Limits::DEFAULT.memory_mib)]
         memory_mib: u64,
         /// Grant outbound HTTP to `scheme://host[:port]` (repeatable), as `allowedHosts` does.
         #[arg(long = "allow-host", value_name = "URL")]
@@ -493,7 +492,7 @@ async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Confi
     }
     let dispatcher = Dispatcher::start(loaded, outbox).await;
     dispatcher.set_registry(config.registry.clone());
-    config.registry.warn_undeclared(&config.handlers);
+    config.warn_undeclared_types();
     Ok((sandbox, dispatcher, config))
 }
 
@@ -733,7 +732,7 @@ async fn call(args: CallArgs) -> anyhow::Result<Exit> {
     let handler_config: serde_json::Value = serde_json::from_str(&args.handler_config)
         .map_err(|e| anyhow::anyhow!("--handler-config is not valid JSON: {e}"))?;
     let limits = args.limits;
-    if limits.fuel == 0 || limits.timeout_ms == 0 || limits.memory_mib == 0 {
+    if limits.zero().is_some() {
         anyhow::bail!("--fuel, --timeout-ms and --memory-mib must be greater than zero");
     }
     let allowed_hosts = args

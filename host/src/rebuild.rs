@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::reload::Reloader;
+use crate::reload::{Reloader, WatchError};
 
 /// Quiet time after the last source edit before a build starts.
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -51,7 +51,10 @@ pub enum BuildResult {
 impl Rebuild {
     /// Starts watching the sources; the returned future builds and reloads after each burst of
     /// edits until the process ends.
-    pub fn watch(self, reloader: Arc<Reloader>) -> anyhow::Result<impl Future<Output = ()> + Send> {
+    pub fn watch(
+        self,
+        reloader: Arc<Reloader>,
+    ) -> Result<impl Future<Output = ()> + Send, WatchError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event
@@ -66,7 +69,7 @@ impl Rebuild {
         };
         for source in &self.sources {
             if !source.is_dir() {
-                anyhow::bail!("--sources {}: not a folder", source.display());
+                return Err(WatchError::NotAFolder(source.clone()));
             }
             folders.add(source);
         }

@@ -29,6 +29,18 @@ use crate::sandbox::{self, Sandbox};
 /// Quiet time after the last file event before a reload starts.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// Why watching files for changes could not start. The CLI prints the chain of causes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// The operating system's file watcher could not start (e.g. inotify's limits).
+    #[error("cannot watch files for changes")]
+    Watcher(#[from] notify::Error),
+    /// A `--sources` path is not a folder.
+    #[error("--sources {}: not a folder", .0.display())]
+    NotAFolder(PathBuf),
+}
+
 /// Applies config and module changes to a running dispatcher.
 #[derive(Debug)]
 pub struct Reloader {
@@ -79,7 +91,7 @@ impl Reloader {
             }
         };
         self.dispatcher.set_registry(config.registry.clone());
-        config.registry.warn_undeclared(&config.handlers);
+        config.warn_undeclared_types();
         let wanted: Vec<&HandlerSpec> = config.handlers.iter().filter(|s| s.enabled).collect();
 
         for slot in self.dispatcher.slots().iter() {
@@ -202,7 +214,7 @@ impl Reloader {
     /// burst of changes until the process ends. The watches are in place when this returns, so
     /// a change made right after is seen. Folders are watched rather than files, so files
     /// replaced by rename and modules that appear after the config names them are seen.
-    pub fn watch(self: Arc<Self>) -> anyhow::Result<impl Future<Output = ()> + Send> {
+    pub fn watch(self: Arc<Self>) -> Result<impl Future<Output = ()> + Send, WatchError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             // Reading a file (as a reload does) is an access event: only changes count.

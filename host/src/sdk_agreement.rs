@@ -7,7 +7,7 @@ use hookwasm_sdk as sdk;
 use serde_json::{Value, json};
 
 use crate::event::{Event, known_types};
-use crate::sandbox::wit;
+use crate::wit;
 
 fn host_view(event: &wit::Event) -> Value {
     let repository = |r: &wit::Repository| json!([r.url, r.project, r.name]);

@@ -23,6 +23,7 @@ use crate::auth::Auth;
 use crate::config::{FailurePolicy, Mode};
 use crate::dispatch::{Backpressure, BreakerView, Dispatcher, Refused, ReloadStatus, Route};
 use crate::ingest;
+use crate::limits::Limits;
 use crate::metrics::HandlerCounts;
 use crate::outbox::{self, Selector};
 use crate::reload::Reloader;
@@ -335,7 +336,7 @@ struct HandlerView<'a> {
     events: Vec<&'a str>,
     refs: Vec<&'a str>,
     failure_policy: FailurePolicy,
-    limits: LimitsView,
+    limits: Limits,
     queue_depth: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dead_letters: Option<u64>,
@@ -345,15 +346,6 @@ struct HandlerView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     last_failure: Option<crate::dispatch::Failure>,
     counters: HandlerCounts,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LimitsView {
-    fuel: u64,
-    timeout_ms: u64,
-    #[serde(rename = "memoryMiB")]
-    memory_mib: u64,
 }
 
 async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
@@ -377,11 +369,7 @@ async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
                 events: spec.filter.event_patterns(),
                 refs: spec.filter.ref_patterns(),
                 failure_policy: spec.failure_policy,
-                limits: LimitsView {
-                    fuel: spec.limits.fuel,
-                    timeout_ms: spec.limits.timeout_ms,
-                    memory_mib: spec.limits.memory_mib,
-                },
+                limits: spec.limits,
                 queue_depth: observer.then(|| gauge.map_or(0, |g| g.open)),
                 dead_letters: observer.then(|| gauge.map_or(0, |g| g.dead)),
                 quarantine: version.breaker.view(),

@@ -16,6 +16,8 @@
 //! - `dashboard`: the dashboard in headless Chromium (chromedriver): sign in, live events with
 //!   verdicts and annotations, retrying a dead letter, a quarantined handler; screenshots.
 //! - `config_errors`: every broken config entry reported, by `check` and by `serve`.
+//! - `config_golden`: each config mistake under `tests/config-errors/` prints exactly its
+//!   `expected.txt` (`BLESS=1` rewrites them).
 //! - `reload`: `serve --watch` and SIGHUP swap modules and apply config edits while events
 //!   flow, losing nothing; the compile cache is one entry per module and rebuilds broken ones.
 //! - `sandbox_limits`: each misbehaving guest (spin, sleep, allocate, recurse, panic, floods,
@@ -50,6 +52,7 @@ mod capabilities;
 mod cli;
 mod cloudevents;
 mod config_errors;
+mod config_golden;
 mod console;
 mod dashboard;
 mod gates;

@@ -3,6 +3,9 @@
 //! handler list and a near-miss of one of hookwasm's top-level keys are warnings. Also turns
 //! serde's messages about an entry into ones that name the field and what to write.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use super::{Filter, HandlerSpec};
 use crate::event::registry::Registry;
 
@@ -48,6 +51,29 @@ pub fn never_runs(spec: &HandlerSpec, registry: &Registry) -> Option<String> {
         ));
     }
     None
+}
+
+/// Warns, once per handler and type for the life of the process, about each literal type a
+/// handler subscribes to (`events`) that is neither built in nor declared: most likely a
+/// typo, or a type the operator forgot to declare.
+pub fn warn_undeclared(handlers: &[HandlerSpec], registry: &Registry) {
+    static WARNED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    for spec in handlers.iter().filter(|s| s.enabled) {
+        for pattern in spec.filter.event_patterns() {
+            let literal = !pattern.contains(['*', '?', '[', '{']);
+            if literal
+                && !registry.knows(pattern)
+                && warned.insert((spec.name.clone(), pattern.to_owned()))
+            {
+                tracing::warn!(
+                    handler = %spec.name,
+                    event_type = pattern,
+                    "the handler subscribes to {pattern:?}, which no `eventTypes` entry declares; declare it (with a dataSchema) or fix the name"
+                );
+            }
+        }
+    }
 }
 
 /// Every type an event may have: built in, or declared.

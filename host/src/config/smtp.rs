@@ -7,6 +7,8 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+use crate::address::{AddressError, Origin};
+
 /// `capabilities.smtp` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -165,8 +167,13 @@ pub(super) fn parse(entry: SmtpEntry) -> Result<SmtpGrant, String> {
         .iter()
         .map(|r| RecipientPattern::parse(r))
         .collect::<Result<Vec<_>, _>>()?;
+    // The clear-text check comes first: it is a mistake in the file, whatever the environment.
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
     let credentials = match (entry.username, entry.password_env) {
         (None, None) => None,
+        (Some(_), Some(_)) if entry.tls == SmtpTls::None && !loopback => {
+            return Err("`capabilities.smtp` has a `username` with `\"tls\": \"none\"`, which would send the password in clear text; use `starttls` or `tls`".into());
+        }
         (Some(username), Some(variable)) => {
             let password = std::env::var(&variable).map_err(|_| {
                 format!("`capabilities.smtp.passwordEnv` names {variable}, which is not set in hookwasm's environment; set it or fix the name")
@@ -179,10 +186,6 @@ pub(super) fn parse(entry: SmtpEntry) -> Result<SmtpGrant, String> {
             );
         }
     };
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if credentials.is_some() && entry.tls == SmtpTls::None && !loopback {
-        return Err("`capabilities.smtp` has a `username` with `\"tls\": \"none\"`, which would send the password in clear text; use `starttls` or `tls`".into());
-    }
     Ok(SmtpGrant {
         host,
         port,
@@ -200,33 +203,28 @@ fn parse_relay(text: &str, tls: SmtpTls) -> Result<(String, u16), String> {
             "`capabilities.smtp.relay` {text:?} {why}; write it as smtp://host[:port], e.g. smtp://mail.example.com:587"
         )
     };
-    let rest = text
-        .strip_prefix("smtp://")
-        .ok_or_else(|| bad("does not start with smtp://"))?;
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
-        return Err(bad("must be only a host and an optional port"));
+    if !text.starts_with("smtp://") {
+        return Err(bad("does not start with smtp://"));
     }
+    let origin = Origin::parse(text).map_err(|e| {
+        bad(match e {
+            AddressError::InvalidPort => "has an invalid port",
+            AddressError::InvalidHost => "has an invalid host",
+            _ => "must be only a host and an optional port",
+        })
+    })?;
     let default_port = match tls {
         SmtpTls::None => 25,
         SmtpTls::Starttls => 587,
         SmtpTls::Tls => 465,
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.contains(']') => (
-            host,
-            port.parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("has an invalid port"))?,
-        ),
-        _ => (authority, default_port),
+    let port = match origin.port {
+        Some(0) => return Err(bad("has an invalid port")),
+        Some(port) => port,
+        None => default_port,
     };
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
-    if host.is_empty() || !(host.parse::<IpAddr>().is_ok() || is_domain(&host)) {
+    let host = origin.host;
+    if !(host.parse::<IpAddr>().is_ok() || is_domain(&host)) {
         return Err(bad("has an invalid host"));
     }
     Ok((host, port))

@@ -27,9 +27,10 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{Config, EntryError, HandlerSpec, Limits, Mode, RetryPolicy};
+use crate::config::{Config, EntryError, HandlerSpec, Mode, RetryPolicy};
 use crate::event::Event;
 use crate::event::registry::Registry;
+use crate::limits::Limits;
 use crate::metrics::{HandlerSample, HandlerStats, HostStats};
 use crate::outbox::{self, Delivery, NewEvent, OnDuplicate, Store};
 use crate::sandbox::{Handler, Invocation, LoadError, Sandbox, Status};
@@ -996,8 +997,8 @@ async fn run(slots: &[Arc<Slot>], event: &Event, select: impl Fn(&Slot) -> bool)
     reports
 }
 
-/// An observer's worker: claims its due deliveries from the outbox one at a time, lowest id
-/// first, and makes them. While the handler is quarantined it claims nothing, so its deliveries
+/// An observer's worker: claims its due deliveries from the outbox in batches (up to
+/// [`MAX_BATCH`], see [`batch`]), lowest id first, and makes them in that order. While the handler is quarantined it claims nothing, so its deliveries
 /// wait in the outbox without using up attempts. When the slot closes (removal, replacement,
 /// shutdown) it makes what is due now and stops.
 ///

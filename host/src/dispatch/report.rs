@@ -5,7 +5,8 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use crate::config::{FailurePolicy, Mode};
-use crate::sandbox::{Invocation, Status, wit};
+use crate::sandbox::{Invocation, Status};
+use crate::wit;
 
 /// Allow or deny, as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -11,15 +11,13 @@
 //! a separate file named by `HOOKWASM_EVENT_TYPES` (same two keys, schema paths relative to that
 //! file) instead.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::Event;
-use crate::config::HandlerSpec;
 
 /// The environment variable naming a file with `eventTypes` and `strictTypes`, for a config
 /// shared with GitProxy.
@@ -302,29 +300,6 @@ impl Registry {
             format!("cannot make a valid example of {event_type} ({e}); add `examples` to its dataSchema")
         })?;
         Ok(event)
-    }
-
-    /// Warns, once per handler and type for the life of the process, about each literal type a
-    /// handler subscribes to (`events`) that is neither built in nor declared: most likely a
-    /// typo, or a type the operator forgot to declare.
-    pub fn warn_undeclared(&self, handlers: &[HandlerSpec]) {
-        static WARNED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
-        let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
-        for spec in handlers.iter().filter(|s| s.enabled) {
-            for pattern in spec.filter.event_patterns() {
-                let literal = !pattern.contains(['*', '?', '[', '{']);
-                if literal
-                    && !self.knows(pattern)
-                    && warned.insert((spec.name.clone(), pattern.to_owned()))
-                {
-                    tracing::warn!(
-                        handler = %spec.name,
-                        event_type = pattern,
-                        "the handler subscribes to {pattern:?}, which no `eventTypes` entry declares; declare it (with a dataSchema) or fix the name"
-                    );
-                }
-            }
-        }
     }
 }
 

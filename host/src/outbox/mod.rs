@@ -20,6 +20,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// When a commit counts as written (`eventDelivery.sync`): how much of what the outbox already
+/// acknowledged a crash or a power loss may take. Read from the config, honoured by the SQLite
+/// store (a NATS server keeps its own policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Survives the process crashing (kill -9); a power loss or OS crash may lose the last
+    /// commits. No fsync per commit, only at checkpoints.
+    Normal,
+    /// Also survives a power loss: every commit is fsynced (group commit shares one fsync among
+    /// all the calls that arrived together).
+    #[default]
+    Full,
+}
+
 /// Milliseconds since the Unix epoch: how the store keeps time.
 pub type Millis = i64;
 

@@ -17,12 +17,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    Accepted, Counts, DeadLetter, Delivery, EventRecord, Feed, FeedFilter, FeedItem, Gauge,
-    HistoryFilter, Millis, NewEvent, OnDuplicate, Outcome, Selector, Store, StoreError,
+    Accepted, Counts, DeadLetter, Delivery, EventRecord, Feed, FeedFilter, FeedItem, FsyncPolicy,
+    Gauge, HistoryFilter, Millis, NewEvent, OnDuplicate, Outcome, Selector, Store, StoreError,
     StoreFuture,
 };
 
@@ -117,26 +116,11 @@ const DEAD_MATCHING: &str = "state = 'dead'
     AND (?2 IS NULL OR handler = ?2)
     AND (?3 IS NULL OR event_seq IN (SELECT seq FROM events WHERE id = ?3))";
 
-/// When a commit counts as written (`eventDelivery.sync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sync {
-    /// Survives the process crashing (kill -9); a power loss or OS crash may lose the last
-    /// commits. No fsync per commit, only at checkpoints.
-    Normal,
-    /// Also survives a power loss: every commit is fsynced (group commit shares one fsync among
-    /// all the calls that arrived together).
-    #[default]
-    Full,
-}
-
-impl Sync {
-    /// The `PRAGMA synchronous` value.
-    fn pragma(self) -> &'static str {
-        match self {
-            Sync::Normal => "NORMAL",
-            Sync::Full => "FULL",
-        }
+/// The `PRAGMA synchronous` value of a policy.
+fn pragma(policy: FsyncPolicy) -> &'static str {
+    match policy {
+        FsyncPolicy::Normal => "NORMAL",
+        FsyncPolicy::Full => "FULL",
     }
 }
 
@@ -169,7 +153,7 @@ const WRITER_CHECKPOINT_PAGES: i64 = 20_000;
 
 impl SqliteStore {
     /// Opens the outbox file at `path`, creating it (and its folders) if missing.
-    pub fn open(path: &Path, sync: Sync) -> Result<SqliteStore, StoreError> {
+    pub fn open(path: &Path, sync: FsyncPolicy) -> Result<SqliteStore, StoreError> {
         let label = path.display().to_string();
         let cannot_open = |e: &dyn std::fmt::Display| {
             StoreError(format!(
@@ -206,14 +190,14 @@ impl SqliteStore {
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
         let label = ":memory:".to_string();
         let conn = Connection::open_in_memory()
-            .and_then(|conn| configure(&conn, Sync::Normal).map(|()| conn))
+            .and_then(|conn| configure(&conn, FsyncPolicy::Normal).map(|()| conn))
             .map_err(|e| StoreError(format!("{label} cannot be created: {e}")))?;
         create_schema(&conn, &label)?;
-        Ok(Self::start(conn, label, Sync::Normal))
+        Ok(Self::start(conn, label, FsyncPolicy::Normal))
     }
 
     /// Hands the connection to a new writer thread.
-    fn start(conn: Connection, label: String, sync: Sync) -> SqliteStore {
+    fn start(conn: Connection, label: String, sync: FsyncPolicy) -> SqliteStore {
         let (jobs, queue) = mpsc::channel();
         let thread_label = label.clone();
         let changed = watch::Sender::new(0);
@@ -722,11 +706,11 @@ fn history(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<Vec<EventRecord>
 }
 
 /// Connection settings: wait for other processes, WAL, durability, foreign keys.
-fn configure(conn: &Connection, sync: Sync) -> rusqlite::Result<()> {
+fn configure(conn: &Connection, sync: FsyncPolicy) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(32);
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", sync.pragma())?;
+    conn.pragma_update(None, "synchronous", pragma(sync))?;
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(())
 }
@@ -844,7 +828,7 @@ fn write_loop(
     conn: &Connection,
     queue: &mpsc::Receiver<Box<dyn Job>>,
     label: &str,
-    sync: Sync,
+    sync: FsyncPolicy,
     changed: &watch::Sender<u64>,
 ) {
     // The level the connection is at now; `configure` set `sync`.
@@ -858,13 +842,13 @@ fn write_loop(
             }
         }
         let promised = batch.iter().any(|j| j.durability() == Durability::Promise);
-        let wanted = if promised { sync } else { Sync::Normal };
+        let wanted = if promised { sync } else { FsyncPolicy::Normal };
         // Outside a transaction, as SQLite requires. If the level cannot be set, the batch is
         // not run: its callers hear why, and nothing promised goes unsynced.
         let ready = if wanted == level {
             Ok(())
         } else {
-            conn.pragma_update(None, "synchronous", wanted.pragma())
+            conn.pragma_update(None, "synchronous", pragma(wanted))
                 .map(|()| level = wanted)
                 .map_err(|e| write_failed(label, &e))
         };
@@ -1340,7 +1324,7 @@ mod tests {
     }
 
     fn open(dir: &TempDir) -> SqliteStore {
-        SqliteStore::open(&db_path(dir), Sync::Full).expect("a new outbox file opens")
+        SqliteStore::open(&db_path(dir), FsyncPolicy::Full).expect("a new outbox file opens")
     }
 
     async fn accept(store: &SqliteStore, events: Vec<NewEvent>, now: Millis) -> Vec<Accepted> {
@@ -1993,7 +1977,7 @@ mod tests {
             )
             .expect("a version 1 file");
         }
-        let store = SqliteStore::open(&path, Sync::Full).expect("migrated");
+        let store = SqliteStore::open(&path, FsyncPolicy::Full).expect("migrated");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -2073,7 +2057,7 @@ mod tests {
         let id = accept_one_delivery(&store, "e1", "a", T0).await;
         drop(store);
 
-        let reopened = SqliteStore::open(&db_path(&dir), Sync::Normal).expect("reopens");
+        let reopened = SqliteStore::open(&db_path(&dir), FsyncPolicy::Normal).expect("reopens");
         let delivery = claim(&reopened, "a", T0).await.expect("e1 survived");
         assert_eq!(
             (delivery.id, delivery.event_json),
@@ -2171,7 +2155,8 @@ mod tests {
             .expect("user_version can be set");
         drop(conn);
 
-        let error = SqliteStore::open(&path, Sync::Full).expect_err("a newer schema is refused");
+        let error =
+            SqliteStore::open(&path, FsyncPolicy::Full).expect_err("a newer schema is refused");
         let message = error.to_string();
         assert!(
             message.starts_with(&format!("outbox {}", path.display())),
@@ -2193,7 +2178,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("proxy.config.json");
         std::fs::write(&path, "{\"eventHandlers\": []}\n".repeat(100)).expect("write");
-        let error = SqliteStore::open(&path, Sync::Full).expect_err("not a database");
+        let error = SqliteStore::open(&path, FsyncPolicy::Full).expect_err("not a database");
         let message = error.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(message.contains("`eventDelivery.path`"), "{message}");
@@ -2226,12 +2211,12 @@ mod tests {
 
     #[test]
     fn sync_reads_lowercase_names_and_defaults_to_full() {
-        let normal: Sync = serde_json::from_str("\"normal\"").expect("normal parses");
-        let full: Sync = serde_json::from_str("\"full\"").expect("full parses");
+        let normal: FsyncPolicy = serde_json::from_str("\"normal\"").expect("normal parses");
+        let full: FsyncPolicy = serde_json::from_str("\"full\"").expect("full parses");
         assert_eq!(
-            (normal, full, Sync::default()),
-            (Sync::Normal, Sync::Full, Sync::Full)
+            (normal, full, FsyncPolicy::default()),
+            (FsyncPolicy::Normal, FsyncPolicy::Full, FsyncPolicy::Full)
         );
-        assert!(serde_json::from_str::<Sync>("\"Full\"").is_err());
+        assert!(serde_json::from_str::<FsyncPolicy>("\"Full\"").is_err());
     }
 }

@@ -29,7 +29,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::config::AllowedHost;
+use crate::address::AllowedHost;
 
 /// Largest response body a handler may read.
 pub const MAX_RESPONSE_BYTES: u64 = 1 << 20;

@@ -2,7 +2,7 @@
 //! bounds how much it can hand back at all; these caps keep what the host then keeps, logs and
 //! forwards to producers small.
 
-use super::wit;
+use crate::wit;
 
 /// Wasm stack a guest may use; deeper recursion traps as `stack-overflow`.
 pub const MAX_WASM_STACK_BYTES: usize = 512 * 1024;

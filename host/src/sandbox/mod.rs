@@ -14,7 +14,6 @@ mod pool;
 mod smtp;
 mod state;
 mod status;
-pub mod wit;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,16 +24,15 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config as EngineConfig, Engine, Store, UpdateDeadline};
 
-use crate::config::{AllowedHost, HandlerSpec, Limits, SmtpGrant};
+use crate::address::AllowedHost;
+use crate::config::{HandlerSpec, SmtpGrant};
 use crate::event::Event;
+use crate::limits::Limits;
+use crate::wit;
 use state::StoreState;
-use status::Budget;
 
 pub use cache::user_cache_dir;
-pub use http::MAX_RESPONSE_BYTES;
-pub use limits::{MAX_ANNOTATIONS, MAX_MESSAGE_BYTES, MAX_WASM_STACK_BYTES};
-pub use output::{MAX_LINE_BYTES, MAX_LINES};
-pub use smtp::{MAX_MESSAGE_BYTES as MAX_MAIL_BYTES, MAX_RECIPIENTS, MAX_SENDS_PER_EVENT};
+use limits::MAX_WASM_STACK_BYTES;
 pub use status::Status;
 
 /// How often the engine's epoch advances: the granularity of deadlines.
@@ -44,7 +42,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 const HOST_CALL_GRACE: Duration = Duration::from_millis(20);
 
 /// The world every handler must implement, for error messages. Components built against 0.1.0
-/// load too (see `wit.rs`).
+/// load too (see [`crate::wit`]).
 pub const WORLD: &str = "hookwasm:handler/event-handler@0.2.0";
 
 /// The process-wide engine and linkers, plus the thread that drives epoch deadlines.
@@ -166,15 +164,6 @@ impl Sandbox {
     /// and the linker (WASI with nothing behind it, plus the `host` interface).
     pub fn new() -> anyhow::Result<Sandbox> {
         Sandbox::with_tuning(Tuning::default())
-    }
-
-    /// Like [`Sandbox::new`]; `metering: false` turns fuel and deadlines off so benchmarks can
-    /// show what they cost. Handlers then run unbounded in time: never do this in production.
-    pub fn with_metering(metering: bool) -> anyhow::Result<Sandbox> {
-        Sandbox::with_tuning(Tuning {
-            metering,
-            ..Tuning::default()
-        })
     }
 
     /// Builds the engine and linker with explicit settings (see [`Tuning`]).
@@ -433,19 +422,9 @@ pub struct Invocation {
 }
 
 impl Handler {
-    /// The handler's name.
-    pub fn name(&self) -> &str {
-        &self.0.name
-    }
-
     /// SHA-256 of the module file, lower-case hex: identifies the version.
     pub fn digest(&self) -> &str {
         &self.0.digest
-    }
-
-    /// The limits every invocation runs under.
-    pub fn limits(&self) -> Limits {
-        self.0.limits
     }
 
     /// Runs `init` with the handler's config in a fresh instance; an error refuses the load.
@@ -545,11 +524,6 @@ impl Handler {
         ) -> wasmtime::Result<Result<T, String>>,
     ) -> (Invocation, Option<T>) {
         let limits = self.0.limits;
-        let budget = Budget {
-            fuel: limits.fuel,
-            timeout_ms: limits.timeout_ms,
-            memory_mib: limits.memory_mib,
-        };
         let started = Instant::now();
         let deadline = started + Duration::from_millis(limits.timeout_ms);
         let (mut store, output) = self.new_store(event_id, deadline);
@@ -591,12 +565,12 @@ impl Handler {
                 None,
             ),
             Ok(Err(error)) => {
-                let (status, message) = status::classify(&error, store.data(), panic, budget);
+                let (status, message) = status::classify(&error, store.data(), panic, limits);
                 (status, Some(message), None)
             }
             // The deadline passed while the guest was waiting in a host call.
             Err(_elapsed) => {
-                let (status, message) = status::timeout(budget);
+                let (status, message) = status::timeout(limits);
                 (status, Some(message), None)
             }
         };

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use super::wit::Level;
+use crate::wit::Level;
 
 /// Lines one invocation may write (stdout, stderr and `host.log` together).
 pub const MAX_LINES: usize = 1_000;

@@ -25,8 +25,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::wit;
 use crate::config::{SmtpGrant, SmtpTls};
+use crate::wit;
 
 /// Largest message a handler may send: subject, text and HTML together, before encoding.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 10;

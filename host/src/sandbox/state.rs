@@ -12,7 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::http::HttpPolicy;
 use super::output::GuestOutput;
 use super::smtp::SmtpState;
-use super::wit;
+use crate::wit;
 
 /// The per-invocation store data.
 ///

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::state::StoreState;
+use crate::limits::Limits;
 
 /// How an invocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -67,23 +68,12 @@ impl fmt::Display for Status {
     }
 }
 
-/// The limits an invocation ran under, for the messages below.
-#[derive(Debug, Clone, Copy)]
-pub struct Budget {
-    /// Fuel given.
-    pub fuel: u64,
-    /// Deadline in milliseconds.
-    pub timeout_ms: u64,
-    /// Memory cap in MiB.
-    pub memory_mib: u64,
-}
-
 /// Classifies a failed call: a trap, an interrupt, or an error from wasmtime itself.
 pub fn classify(
     error: &wasmtime::Error,
     state: &StoreState,
     panic: Option<String>,
-    budget: Budget,
+    budget: Limits,
 ) -> (Status, String) {
     let trap = error.downcast_ref::<wasmtime::Trap>().copied();
     // Memory first: a refused `memory.grow` shows up as whatever the guest does next (Rust
@@ -136,7 +126,7 @@ fn one_line(error: &wasmtime::Error) -> String {
 }
 
 /// A deadline that passed while the guest was waiting in the host.
-pub fn timeout(budget: Budget) -> (Status, String) {
+pub fn timeout(budget: Limits) -> (Status, String) {
     (
         Status::Timeout,
         format!("did not answer within {} ms", budget.timeout_ms),
