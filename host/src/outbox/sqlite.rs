@@ -17,7 +17,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 
 use super::{
@@ -117,28 +116,7 @@ const DEAD_MATCHING: &str = "state = 'dead'
     AND (?2 IS NULL OR handler = ?2)
     AND (?3 IS NULL OR event_seq IN (SELECT seq FROM events WHERE id = ?3))";
 
-/// When a commit counts as written (`eventDelivery.sync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sync {
-    /// Survives the process crashing (kill -9); a power loss or OS crash may lose the last
-    /// commits. No fsync per commit, only at checkpoints.
-    Normal,
-    /// Also survives a power loss: every commit is fsynced (group commit shares one fsync among
-    /// all the calls that arrived together).
-    #[default]
-    Full,
-}
-
-impl Sync {
-    /// The `PRAGMA synchronous` value.
-    fn pragma(self) -> &'static str {
-        match self {
-            Sync::Normal => "NORMAL",
-            Sync::Full => "FULL",
-        }
-    }
-}
+pub use super::settings::Sync;
 
 /// The outbox in a SQLite file or in memory. Dropping it finishes the queued calls and closes
 /// the database (it waits for the batch being written).
