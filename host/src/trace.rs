@@ -19,7 +19,6 @@ use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
@@ -378,7 +377,7 @@ type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connec
 
 #[cfg(feature = "otlp")]
 /// How long one OTLP export may take.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[cfg(feature = "otlp")]
 /// The exporter runs on the SDK's own thread, which has no tokio reactor; hyper needs one, so

@@ -128,6 +128,7 @@ async fn thirty_two_sandboxes_share_one_pooled_engine_and_each_runs_events() {
 
 #[test]
 fn a_thousand_sandboxes_all_use_the_pool() {
+    let before = rss_mib();
     let sandboxes: Vec<Sandbox> = (0..1_000)
         .map(|_| Sandbox::new().expect("sandbox"))
         .collect();
@@ -136,4 +137,47 @@ fn a_thousand_sandboxes_all_use_the_pool() {
         .filter(|s| matches!(s.allocator(), Allocator::Pooling(_)))
         .count();
     assert_eq!(pooled, 1_000);
+    println!(
+        "1,000 sandboxes: RSS {before:.1} MiB -> {:.1} MiB",
+        rss_mib()
+    );
+}
+
+/// Entries that share a module share its compiled copy: a thousand handlers of one module load
+/// without compiling it a thousand times (a compile takes about a second of CPU in a debug build;
+/// a load of the compiled copy ~15 ms, mostly the debug build's SHA-256),
+/// and stay within the memory a thousand handlers may take (issue 18: 300 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_handlers_of_one_module_share_its_compiled_copy() {
+    let bytes = module_bytes();
+    let sandbox = Sandbox::new().expect("sandbox");
+    let first = load(&sandbox, "trivial", &bytes).await;
+    let before = rss_mib();
+    let started = std::time::Instant::now();
+    let handlers: Vec<Handler> = (0..1_000)
+        .map(|_| sandbox.load_bytes(&spec("trivial"), &bytes).expect("loads"))
+        .collect();
+    let elapsed = started.elapsed();
+    let after = rss_mib();
+    println!(
+        "1,000 handlers of one module: loaded in {elapsed:?}, RSS {before:.1} MiB -> {after:.1} MiB"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(180),
+        "loading took {elapsed:?}: was the module compiled again?"
+    );
+    assert!(after - before < 300.0, "{before} MiB -> {after} MiB");
+    let invocation = handlers[999].on_event(&event("last")).await;
+    assert_eq!(invocation.status, Status::Ok, "{:?}", invocation.error);
+    assert_eq!(handlers[999].digest(), first.digest());
+}
+
+/// This process's resident memory in MiB (Linux; 0 elsewhere).
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
 }
