@@ -469,7 +469,7 @@ async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Confi
         tracing::warn!("{}: {warning}", config_path.display());
     }
     let outbox = open_outbox(&config.delivery).await?;
-    let sandbox = Sandbox::new()?.with_cache(&cache_dir(config_path));
+    let sandbox = Sandbox::for_handlers(config.handlers.len())?.with_cache(&cache_dir(config_path));
     let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
     if !errors.is_empty() {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();

@@ -19,7 +19,6 @@ use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
@@ -285,17 +284,20 @@ pub fn outbound() -> Option<TraceParent> {
     OUTBOUND.try_with(Clone::clone).ok().flatten()
 }
 
+#[cfg(feature = "otlp")]
 /// Span export, while it runs; [`Telemetry::shutdown`] flushes what is left.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: opentelemetry_sdk::trace::SdkTracerProvider,
 }
 
+#[cfg(feature = "otlp")]
 /// Why the OTLP exporter could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot export traces over OTLP: {0}; check the OTEL_EXPORTER_OTLP_* variables")]
 pub struct TelemetryError(String);
 
+#[cfg(feature = "otlp")]
 impl Telemetry {
     /// Starts OTLP export when `OTEL_EXPORTER_OTLP_ENDPOINT` or
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (and neither `OTEL_SDK_DISABLED=true` nor
@@ -368,6 +370,7 @@ impl Telemetry {
     }
 }
 
+#[cfg(feature = "otlp")]
 /// The collector's connector: `https://` endpoints over rustls (verified against the webpki
 /// roots), `http://` ones in the clear.
 fn https_or_http() -> Connector {
@@ -378,11 +381,14 @@ fn https_or_http() -> Connector {
         .build()
 }
 
+#[cfg(feature = "otlp")]
 type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
 
+#[cfg(feature = "otlp")]
 /// How long one OTLP export may take.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+#[cfg(feature = "otlp")]
 /// The exporter runs on the SDK's own thread, which has no tokio reactor; hyper needs one, so
 /// each request is spawned onto the host's runtime and awaited from there.
 #[derive(Debug, Clone)]
@@ -391,6 +397,7 @@ struct OnRuntime {
     runtime: tokio::runtime::Handle,
 }
 
+#[cfg(feature = "otlp")]
 #[async_trait::async_trait]
 impl opentelemetry_http::HttpClient for OnRuntime {
     async fn send_bytes(

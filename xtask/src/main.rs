@@ -3,8 +3,9 @@
 //! - `serve`: build the guests and the host (release), then serve the sample `proxy.config.json`;
 //! - `test`: formatting, clippy (host and wasm crates), the guests, what the tests talk to
 //!   (Chromium and `nats-server` from apt-get when missing, Python's `aiosmtpd` and the CloudEvents SDKs: pip into `target/pip`, npm into
-//!   `tests/interop/node_modules`), then every test (the Rust crates', then the GitProxy package's
-//!   Node suite against the built host, and the JavaScript SDK's);
+//!   `tests/interop/node_modules`), then every test (the Rust crates', the embeddable core's
+//!   without default features, then the GitProxy package's Node suite against the built host,
+//!   and the JavaScript SDK's);
 //! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2` (JavaScript
 //!   guests with componentize-js, installed by `npm ci` into `sdk-js/node_modules`).
 //!
@@ -130,11 +131,12 @@ fn main() -> anyhow::Result<()> {
             test.extend(TESTED.iter().flat_map(|c| ["-p", c]));
             test.extend(args[1..].iter().map(String::as_str));
             let (passed, failed) = cargo_test(&test, &env)?;
+            let (core_passed, core_failed) = test_embeddable_core()?;
             let (node_passed, node_failed) = node_tests()?;
             println!(
                 "tests: {} passed, {} failed",
-                passed + node_passed,
-                failed + node_failed
+                passed + core_passed + node_passed,
+                failed + core_failed + node_failed
             );
             if node_failed > 0 {
                 bail!("the GitProxy package's Node tests failed");
@@ -467,6 +469,20 @@ fn cargo_test(args: &[&str], env: &[(&str, PathBuf)]) -> anyhow::Result<(u64, u6
         bail!("cargo test failed ({status})");
     }
     Ok((passed, failed))
+}
+
+/// The library without default features (the embeddable core: no server, SQLite, NATS, OTLP,
+/// notify or clap): clippy on it, then the embedder test (`host/tests/embed.rs`) against it.
+fn test_embeddable_core() -> anyhow::Result<(u64, u64)> {
+    let core = ["-p", "hookwasm", "--no-default-features"];
+    let mut clippy = vec!["clippy"];
+    clippy.extend(core);
+    clippy.extend(["--lib", "--test", "embed", "--", "-D", "warnings"]);
+    cargo(&clippy)?;
+    let mut test = vec!["test"];
+    test.extend(core);
+    test.extend(["--test", "embed"]);
+    cargo_test(&test, &[])
 }
 
 /// The GitProxy package (`integrations/git-proxy`): installs its dev dependencies into its own

@@ -11,8 +11,17 @@
 //! or back to `pending` with a later `due_at` (a retry), or `dead` (attempts exhausted). A
 //! claimed delivery whose lease ran out (its process died) is claimable again.
 
+#[cfg(feature = "nats")]
 pub mod nats;
+mod settings;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+/// Built without the `nats` feature: the settings `config` reads, and no store.
+#[cfg(not(feature = "nats"))]
+pub mod nats {
+    pub use super::settings::{NatsConfig, Secret, default_host_id, defaults};
+}
 
 use std::future::Future;
 use std::pin::Pin;

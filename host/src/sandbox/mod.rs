@@ -1,12 +1,14 @@
-//! The sandbox: one wasmtime [`Engine`] for the process, one compiled component and
-//! `InstancePre` per handler, and a fresh [`Store`] per invocation with fuel, an epoch deadline
-//! and a memory cap.
+//! The sandbox: one wasmtime [`Engine`], pool and epoch ticker for the process (`engine.rs`),
+//! one compiled component per module and one `InstancePre` per handler, and a fresh [`Store`] per
+//! invocation with fuel, an epoch deadline and a memory cap.
 //!
-//! Reading order: [`Sandbox::load`] turns a `.wasm` file into a [`Handler`];
+//! Reading order: [`Sandbox::load`] (or [`Sandbox::load_bytes`]) turns a component into a
+//! [`Handler`];
 //! [`Handler::on_event`] runs one event in a new instance and returns an [`Invocation`];
 //! `status.rs` turns whatever went wrong into a [`Status`].
 
 mod cache;
+mod engine;
 mod http;
 mod limits;
 mod output;
@@ -17,12 +19,11 @@ mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config as EngineConfig, Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 
 use crate::address::AllowedHost;
 use crate::config::{HandlerSpec, SmtpGrant};
@@ -32,11 +33,9 @@ use crate::wit;
 use state::StoreState;
 
 pub use cache::user_cache_dir;
-use limits::MAX_WASM_STACK_BYTES;
+pub use engine::Allocator;
+pub use pool::PoolSize;
 pub use status::Status;
-
-/// How often the engine's epoch advances: the granularity of deadlines.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// How long after its deadline a guest blocked in a host call is cut off.
 const HOST_CALL_GRACE: Duration = Duration::from_millis(20);
@@ -45,16 +44,13 @@ const HOST_CALL_GRACE: Duration = Duration::from_millis(20);
 /// load too (see [`crate::wit`]).
 pub const WORLD: &str = "hookwasm:handler/event-handler@0.2.0";
 
-/// The process-wide engine and linkers, plus the thread that drives epoch deadlines.
+/// Loads handlers into the process's engine. Cheap to make and to clone: every sandbox of a
+/// process with the same [`Tuning`] shares one engine, pool, epoch ticker and set of linkers
+/// (see `engine.rs`); only the compile cache folder is its own.
 #[derive(Clone)]
 pub struct Sandbox {
-    engine: Engine,
-    /// For handlers without `capabilities.smtp`: its `send` only refuses.
-    linker: Arc<Linker<StoreState>>,
-    /// For handlers granted `capabilities.smtp`: the same, with the real `send`.
-    smtp_linker: Arc<Linker<StoreState>>,
+    shared: Arc<engine::Shared>,
     cache: Option<cache::CompileCache>,
-    _ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -160,81 +156,71 @@ impl Default for Tuning {
 }
 
 impl Sandbox {
-    /// Builds the engine with the default [`Tuning`] (fuel and deadlines on, pooling allocator)
-    /// and the linker (WASI with nothing behind it, plus the `host` interface).
+    /// A sandbox with the default [`Tuning`] (fuel and deadlines on, pooling allocator) on the
+    /// process's engine; the first one builds it with the default [`PoolSize`].
     pub fn new() -> anyhow::Result<Sandbox> {
-        Sandbox::with_tuning(Tuning::default())
+        Sandbox::with_pool(Tuning::default(), PoolSize::default())
     }
 
-    /// Builds the engine and linker with explicit settings (see [`Tuning`]).
+    /// Like [`Sandbox::new`], for `handlers` loaded handlers: if this is the process's first
+    /// sandbox, its pool is sized for them (see [`PoolSize::for_handlers`]).
+    pub fn for_handlers(handlers: usize) -> anyhow::Result<Sandbox> {
+        Sandbox::with_pool(Tuning::default(), PoolSize::for_handlers(handlers))
+    }
+
+    /// A sandbox with explicit settings (see [`Tuning`]) and the default [`PoolSize`].
     pub fn with_tuning(tuning: Tuning) -> anyhow::Result<Sandbox> {
-        let mut config = EngineConfig::new();
-        config
-            .consume_fuel(tuning.metering)
-            .epoch_interruption(tuning.metering)
-            .max_wasm_stack(MAX_WASM_STACK_BYTES);
-        let mut engine = None;
-        if tuning.pooling {
-            config.allocation_strategy(pool::config(
-                tuning.keep_resident,
-                state::MAX_TABLE_ELEMENTS,
-            ));
-            // The pool reserves address space up front (see `pool.rs`); where a limit such as
-            // `ulimit -v` forbids that, run with the on-demand allocator rather than not at all.
-            match Engine::new(&config) {
-                Ok(pooled) => engine = Some(pooled),
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot reserve the sandbox pool ({e}); using the on-demand allocator, which is slower per event"
-                    );
-                    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
-                }
-            }
-        }
-        let engine = match engine {
-            Some(engine) => engine,
-            None => {
-                Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?
-            }
-        };
-        let mut linker = base_linker(&engine)?;
-        let mut smtp_linker = base_linker(&engine)?;
-        wit::hookwasm::handler::smtp::add_to_linker::<_, smtp::RefusedView>(&mut linker, |s| {
-            s.smtp.refused()
-        })
-        .map_err(|e| anyhow::anyhow!("cannot link the smtp interface: {e}"))?;
-        wit::hookwasm::handler::smtp::add_to_linker::<_, HasSelf<_>>(&mut smtp_linker, |s| {
-            &mut s.smtp
-        })
-        .map_err(|e| anyhow::anyhow!("cannot link the smtp interface: {e}"))?;
+        Sandbox::with_pool(tuning, PoolSize::default())
+    }
+
+    /// A sandbox on the process's engine for `tuning`. Only the first sandbox of a tuning builds
+    /// the engine, with a pool of `pool`; the others share it (a live pool cannot grow).
+    pub fn with_pool(tuning: Tuning, pool: PoolSize) -> anyhow::Result<Sandbox> {
         Ok(Sandbox {
-            _ticker: Arc::new(EpochTicker::start(engine.clone())),
-            engine,
-            linker: Arc::new(linker),
-            smtp_linker: Arc::new(smtp_linker),
+            shared: engine::shared(tuning, pool)?,
             cache: None,
         })
+    }
+
+    /// Which allocator this sandbox's instances come from: the pool, unless the tuning turned it
+    /// off or the process could not reserve it.
+    pub fn allocator(&self) -> Allocator {
+        self.shared.allocator
+    }
+
+    /// The wasmtime engine, shared with every other sandbox of the same tuning in this process.
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
     }
 
     /// Keeps compiled components in `dir`, so unchanged modules are not compiled again. A folder
     /// that cannot be used is logged and skipped: the cache only saves time.
     pub fn with_cache(mut self, dir: &std::path::Path) -> Sandbox {
-        match cache::CompileCache::open(dir, &self.engine) {
+        match cache::CompileCache::open(dir, &self.shared.engine) {
             Ok(cache) => self.cache = Some(cache),
             Err(e) => tracing::warn!(dir = %dir.display(), "compile cache disabled: {e}"),
         }
         self
     }
 
-    /// Reads, verifies and compiles a module and checks that it is a handler of our world. This
-    /// is CPU-heavy (Cranelift): call it off the async executor.
+    /// Reads `spec.module`, then loads it as [`Sandbox::load_bytes`] does. CPU-heavy
+    /// (Cranelift) unless the module is compiled already: call it off the async executor.
     pub fn load(&self, spec: &HandlerSpec) -> Result<Handler, LoadError> {
         let path = spec.module.as_path();
         let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
             path: path.to_owned(),
             why: read_failure(path, &e),
         })?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        self.load_bytes(spec, &bytes)
+    }
+
+    /// Verifies and compiles a component held in memory and checks that it is a handler of our
+    /// world; `spec.module` only names it in messages. A module already loaded in this process
+    /// (same SHA-256) is not compiled again, and the compile cache, if any, is keyed by the same
+    /// digest. CPU-heavy (Cranelift) on a miss: call it off the async executor.
+    pub fn load_bytes(&self, spec: &HandlerSpec, bytes: &[u8]) -> Result<Handler, LoadError> {
+        let path = spec.module.as_path();
+        let digest = hex::encode(Sha256::digest(bytes));
         if let Some(expected) = spec.sha256.as_deref()
             && expected != digest
         {
@@ -258,36 +244,15 @@ impl Sandbox {
                 });
             }
         }
-        let component = match self
-            .cache
-            .as_ref()
-            .and_then(|c| c.get(&self.engine, &digest))
-        {
-            Some(component) => {
-                tracing::debug!(module = %path.display(), "loaded from the compile cache");
-                component
-            }
-            None => {
-                let started = Instant::now();
-                let component =
-                    Component::new(&self.engine, &bytes).map_err(|e| LoadError::Compile {
-                        path: path.to_owned(),
-                        message: e.to_string(),
-                    })?;
-                tracing::debug!(module = %path.display(), ms = started.elapsed().as_millis(), "compiled");
-                if let Some(cache) = &self.cache {
-                    cache.put(&digest, &component);
-                }
-                component
-            }
-        };
+        let compiled = self.compiled(path, &digest, bytes)?;
+        let component = &compiled.0;
         let wrong_world = |message: String| LoadError::WrongWorld {
             path: path.to_owned(),
             message,
         };
         let exports: Vec<String> = component
             .component_type()
-            .exports(&self.engine)
+            .exports(&self.shared.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
         if !exports.iter().any(|e| e == "on-event") {
@@ -302,7 +267,7 @@ impl Sandbox {
         }
         // Exactly a version the host knows: wasmtime would let an import of a later patch
         // (0.2.1) bind to 0.2.0, and that guest may rely on what 0.2.0 does not have.
-        for (import, _) in component.component_type().imports(&self.engine) {
+        for (import, _) in component.component_type().imports(&self.shared.engine) {
             let Some(rest) = import.strip_prefix("hookwasm:handler/") else {
                 continue;
             };
@@ -318,11 +283,11 @@ impl Sandbox {
         }
         // Only a handler granted SMTP gets the linker whose `send` can reach a relay.
         let linker = match spec.capabilities.smtp {
-            Some(_) => &self.smtp_linker,
-            None => &self.linker,
+            Some(_) => &self.shared.smtp_linker,
+            None => &self.shared.linker,
         };
         let pre = linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| wrong_world(format!("its imports cannot be satisfied ({e})")))?;
         let pre = wit::EventHandlerPre::new(pre).map_err(|e| wrong_world(e.to_string()))?;
         Ok(Handler(Arc::new(HandlerInner {
@@ -332,11 +297,71 @@ impl Sandbox {
             limits: spec.limits,
             allowed_hosts: spec.capabilities.allowed_hosts.clone().into(),
             smtp: spec.capabilities.smtp.clone().map(Arc::new),
-            _ticker: self._ticker.clone(),
-            engine: self.engine.clone(),
+            shared: self.shared.clone(),
+            _compiled: compiled.clone(),
             pre,
         })))
     }
+
+    /// The compiled component for a module: the copy already loaded in this process, else the
+    /// compile cache's, else Cranelift's.
+    fn compiled(
+        &self,
+        path: &std::path::Path,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<Compiled>, LoadError> {
+        let mut loaded = self
+            .shared
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        loaded.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(compiled) = loaded.get(digest).and_then(std::sync::Weak::upgrade) {
+            tracing::debug!(module = %path.display(), "already compiled in this process");
+            return Ok(compiled);
+        }
+        // Held while compiling: two entries of one module are compiled once, not side by side.
+        let engine = &self.shared.engine;
+        let component = match self.cache.as_ref().and_then(|c| c.get(engine, digest)) {
+            Some(component) => {
+                tracing::debug!(module = %path.display(), "loaded from the compile cache");
+                component
+            }
+            None => {
+                let started = Instant::now();
+                let component = Component::new(engine, bytes).map_err(|e| LoadError::Compile {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
+                tracing::debug!(module = %path.display(), ms = started.elapsed().as_millis(), "compiled");
+                if let Some(cache) = &self.cache {
+                    cache.put(digest, &component);
+                }
+                component
+            }
+        };
+        let compiled = Arc::new(Compiled(component));
+        loaded.insert(digest.to_owned(), Arc::downgrade(&compiled));
+        Ok(compiled)
+    }
+}
+
+/// One module's compiled component, shared by every handler loaded from it.
+pub(crate) struct Compiled(Component);
+
+/// The two linkers of an engine: without and with the `smtp` capability (built once per engine,
+/// see `engine.rs`).
+fn base_linkers(engine: &Engine) -> anyhow::Result<(Linker<StoreState>, Linker<StoreState>)> {
+    let mut linker = base_linker(engine)?;
+    let mut smtp_linker = base_linker(engine)?;
+    wit::hookwasm::handler::smtp::add_to_linker::<_, smtp::RefusedView>(&mut linker, |s| {
+        s.smtp.refused()
+    })
+    .map_err(|e| anyhow::anyhow!("cannot link the smtp interface: {e}"))?;
+    wit::hookwasm::handler::smtp::add_to_linker::<_, HasSelf<_>>(&mut smtp_linker, |s| &mut s.smtp)
+        .map_err(|e| anyhow::anyhow!("cannot link the smtp interface: {e}"))?;
+    Ok((linker, smtp_linker))
 }
 
 /// A linker with everything every handler gets: WASI (with nothing behind it), `wasi:http`
@@ -391,10 +416,11 @@ struct HandlerInner {
     limits: Limits,
     allowed_hosts: Arc<[AllowedHost]>,
     smtp: Option<Arc<SmtpGrant>>,
-    engine: Engine,
+    /// The engine, and the ticker deadlines need, for as long as the handler can run.
+    shared: Arc<engine::Shared>,
+    /// Keeps the module's compiled copy findable by later loads of the same module.
+    _compiled: Arc<Compiled>,
     pre: wit::EventHandlerPre<StoreState>,
-    /// Deadlines need the ticker running for as long as any handler can run.
-    _ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -483,7 +509,7 @@ impl Handler {
             http,
             smtp,
         );
-        let mut store = Store::new(&self.0.engine, state);
+        let mut store = Store::new(&self.0.shared.engine, state);
         store.limiter(|state| &mut state.memory);
         // Out of fuel is a trap, never a panic: set_fuel only fails when fuel is off.
         let _ = store.set_fuel(limits.fuel);
@@ -615,33 +641,5 @@ impl ReusedInstance {
         self.bindings
             .call_on_event(&mut self.store, event.wit())
             .await
-    }
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> EpochTicker {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::Builder::new()
-            .name("hookwasm-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .expect("the OS refused to start the epoch thread");
-        EpochTicker { stop }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
