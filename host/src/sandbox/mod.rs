@@ -11,6 +11,7 @@ mod http;
 mod limits;
 mod output;
 mod pool;
+mod runner;
 mod smtp;
 mod state;
 mod status;
@@ -25,7 +26,7 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config as EngineConfig, Engine, Store, UpdateDeadline};
 
-use crate::config::{AllowedHost, HandlerSpec, Limits, SmtpGrant};
+use crate::config::{AllowedHost, HandlerSpec, Limits, Mode, SmtpGrant};
 use crate::event::Event;
 use state::StoreState;
 use status::Budget;
@@ -338,6 +339,7 @@ impl Sandbox {
         let pre = wit::EventHandlerPre::new(pre).map_err(|e| wrong_world(e.to_string()))?;
         Ok(Handler(Arc::new(HandlerInner {
             name: spec.name.as_str().into(),
+            mode: spec.mode,
             digest,
             config_json: spec.config.to_string().into(),
             limits: spec.limits,
@@ -397,6 +399,8 @@ pub struct Handler(Arc<HandlerInner>);
 
 struct HandlerInner {
     name: Arc<str>,
+    /// Which sandbox runtime its invocations run on (see `runner.rs`).
+    mode: Mode,
     digest: String,
     config_json: Arc<str>,
     limits: Limits,
@@ -450,12 +454,15 @@ impl Handler {
 
     /// Runs `init` with the handler's config in a fresh instance; an error refuses the load.
     pub async fn init(&self) -> Result<(), LoadError> {
-        let config = self.0.config_json.to_string();
-        let (invocation, _) = self
-            .run(None, async |bindings, store| {
+        let this = self.clone();
+        let (invocation, _) = runner::run(self.0.mode, async move {
+            let config = this.0.config_json.to_string();
+            this.run(None, None, async |bindings, store| {
                 bindings.call_init(store, &config).await
             })
-            .await;
+            .await
+        })
+        .await;
         match invocation.status {
             Status::Ok => Ok(()),
             status => Err(LoadError::Init {
@@ -465,13 +472,19 @@ impl Handler {
         }
     }
 
-    /// Runs `on-event` for one event in a fresh instance.
+    /// Runs `on-event` for one event in a fresh instance, on the sandbox's threads for the
+    /// handler's mode (see `runner.rs`), so nothing it does holds the caller's thread.
     pub async fn on_event(&self, event: &Event) -> Invocation {
-        let (mut invocation, outcome) = self
-            .run(Some(event.id().into()), async |bindings, store| {
+        let (this, event) = (self.clone(), event.clone());
+        // The caller's trace context, which does not follow the task to the sandbox's runtime.
+        let trace = crate::trace::outbound();
+        let (mut invocation, outcome) = runner::run(self.0.mode, async move {
+            this.run(Some(event.id().into()), trace, async |bindings, store| {
                 bindings.call_on_event(store, event.wit()).await
             })
-            .await;
+            .await
+        })
+        .await;
         match outcome.as_ref().and_then(limits::check_outcome) {
             Some(oversize) => {
                 invocation.status = Status::Oversize;
@@ -487,6 +500,7 @@ impl Handler {
     fn new_store(
         &self,
         event_id: Option<Arc<str>>,
+        trace: Option<crate::trace::TraceParent>,
         deadline: Instant,
     ) -> (Store<StoreState>, output::GuestOutput) {
         let limits = self.0.limits;
@@ -495,7 +509,7 @@ impl Handler {
             usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let http =
             http::HttpPolicy::new(self.0.name.clone(), self.0.allowed_hosts.clone(), deadline)
-                .with_trace(crate::trace::outbound());
+                .with_trace(trace);
         let smtp = smtp::SmtpState::new(self.0.name.clone(), self.0.smtp.clone(), deadline);
         let state = StoreState::new(
             self.0.config_json.clone(),
@@ -526,7 +540,7 @@ impl Handler {
     /// handlers, and the host never runs handlers this way.
     #[doc(hidden)]
     pub async fn reused_instance(&self) -> wasmtime::Result<ReusedInstance> {
-        let (mut store, _output) = self.new_store(None, Instant::now() + REUSED_DEADLINE);
+        let (mut store, _output) = self.new_store(None, None, Instant::now() + REUSED_DEADLINE);
         let bindings = self.0.pre.instantiate_async(&mut store).await?;
         Ok(ReusedInstance {
             store,
@@ -539,6 +553,7 @@ impl Handler {
     async fn run<T>(
         &self,
         event_id: Option<Arc<str>>,
+        trace: Option<crate::trace::TraceParent>,
         call: impl AsyncFnOnce(
             &wit::EventHandler,
             &mut Store<StoreState>,
@@ -552,7 +567,7 @@ impl Handler {
         };
         let started = Instant::now();
         let deadline = started + Duration::from_millis(limits.timeout_ms);
-        let (mut store, output) = self.new_store(event_id, deadline);
+        let (mut store, output) = self.new_store(event_id, trace, deadline);
 
         let pre = &self.0.pre;
         // Guest code is interrupted at the deadline by the epoch callback, which keeps the fuel

@@ -43,6 +43,8 @@ struct State {
     event_id: Option<Arc<str>>,
     lines: usize,
     dropped: usize,
+    /// Bytes of `host.log` messages past [`MAX_WRITE_BYTES`], not read.
+    cut_bytes: usize,
     partial_stdout: Vec<u8>,
     partial_stderr: Vec<u8>,
     stderr_tail: Vec<u8>,
@@ -56,6 +58,7 @@ impl GuestOutput {
             event_id,
             lines: 0,
             dropped: 0,
+            cut_bytes: 0,
             partial_stdout: Vec::new(),
             partial_stderr: Vec::new(),
             stderr_tail: Vec::new(),
@@ -78,10 +81,16 @@ impl GuestOutput {
         }
     }
 
-    /// A `host.log` call.
+    /// A `host.log` call. Only the first [`MAX_WRITE_BYTES`] of a message are read, so one
+    /// call does a bounded amount of work; the rest is counted and reported once.
     pub fn log(&self, level: Level, message: &str) {
         let mut state = self.lock();
-        for line in message.lines() {
+        let mut end = message.len().min(MAX_WRITE_BYTES);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        state.cut_bytes += message.len() - end;
+        for line in message[..end].lines() {
             state.emit(Source::Log(level), line.as_bytes());
         }
     }
@@ -111,6 +120,15 @@ impl GuestOutput {
                 state.dropped
             );
             state.dropped = 0;
+        }
+        if state.cut_bytes > 0 {
+            tracing::warn!(
+                handler = %state.handler,
+                event = state.event_id.as_deref().unwrap_or("-"),
+                "ignored {} bytes of log messages past the limit of {MAX_WRITE_BYTES} bytes per call",
+                state.cut_bytes
+            );
+            state.cut_bytes = 0;
         }
         panic_message(&String::from_utf8_lossy(&state.stderr_tail))
     }
