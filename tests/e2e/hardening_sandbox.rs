@@ -310,3 +310,68 @@ fn a_gate_busy_in_host_calls_ends_at_its_deadline_even_in_a_burst() {
         "a producer waited {longest:.0} ms for a gate with a {deadline} ms deadline"
     );
 }
+
+/// A `user.created` event whose CloudEvent JSON is about `kib` KiB.
+fn big_event(id: &str, kib: usize) -> Value {
+    let mut event = custom(id);
+    event["data"]["blob"] = json!("x".repeat(kib << 10));
+    event
+}
+
+#[test]
+fn an_event_a_handler_could_never_process_is_refused_at_the_door() {
+    // The webhook plugin spends about 125 fuel per byte of event. Under the default fuel (50 M)
+    // a 500 KiB event could never be delivered: it is refused at once, with a 413 naming the
+    // handler and its limit, instead of failing every attempt for hours. A 300 KiB event fits
+    // and reaches the receiver; with twice the fuel, so does the 500 KiB one.
+    let receiver = crate::receiver::Receiver::answering(200);
+    let webhook = |name: &str, fuel: Option<u64>| {
+        let mut entry = json!({
+            "name": name,
+            "module": crate::support::webhook_module(),
+            "events": ["user.created"],
+            "config": { "url": receiver.url(&format!("/{name}")), "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" },
+            "capabilities": { "allowedHosts": [receiver.origin()] },
+            "limits": { "timeoutMs": 10_000 },
+        });
+        if let Some(fuel) = fuel {
+            entry["limits"]["fuel"] = json!(fuel);
+        }
+        entry
+    };
+    let work = Workdir::new();
+    let host = Host::serve_cached(&work.config(&[webhook("hook", None)]));
+
+    let refused = host.post_events(&big_event("big-500", 500));
+    println!(
+        "a 500 KiB event, default fuel: {} {}",
+        refused.status, refused.body
+    );
+    assert_eq!(refused.status, 413, "{refused}");
+    let limit = 50_000_000 / 128;
+    assert!(
+        refused.body.contains("handler hook can take")
+            && refused
+                .body
+                .contains(&format!("({limit} bytes for limits.fuel 50000000)")),
+        "{refused}"
+    );
+    let fits = host.post_events(&big_event("big-300", 300));
+    assert_eq!(fits.status, 202, "{fits}");
+    host.wait_until("the 300 KiB event is delivered", || {
+        host.invocations("hook", "ok") == 1
+    });
+    drop(host);
+
+    let work = Workdir::new();
+    let host = Host::serve_cached(&work.config(&[webhook("roomy", Some(100_000_000))]));
+    let accepted = host.post_events(&big_event("big-500", 500));
+    assert_eq!(accepted.status, 202, "{accepted}");
+    host.wait_until("the 500 KiB event is delivered", || {
+        host.invocations("roomy", "ok") == 1
+    });
+    let delivered: Vec<usize> = receiver.requests().iter().map(|r| r.body.len()).collect();
+    println!("delivered bodies: {delivered:?}");
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    assert!(delivered[1] > 500 << 10, "{delivered:?}");
+}

@@ -33,7 +33,9 @@ use status::Budget;
 
 pub use cache::user_cache_dir;
 pub use http::MAX_RESPONSE_BYTES;
-pub use limits::{MAX_ANNOTATIONS, MAX_MESSAGE_BYTES, MAX_WASM_STACK_BYTES};
+pub use limits::{
+    FUEL_PER_EVENT_BYTE, MAX_ANNOTATIONS, MAX_MESSAGE_BYTES, MAX_WASM_STACK_BYTES, max_event_bytes,
+};
 pub use output::{MAX_LINE_BYTES, MAX_LINES};
 pub use smtp::{MAX_MESSAGE_BYTES as MAX_MAIL_BYTES, MAX_RECIPIENTS, MAX_SENDS_PER_EVENT};
 pub use status::Status;
