@@ -323,6 +323,16 @@ mod tests {
     }
 
     #[test]
+    fn a_log_message_is_read_up_to_the_write_limit_only() {
+        let output = GuestOutput::new("t".into(), None);
+        let huge = "é".repeat(MAX_WRITE_BYTES); // two bytes each: cut inside the text
+        output.log(Level::Info, &huge);
+        let state = output.lock();
+        assert_eq!(state.cut_bytes, huge.len() - MAX_WRITE_BYTES);
+        assert_eq!(state.lines, 1);
+    }
+
+    #[test]
     fn lines_over_the_limit_are_counted_not_kept() {
         let output = GuestOutput::new("t".into(), None);
         for _ in 0..MAX_LINES + 5 {
