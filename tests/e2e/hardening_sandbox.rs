@@ -232,10 +232,11 @@ fn observers_busy_in_host_calls_starve_no_gate_and_deadlines_hold() {
          next to two observers in 16 MiB host calls {hostile_p99:.2} ms, \
          next to two in back-to-back 64 KiB host calls {at_limit_p99:.2} ms"
     );
-    // Generous: the attacks cost about what spinning costs; a starved server is 100x worse.
+    // Generous, since other tests share the CPU: the attacks cost about what spinning costs,
+    // while a starved server (as before) stops answering for seconds.
     for (what, p99) in [("16 MiB", hostile_p99), ("64 KiB", at_limit_p99)] {
         assert!(
-            p99 <= spinning * 3.0 + 20.0,
+            p99 <= spinning * 3.0 + 250.0,
             "next to observers in {what} host calls the gate's p99 is {p99:.2} ms, \
              against {spinning:.2} ms next to spinning observers"
         );
