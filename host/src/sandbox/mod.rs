@@ -4,7 +4,9 @@
 //!
 //! Reading order: [`Sandbox::load`] turns a `.wasm` file into a [`Handler`];
 //! [`Handler::on_event`] runs one event in a new instance and returns an [`Invocation`];
-//! `status.rs` turns whatever went wrong into a [`Status`].
+//! `status.rs` turns whatever went wrong into a [`Status`]. Invocations run on the sandbox's own
+//! threads (`runner.rs`), and what a guest can make the host hold or do per call is bounded in
+//! `state.rs`, `output.rs` and `http.rs`.
 
 mod cache;
 mod http;
