@@ -64,8 +64,9 @@ const MARGIN_MIB: u64 = 48;
 
 #[test]
 fn host_side_objects_a_guest_creates_are_bounded_and_given_back() {
-    // Two gates flood the host's resource table from a 16 MiB guest: 16,384 `wasi:http` header
-    // objects of 112 KiB each (1.75 GiB if nothing bounds them), and a million pollables. The
+    // Three gates flood the host from a 16 MiB guest: 16,384 `wasi:http` header objects of
+    // 112 KiB each (1.75 GiB if nothing bounds them), as many of 12 KiB (192 MiB), and a
+    // million pollables. The
     // host's peak resident memory may grow by the cap plus a fixed margin, no more, and what
     // the attack made the host hold is given back when the event ends.
     let work = Workdir::new();
@@ -75,6 +76,12 @@ fn host_side_objects_a_guest_creates_are_bounded_and_given_back() {
             "fields-flood",
             "gate",
             json!({ "behavior": "fields", "count": 16_384, "bytes": 112 << 10 }),
+            limits.clone(),
+        ),
+        hostile(
+            "small-fields-flood",
+            "gate",
+            json!({ "behavior": "fields", "count": 16_384, "bytes": 12 << 10 }),
             limits.clone(),
         ),
         hostile(
@@ -130,6 +137,18 @@ fn host_side_objects_a_guest_creates_are_bounded_and_given_back() {
         "the host still holds {} MiB more after the event",
         (after - baseline_rss) >> 10
     );
+    // Each attack ran into its bound (and was not, say, refused at load).
+    let reason = |name: &str| {
+        decision["gates"]
+            .as_array()
+            .and_then(|gates| gates.iter().find(|g| g["handler"] == name))
+            .and_then(|g| g["reason"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(reason("fields-flood").contains("total size of fields exceeds limit"));
+    assert!(reason("small-fields-flood").contains("resource table has no free keys"));
+    assert!(reason("pollable-flood").contains("resource table has no free keys"));
     // The host did not fall over: a second flood is contained the same way.
     let again = host.post_events(&custom("flood-2"));
     assert_eq!(again.status, 200, "{again}");

@@ -70,8 +70,8 @@ hookwasm_sdk::export_handler!(Hostile);
 impl Hostile {
     /// Header objects live in the host's resource table; only the handle is in the guest.
     fn fields(&self) -> Outcome {
-        let value = vec![b'v'; VALUE_BYTES];
-        let per_object = self.bytes as usize / VALUE_BYTES;
+        let value = vec![b'v'; (self.bytes as usize).clamp(1, VALUE_BYTES)];
+        let per_object = self.bytes as usize / value.len();
         let mut created = 0u32;
         let mut refused = String::new();
         'objects: for _ in 0..self.count {
