@@ -508,7 +508,8 @@ impl Handler {
         deadline: Instant,
     ) -> (Store<StoreState>, output::GuestOutput) {
         let limits = self.0.limits;
-        let output = output::GuestOutput::new(self.0.name.clone(), event_id);
+        let output =
+            output::GuestOutput::new(self.0.name.clone(), event_id).with_deadline(deadline);
         let memory_bytes =
             usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let http =

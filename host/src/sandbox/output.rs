@@ -8,6 +8,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -25,6 +26,12 @@ pub const MAX_WRITE_BYTES: usize = 64 * 1024;
 /// How much of `stderr` is kept for the trap report.
 const STDERR_TAIL_BYTES: usize = 4_096;
 
+/// A guest wrote output after its deadline: the invocation ends as a `timeout` (see
+/// `status.rs`), from inside the host call, instead of after its next guest instruction.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("wrote output after its deadline")]
+pub struct DeadlinePassed;
+
 /// Where a line came from.
 #[derive(Debug, Clone, Copy)]
 enum Source {
@@ -40,6 +47,8 @@ pub struct GuestOutput(Arc<Mutex<State>>);
 #[derive(Debug)]
 struct State {
     handler: Arc<str>,
+    /// When the invocation must be done; output after it ends the invocation.
+    deadline: Option<Instant>,
     event_id: Option<Arc<str>>,
     lines: usize,
     dropped: usize,
@@ -55,6 +64,7 @@ impl GuestOutput {
     pub fn new(handler: Arc<str>, event_id: Option<Arc<str>>) -> GuestOutput {
         GuestOutput(Arc::new(Mutex::new(State {
             handler,
+            deadline: None,
             event_id,
             lines: 0,
             dropped: 0,
@@ -63,6 +73,20 @@ impl GuestOutput {
             partial_stderr: Vec::new(),
             stderr_tail: Vec::new(),
         })))
+    }
+
+    /// The same output, refusing writes once `deadline` has passed.
+    pub fn with_deadline(self, deadline: Instant) -> GuestOutput {
+        self.lock().deadline = Some(deadline);
+        self
+    }
+
+    /// `Err` once the deadline has passed.
+    fn check_deadline(&self) -> Result<(), DeadlinePassed> {
+        match self.lock().deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(DeadlinePassed),
+            _ => Ok(()),
+        }
     }
 
     /// The stream to give the guest as its stdout.
@@ -83,7 +107,8 @@ impl GuestOutput {
 
     /// A `host.log` call. Only the first [`MAX_WRITE_BYTES`] of a message are read, so one
     /// call does a bounded amount of work; the rest is counted and reported once.
-    pub fn log(&self, level: Level, message: &str) {
+    pub fn log(&self, level: Level, message: &str) -> wasmtime::Result<()> {
+        self.check_deadline()?;
         let mut state = self.lock();
         let mut end = message.len().min(MAX_WRITE_BYTES);
         while !message.is_char_boundary(end) {
@@ -93,6 +118,7 @@ impl GuestOutput {
         for line in message[..end].lines() {
             state.emit(Source::Log(level), line.as_bytes());
         }
+        Ok(())
     }
 
     /// Flushes unterminated lines and reports dropped ones; returns the guest's panic message,
@@ -256,6 +282,9 @@ impl OutputStream for GuestStream {
                 if self.stderr { "stderr" } else { "stdout" }
             )));
         }
+        self.output
+            .check_deadline()
+            .map_err(|e| wasmtime_wasi::p2::StreamError::Trap(e.into()))?;
         self.output.write(self.stderr, &bytes);
         Ok(())
     }
@@ -326,7 +355,7 @@ mod tests {
     fn a_log_message_is_read_up_to_the_write_limit_only() {
         let output = GuestOutput::new("t".into(), None);
         let huge = "é".repeat(MAX_WRITE_BYTES); // two bytes each: cut inside the text
-        output.log(Level::Info, &huge);
+        output.log(Level::Info, &huge).expect("no deadline");
         let state = output.lock();
         assert_eq!(state.cut_bytes, huge.len() - MAX_WRITE_BYTES);
         assert_eq!(state.lines, 1);

@@ -120,8 +120,8 @@ impl WasiHttpView for StoreState {
 }
 
 impl wit::hookwasm::handler::host::Host for StoreState {
-    fn log(&mut self, level: wit::Level, message: String) {
-        self.output.log(level, &message);
+    fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+        self.output.log(level, &message)
     }
 
     fn config(&mut self) -> String {
@@ -133,7 +133,11 @@ impl wit::hookwasm::handler::types::Host for StoreState {}
 
 /// Components built against 0.1.0 import the same `host` interface under its old version.
 impl wit::v0_1::hookwasm::handler::host::Host for StoreState {
-    fn log(&mut self, level: wit::v0_1::hookwasm::handler::host::Level, message: String) {
+    fn log(
+        &mut self,
+        level: wit::v0_1::hookwasm::handler::host::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
         use wit::v0_1::hookwasm::handler::host::Level as Old;
         let level = match level {
             Old::Trace => wit::Level::Trace,
@@ -142,7 +146,7 @@ impl wit::v0_1::hookwasm::handler::host::Host for StoreState {
             Old::Warn => wit::Level::Warn,
             Old::Error => wit::Level::Error,
         };
-        self.output.log(level, &message);
+        self.output.log(level, &message)
     }
 
     fn config(&mut self) -> String {
