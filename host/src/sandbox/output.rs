@@ -341,7 +341,7 @@ mod tests {
         let fits = Bytes::from(vec![b'x'; MAX_WRITE_BYTES]);
         assert!(OutputStream::write(&mut stream, fits).is_ok());
         let huge = Bytes::from(vec![b'y'; 8 << 20]);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let refused = OutputStream::write(&mut stream, huge);
         println!("an 8 MiB write refused in {:?}", started.elapsed());
         assert!(
