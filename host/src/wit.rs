@@ -20,8 +20,12 @@ wasmtime::component::bindgen!({
     world: "event-handler",
     // Exports are called with `call_async` so fuel, epoch deadlines and timeouts can interrupt
     // a guest without blocking a tokio worker; `log` and `config` never block; `smtp.send`
-    // waits on the network, so it is async and bounded by the event's deadline.
-    imports: { "hookwasm:handler/smtp.send": async },
+    // waits on the network, so it is async and bounded by the event's deadline. `log` ends
+    // the invocation once its deadline has passed (see `output.rs`), so it can trap.
+    imports: {
+        "hookwasm:handler/smtp.send": async,
+        "hookwasm:handler/host.log": trappable,
+    },
     exports: { default: async },
 });
 
@@ -34,6 +38,7 @@ pub mod v0_1 {
     wasmtime::component::bindgen!({
         path: "../wit/0.1.0",
         world: "event-handler",
+        imports: { "hookwasm:handler/host.log": trappable },
         exports: { default: async },
     });
 }

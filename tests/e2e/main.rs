@@ -58,6 +58,7 @@ mod dashboard;
 mod gates;
 mod git;
 mod hardening;
+mod hardening_sandbox;
 mod history;
 mod http_api;
 mod ingest_validation;

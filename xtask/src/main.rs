@@ -19,18 +19,19 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Every guest crate: (package, folder the built `.wasm` is copied to).
-const GUESTS: [(&str, &str); 8] = [
+const GUESTS: [(&str, &str); 9] = [
     ("console-logger", "plugins"),
     ("branch-protection", "plugins"),
     ("webhook", "plugins"),
     ("notify", "plugins"),
     ("wit-0-1", "tests/guests"),
     ("chaos", "tests/guests"),
+    ("hostile", "tests/guests"),
     ("other-world", "tests/guests"),
     ("bench", "tests/guests"),
 ];
 /// The crates that build for wasm, for clippy.
-const WASM_CRATES: [&str; 9] = [
+const WASM_CRATES: [&str; 10] = [
     "hookwasm-sdk",
     "console-logger",
     "branch-protection",
@@ -38,6 +39,7 @@ const WASM_CRATES: [&str; 9] = [
     "notify",
     "wit-0-1",
     "chaos",
+    "hostile",
     "other-world",
     "bench",
 ];

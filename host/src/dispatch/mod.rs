@@ -15,6 +15,7 @@
 
 mod breaker;
 mod report;
+mod size;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -353,6 +354,22 @@ pub enum Refused {
         /// Its queue's capacity.
         capacity: usize,
     },
+    /// An event is larger than a handler it would reach can process within its fuel.
+    #[error(
+        "event {event} is {size} bytes, more than handler {handler} can take ({limit} bytes for limits.fuel {fuel}); send a smaller event, or raise the handler's limits.fuel"
+    )]
+    EventTooLarge {
+        /// The event's id.
+        event: String,
+        /// Its size as handlers get it (the CloudEvent JSON).
+        size: u64,
+        /// The handler.
+        handler: String,
+        /// The largest event the handler takes.
+        limit: u64,
+        /// The handler's fuel, which the limit comes from.
+        fuel: u64,
+    },
     /// The outbox could not store the events, so they were not accepted.
     #[error("{0}; the events were not accepted, retry later")]
     Unavailable(outbox::StoreError),
@@ -639,6 +656,7 @@ impl Dispatcher {
         backpressure: Backpressure,
     ) -> Result<Vec<Decision>, Refused> {
         let slots = self.slots();
+        size::check(&slots, events, route)?;
         let observers: Vec<&Arc<Slot>> = match route {
             Route::Gates => Vec::new(),
             Route::All | Route::Observers => {

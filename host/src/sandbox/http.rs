@@ -33,6 +33,11 @@ use crate::address::AllowedHost;
 
 /// Largest response body a handler may read.
 pub const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+/// Largest response header section (names and values) a handler is given.
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 << 10;
+/// Largest write to an outgoing body, which the host buffers until the request is sent: with
+/// one buffered chunk per body, the resource table's bound also bounds what bodies hold.
+const BODY_CHUNK_BYTES: usize = 16 << 10;
 /// Longest a name lookup may take.
 const DNS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -163,6 +168,16 @@ impl WasiHttpHooks for HttpPolicy {
             }
             let (response, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let header_bytes: usize = response
+                .headers()
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len())
+                .sum();
+            if header_bytes > MAX_RESPONSE_HEADER_BYTES {
+                return Err(Error::HttpResponseHeaderSectionSize(
+                    u32::try_from(header_bytes).ok(),
+                ));
+            }
             let response = response.map(|body| {
                 CappedBody {
                     inner: body.boxed_unsync(),
@@ -172,6 +187,14 @@ impl WasiHttpHooks for HttpPolicy {
             });
             Ok((response, Box::new(io) as IoFuture))
         })
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK_BYTES
     }
 }
 

@@ -6,6 +6,16 @@ use crate::wit;
 
 /// Wasm stack a guest may use; deeper recursion traps as `stack-overflow`.
 pub const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
+/// Fuel a handler is assumed to spend per byte of the event it reads: what the webhook plugin
+/// spends parsing, signing and sending one (about 125), rounded up.
+pub const FUEL_PER_EVENT_BYTE: u64 = 128;
+
+/// The largest event (its CloudEvent JSON, in bytes) a handler with `fuel` is given; larger
+/// ones are refused at ingest rather than failing every attempt for lack of fuel.
+pub fn max_event_bytes(fuel: u64) -> u64 {
+    fuel / FUEL_PER_EVENT_BYTE
+}
+
 /// Longest deny reason or error message a handler may return.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
 /// Most annotations one outcome may carry.

@@ -5,7 +5,9 @@
 //! Reading order: [`Sandbox::load`] (or [`Sandbox::load_bytes`]) turns a component into a
 //! [`Handler`];
 //! [`Handler::on_event`] runs one event in a new instance and returns an [`Invocation`];
-//! `status.rs` turns whatever went wrong into a [`Status`].
+//! `status.rs` turns whatever went wrong into a [`Status`]. Invocations run on the sandbox's own
+//! threads (`runner.rs`), and what a guest can make the host hold or do per call is bounded in
+//! `state.rs`, `output.rs` and `http.rs`.
 
 mod cache;
 mod engine;
@@ -13,6 +15,7 @@ mod http;
 mod limits;
 mod output;
 mod pool;
+mod runner;
 mod smtp;
 mod state;
 mod status;
@@ -26,7 +29,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use crate::address::AllowedHost;
-use crate::config::{HandlerSpec, SmtpGrant};
+use crate::config::{HandlerSpec, Mode, SmtpGrant};
 use crate::event::Event;
 use crate::limits::Limits;
 use crate::wit;
@@ -34,6 +37,7 @@ use state::StoreState;
 
 pub use cache::user_cache_dir;
 pub use engine::Allocator;
+pub use limits::{FUEL_PER_EVENT_BYTE, max_event_bytes};
 pub use pool::PoolSize;
 pub use status::Status;
 
@@ -292,6 +296,7 @@ impl Sandbox {
         let pre = wit::EventHandlerPre::new(pre).map_err(|e| wrong_world(e.to_string()))?;
         Ok(Handler(Arc::new(HandlerInner {
             name: spec.name.as_str().into(),
+            mode: spec.mode,
             digest,
             config_json: spec.config.to_string().into(),
             limits: spec.limits,
@@ -411,6 +416,8 @@ pub struct Handler(Arc<HandlerInner>);
 
 struct HandlerInner {
     name: Arc<str>,
+    /// Which sandbox runtime its invocations run on (see `runner.rs`).
+    mode: Mode,
     digest: String,
     config_json: Arc<str>,
     limits: Limits,
@@ -455,12 +462,15 @@ impl Handler {
 
     /// Runs `init` with the handler's config in a fresh instance; an error refuses the load.
     pub async fn init(&self) -> Result<(), LoadError> {
-        let config = self.0.config_json.to_string();
-        let (invocation, _) = self
-            .run(None, async |bindings, store| {
+        let this = self.clone();
+        let (invocation, _) = runner::run(self.0.mode, async move {
+            let config = this.0.config_json.to_string();
+            this.run(None, None, async |bindings, store| {
                 bindings.call_init(store, &config).await
             })
-            .await;
+            .await
+        })
+        .await;
         match invocation.status {
             Status::Ok => Ok(()),
             status => Err(LoadError::Init {
@@ -470,13 +480,19 @@ impl Handler {
         }
     }
 
-    /// Runs `on-event` for one event in a fresh instance.
+    /// Runs `on-event` for one event in a fresh instance, on the sandbox's threads for the
+    /// handler's mode (see `runner.rs`), so nothing it does holds the caller's thread.
     pub async fn on_event(&self, event: &Event) -> Invocation {
-        let (mut invocation, outcome) = self
-            .run(Some(event.id().into()), async |bindings, store| {
+        let (this, event) = (self.clone(), event.clone());
+        // The caller's trace context, which does not follow the task to the sandbox's runtime.
+        let trace = crate::trace::outbound();
+        let (mut invocation, outcome) = runner::run(self.0.mode, async move {
+            this.run(Some(event.id().into()), trace, async |bindings, store| {
                 bindings.call_on_event(store, event.wit()).await
             })
-            .await;
+            .await
+        })
+        .await;
         match outcome.as_ref().and_then(limits::check_outcome) {
             Some(oversize) => {
                 invocation.status = Status::Oversize;
@@ -492,15 +508,17 @@ impl Handler {
     fn new_store(
         &self,
         event_id: Option<Arc<str>>,
+        trace: Option<crate::trace::TraceParent>,
         deadline: Instant,
     ) -> (Store<StoreState>, output::GuestOutput) {
         let limits = self.0.limits;
-        let output = output::GuestOutput::new(self.0.name.clone(), event_id);
+        let output =
+            output::GuestOutput::new(self.0.name.clone(), event_id).with_deadline(deadline);
         let memory_bytes =
             usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let http =
             http::HttpPolicy::new(self.0.name.clone(), self.0.allowed_hosts.clone(), deadline)
-                .with_trace(crate::trace::outbound());
+                .with_trace(trace);
         let smtp = smtp::SmtpState::new(self.0.name.clone(), self.0.smtp.clone(), deadline);
         let state = StoreState::new(
             self.0.config_json.clone(),
@@ -531,7 +549,7 @@ impl Handler {
     /// handlers, and the host never runs handlers this way.
     #[doc(hidden)]
     pub async fn reused_instance(&self) -> wasmtime::Result<ReusedInstance> {
-        let (mut store, _output) = self.new_store(None, Instant::now() + REUSED_DEADLINE);
+        let (mut store, _output) = self.new_store(None, None, Instant::now() + REUSED_DEADLINE);
         let bindings = self.0.pre.instantiate_async(&mut store).await?;
         Ok(ReusedInstance {
             store,
@@ -544,6 +562,7 @@ impl Handler {
     async fn run<T>(
         &self,
         event_id: Option<Arc<str>>,
+        trace: Option<crate::trace::TraceParent>,
         call: impl AsyncFnOnce(
             &wit::EventHandler,
             &mut Store<StoreState>,
@@ -552,7 +571,7 @@ impl Handler {
         let limits = self.0.limits;
         let started = Instant::now();
         let deadline = started + Duration::from_millis(limits.timeout_ms);
-        let (mut store, output) = self.new_store(event_id, deadline);
+        let (mut store, output) = self.new_store(event_id, trace, deadline);
 
         let pre = &self.0.pre;
         // Guest code is interrupted at the deadline by the epoch callback, which keeps the fuel

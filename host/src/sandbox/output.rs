@@ -8,6 +8,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -25,6 +26,12 @@ pub const MAX_WRITE_BYTES: usize = 64 * 1024;
 /// How much of `stderr` is kept for the trap report.
 const STDERR_TAIL_BYTES: usize = 4_096;
 
+/// A guest wrote output after its deadline: the invocation ends as a `timeout` (see
+/// `status.rs`), from inside the host call, instead of after its next guest instruction.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("wrote output after its deadline")]
+pub struct DeadlinePassed;
+
 /// Where a line came from.
 #[derive(Debug, Clone, Copy)]
 enum Source {
@@ -40,9 +47,13 @@ pub struct GuestOutput(Arc<Mutex<State>>);
 #[derive(Debug)]
 struct State {
     handler: Arc<str>,
+    /// When the invocation must be done; output after it ends the invocation.
+    deadline: Option<Instant>,
     event_id: Option<Arc<str>>,
     lines: usize,
     dropped: usize,
+    /// Bytes of `host.log` messages past [`MAX_WRITE_BYTES`], not read.
+    cut_bytes: usize,
     partial_stdout: Vec<u8>,
     partial_stderr: Vec<u8>,
     stderr_tail: Vec<u8>,
@@ -53,13 +64,29 @@ impl GuestOutput {
     pub fn new(handler: Arc<str>, event_id: Option<Arc<str>>) -> GuestOutput {
         GuestOutput(Arc::new(Mutex::new(State {
             handler,
+            deadline: None,
             event_id,
             lines: 0,
             dropped: 0,
+            cut_bytes: 0,
             partial_stdout: Vec::new(),
             partial_stderr: Vec::new(),
             stderr_tail: Vec::new(),
         })))
+    }
+
+    /// The same output, refusing writes once `deadline` has passed.
+    pub fn with_deadline(self, deadline: Instant) -> GuestOutput {
+        self.lock().deadline = Some(deadline);
+        self
+    }
+
+    /// `Err` once the deadline has passed.
+    fn check_deadline(&self) -> Result<(), DeadlinePassed> {
+        match self.lock().deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(DeadlinePassed),
+            _ => Ok(()),
+        }
     }
 
     /// The stream to give the guest as its stdout.
@@ -78,12 +105,20 @@ impl GuestOutput {
         }
     }
 
-    /// A `host.log` call.
-    pub fn log(&self, level: Level, message: &str) {
+    /// A `host.log` call. Only the first [`MAX_WRITE_BYTES`] of a message are read, so one
+    /// call does a bounded amount of work; the rest is counted and reported once.
+    pub fn log(&self, level: Level, message: &str) -> wasmtime::Result<()> {
+        self.check_deadline()?;
         let mut state = self.lock();
-        for line in message.lines() {
+        let mut end = message.len().min(MAX_WRITE_BYTES);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        state.cut_bytes += message.len() - end;
+        for line in message[..end].lines() {
             state.emit(Source::Log(level), line.as_bytes());
         }
+        Ok(())
     }
 
     /// Flushes unterminated lines and reports dropped ones; returns the guest's panic message,
@@ -111,6 +146,15 @@ impl GuestOutput {
                 state.dropped
             );
             state.dropped = 0;
+        }
+        if state.cut_bytes > 0 {
+            tracing::warn!(
+                handler = %state.handler,
+                event = state.event_id.as_deref().unwrap_or("-"),
+                "ignored {} bytes of log messages past the limit of {MAX_WRITE_BYTES} bytes per call",
+                state.cut_bytes
+            );
+            state.cut_bytes = 0;
         }
         panic_message(&String::from_utf8_lossy(&state.stderr_tail))
     }
@@ -238,6 +282,9 @@ impl OutputStream for GuestStream {
                 if self.stderr { "stderr" } else { "stdout" }
             )));
         }
+        self.output
+            .check_deadline()
+            .map_err(|e| wasmtime_wasi::p2::StreamError::Trap(e.into()))?;
         self.output.write(self.stderr, &bytes);
         Ok(())
     }
@@ -294,7 +341,7 @@ mod tests {
         let fits = Bytes::from(vec![b'x'; MAX_WRITE_BYTES]);
         assert!(OutputStream::write(&mut stream, fits).is_ok());
         let huge = Bytes::from(vec![b'y'; 8 << 20]);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let refused = OutputStream::write(&mut stream, huge);
         println!("an 8 MiB write refused in {:?}", started.elapsed());
         assert!(
@@ -302,6 +349,16 @@ mod tests {
             "{refused:?}"
         );
         assert!(!output.lock().partial_stdout.contains(&b'y'));
+    }
+
+    #[test]
+    fn a_log_message_is_read_up_to_the_write_limit_only() {
+        let output = GuestOutput::new("t".into(), None);
+        let huge = "é".repeat(MAX_WRITE_BYTES); // two bytes each: cut inside the text
+        output.log(Level::Info, &huge).expect("no deadline");
+        let state = output.lock();
+        assert_eq!(state.cut_bytes, huge.len() - MAX_WRITE_BYTES);
+        assert_eq!(state.lines, 1);
     }
 
     #[test]

@@ -14,6 +14,19 @@ use super::output::GuestOutput;
 use super::smtp::SmtpState;
 use crate::wit;
 
+/// Host-side objects one invocation may hold at once (streams, pollables, `wasi:http` fields,
+/// requests, bodies, ...): the resource table's capacity. The SDK uses about a dozen per
+/// request; a guest asking for more traps (`resource table has no free space`) instead of
+/// making the host hold memory its `memoryMiB` does not count.
+pub const MAX_RESOURCES: usize = 256;
+/// Most bytes of names and values one `wasi:http` `fields` object may hold. With
+/// [`MAX_RESOURCES`], what header objects can make the host hold is bounded by
+/// `MAX_RESOURCES × MAX_FIELDS_BYTES` (4 MiB) per invocation.
+pub const MAX_FIELDS_BYTES: usize = 16 << 10;
+/// Most bytes one `wasi:random` call may ask for; a larger request traps. Generating them is
+/// work done in a host call, where the deadline cannot interrupt it.
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
+
 /// The per-invocation store data.
 ///
 /// The WASI context is built on the guest's first call into WASI: most events of most handlers
@@ -43,11 +56,15 @@ impl StoreState {
         http_policy: HttpPolicy,
         smtp: SmtpState,
     ) -> StoreState {
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         StoreState {
             wasi: None,
-            http: WasiHttpCtx::new(),
+            http,
             http_policy,
-            table: ResourceTable::new(),
+            table,
             config_json,
             output,
             memory: MemoryCap {
@@ -61,11 +78,12 @@ impl StoreState {
 
 /// WASI is linked because every wasm32-wasip2 program imports it, but nothing real is behind
 /// it: no preopened folders, no environment, no arguments, no stdin, no network. Stdout and
-/// stderr go to the host's log.
+/// stderr go to the host's log. Randomness is bounded per call ([`MAX_RANDOM_BYTES`]).
 fn wasi_context(output: &GuestOutput) -> WasiCtx {
     WasiCtx::builder()
         .stdout(output.stdout())
         .stderr(output.stderr())
+        .max_random_size(MAX_RANDOM_BYTES)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
@@ -102,8 +120,8 @@ impl WasiHttpView for StoreState {
 }
 
 impl wit::hookwasm::handler::host::Host for StoreState {
-    fn log(&mut self, level: wit::Level, message: String) {
-        self.output.log(level, &message);
+    fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+        self.output.log(level, &message)
     }
 
     fn config(&mut self) -> String {
@@ -115,7 +133,11 @@ impl wit::hookwasm::handler::types::Host for StoreState {}
 
 /// Components built against 0.1.0 import the same `host` interface under its old version.
 impl wit::v0_1::hookwasm::handler::host::Host for StoreState {
-    fn log(&mut self, level: wit::v0_1::hookwasm::handler::host::Level, message: String) {
+    fn log(
+        &mut self,
+        level: wit::v0_1::hookwasm::handler::host::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
         use wit::v0_1::hookwasm::handler::host::Level as Old;
         let level = match level {
             Old::Trace => wit::Level::Trace,
@@ -124,7 +146,7 @@ impl wit::v0_1::hookwasm::handler::host::Host for StoreState {
             Old::Warn => wit::Level::Warn,
             Old::Error => wit::Level::Error,
         };
-        self.output.log(level, &message);
+        self.output.log(level, &message)
     }
 
     fn config(&mut self) -> String {

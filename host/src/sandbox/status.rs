@@ -94,6 +94,13 @@ pub fn classify(
             format!("exited with status {} instead of answering", exit.0),
         );
     }
+    // Output written after the deadline ends the invocation from inside the host call.
+    if error
+        .downcast_ref::<super::output::DeadlinePassed>()
+        .is_some()
+    {
+        return timeout(budget);
+    }
     match trap {
         Some(wasmtime::Trap::OutOfFuel) => (
             Status::OutOfFuel,
