@@ -553,7 +553,7 @@ fn failed(args: &[&str], output: &std::process::Output) -> GitError {
 #[derive(Debug)]
 pub enum Target {
     /// Handlers loaded in this process: the standalone case.
-    InProcess(Dispatcher),
+    InProcess(std::sync::Arc<Dispatcher>),
     /// A running `hookwasm serve`, over `POST /v1/events`.
     Forward(Forwarder),
 }
@@ -585,7 +585,7 @@ impl Target {
                     })
                     .collect())
             }
-            Target::Forward(forwarder) => Ok(forwarder.gates(events)?),
+            Target::Forward(forwarder) => Ok(forwarder.gates(events).await?),
         }
     }
 
@@ -605,7 +605,7 @@ impl Target {
                 let drained = dispatcher.shutdown(OBSERVER_GRACE).await;
                 match drained.left {
                     0 => {}
-                    left if dispatcher.outbox().durable() => tracing::warn!(
+                    left if dispatcher.deliveries().durable() => tracing::warn!(
                         "{left} observer deliveries are still open after {} s; they stay in the outbox for `hookwasm serve` or the next push",
                         OBSERVER_GRACE.as_secs()
                     ),
@@ -616,7 +616,7 @@ impl Target {
                 }
                 Ok(())
             }
-            Target::Forward(forwarder) => Ok(forwarder.observers(events)?),
+            Target::Forward(forwarder) => Ok(forwarder.observers(events).await?),
         }
     }
 }

@@ -5,9 +5,11 @@
 //! sandbox, and dispatches each event to the handlers subscribed to it: observers through
 //! per-handler queues, gates synchronously with a merged verdict.
 //!
-//! Reading order: [`config`] → [`sandbox`] → [`dispatch`] → [`server`].
+//! Reading order: [`config`] → [`sandbox`] → [`dispatch`] → [`server`]; [`app`] puts them
+//! together from a config (the CLI, the benches and the git hooks start the host through it).
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod dispatch;

@@ -679,16 +679,36 @@ impl std::fmt::Display for Log {
 // Prometheus text
 // ---------------------------------------------------------------------------------------------
 
+/// A series' name and its labels sorted: the exposition may write labels in any order.
+fn series_key(series: &str) -> (String, Vec<String>) {
+    match series.split_once('{') {
+        Some((name, labels)) => {
+            let mut labels: Vec<String> = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            labels.sort();
+            (name.to_owned(), labels)
+        }
+        None => (series.to_owned(), Vec::new()),
+    }
+}
+
 /// The text `GET /metrics` returns.
 #[derive(Debug)]
 pub struct Metrics(pub String);
 
 impl Metrics {
-    /// The value of the series written exactly as `series` (name and labels), if present.
+    /// The value of the series `series` (name and labels, in any order), if present.
     pub fn value(&self, series: &str) -> Option<f64> {
+        let wanted = series_key(series);
         self.0.lines().find_map(|line| {
             let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
+            (series_key(name) == wanted)
+                .then(|| value.parse().ok())
+                .flatten()
         })
     }
 
