@@ -555,7 +555,7 @@ pub enum Target {
     /// Handlers loaded in this process: the standalone case.
     InProcess(std::sync::Arc<Dispatcher>),
     /// A running `hookwasm serve`, over `POST /v1/events`.
-    Forward(Forwarder),
+    Forward(Box<Forwarder>),
 }
 
 /// One gate's refusal of one event.

@@ -689,7 +689,7 @@ async fn git_hook(hook: Hook, config: Option<PathBuf>) -> anyhow::Result<Exit> {
     let updates = git::classify_all(&repo, updates)?;
     let push = git::Push::new(repo.path(), |name| std::env::var(name).ok())?;
     let target = match (forward, config) {
-        (Some(forwarder), _) => git::Target::Forward(forwarder),
+        (Some(forwarder), _) => git::Target::Forward(Box::new(forwarder)),
         (None, Some(config)) => {
             git::Target::InProcess(App::open(&config).await?.dispatcher().clone())
         }
