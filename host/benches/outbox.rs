@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hookwasm::app::App;
 use hookwasm::config::Config;
-use hookwasm::dispatch::{self, Backpressure, Dispatcher};
+use hookwasm::dispatch::Backpressure;
 use hookwasm::event::Event;
 use hookwasm::outbox::sqlite::SqliteStore;
 use hookwasm::outbox::{self, FsyncPolicy, NewEvent, OnDuplicate, Store};
@@ -125,10 +126,14 @@ async fn dispatch(chaos: &Path, store: Arc<dyn Store>) -> anyhow::Result<(f64, f
     }]})
     .to_string();
     let config = Config::parse(&text, &workspace().join("bench.config.json"))?;
-    let (loaded, errors) = dispatch::load_handlers(&Sandbox::new()?, &config).await;
-    anyhow::ensure!(errors.is_empty(), "cannot load the observer: {errors:?}");
-    let dispatcher = Arc::new(Dispatcher::start(loaded, store.clone()).await);
-    dispatcher.start_delivering();
+    // The host as `serve` starts it, on this bench's store and without a compile cache.
+    let app = App::builder(config)
+        .store(store.clone())
+        .sandbox(Sandbox::new()?)
+        .open()
+        .await?;
+    app.start_delivering();
+    let dispatcher = app.dispatcher().clone();
 
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hookwasm::app::App;
 use hookwasm::config::{Capabilities, Config, HandlerSpec};
-use hookwasm::dispatch::{self, Backpressure, Dispatcher};
+use hookwasm::dispatch::{Backpressure, Dispatcher};
 use hookwasm::event::Event;
 use hookwasm::limits::Limits;
 use hookwasm::reload::Reloader;
@@ -147,14 +148,14 @@ impl Setup {
             "queueCapacity": 100_000,
         }]});
         std::fs::write(&config_path, text.to_string())?;
-        let sandbox = Sandbox::new()?.with_cache(&dir.path().join("cache"));
-        let (loaded, errors) =
-            dispatch::load_handlers(&sandbox, &Config::load(&config_path)?).await;
-        anyhow::ensure!(errors.is_empty(), "cannot load: {errors:?}");
-        let outbox = Arc::new(hookwasm::outbox::sqlite::SqliteStore::in_memory()?);
-        let dispatcher = Arc::new(Dispatcher::start(loaded, outbox).await);
-        dispatcher.start_delivering();
-        let reloader = Arc::new(Reloader::new(&config_path, sandbox, dispatcher.clone()));
+        // The host as `serve` starts it, with its compile cache in the bench's folder.
+        let app = App::builder(Config::load(&config_path)?)
+            .store(Arc::new(hookwasm::outbox::sqlite::SqliteStore::in_memory()?))
+            .cache_dir(&dir.path().join("cache"))
+            .open()
+            .await?;
+        app.start_delivering();
+        let (dispatcher, reloader) = (app.dispatcher().clone(), app.reloader().clone());
         Ok(Setup {
             dir,
             dispatcher,

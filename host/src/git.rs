@@ -541,9 +541,9 @@ fn failed(args: &[&str], output: &std::process::Output) -> GitError {
 #[derive(Debug)]
 pub enum Target {
     /// Handlers loaded in this process: the standalone case.
-    InProcess(Dispatcher),
+    InProcess(std::sync::Arc<Dispatcher>),
     /// A running `hookwasm serve`, over `POST /v1/events`.
-    Forward(Forwarder),
+    Forward(Box<Forwarder>),
 }
 
 /// One gate's refusal of one event.
@@ -573,7 +573,7 @@ impl Target {
                     })
                     .collect())
             }
-            Target::Forward(forwarder) => Ok(forwarder.gates(events)?),
+            Target::Forward(forwarder) => Ok(forwarder.gates(events).await?),
         }
     }
 
@@ -593,7 +593,7 @@ impl Target {
                 let drained = dispatcher.shutdown(OBSERVER_GRACE).await;
                 match drained.left {
                     0 => {}
-                    left if dispatcher.outbox().durable() => tracing::warn!(
+                    left if dispatcher.deliveries().durable() => tracing::warn!(
                         "{left} observer deliveries are still open after {} s; they stay in the outbox for `hookwasm serve` or the next push",
                         OBSERVER_GRACE.as_secs()
                     ),
@@ -604,7 +604,7 @@ impl Target {
                 }
                 Ok(())
             }
-            Target::Forward(forwarder) => Ok(forwarder.observers(events)?),
+            Target::Forward(forwarder) => Ok(forwarder.observers(events).await?),
         }
     }
 }

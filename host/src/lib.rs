@@ -18,8 +18,9 @@
 //!    [`scaffold`] (`hookwasm new`).
 //! 4. [`sandbox`] (one handler's component, run under its limits and grants).
 //! 5. [`metrics`], then [`dispatch`] (who gets an event, gates, observers' workers).
-//! 6. Producers and operations: [`git`], [`reload`], [`rebuild`], [`server`]; `main.rs` is
-//!    the CLI on top.
+//! 6. Producers and operations: [`git`], [`reload`], [`rebuild`], [`server`].
+//! 7. [`app`], the composition root: it opens all of the above from a config; the CLI
+//!    (`main.rs`), the benches and the git hooks start the host through it.
 //!
 //! Reading order: [`event`] → [`config`] → [`sandbox`] → [`dispatch`] → [`server`].
 //!
@@ -36,11 +37,14 @@
 #![deny(missing_docs)]
 
 pub mod address;
+#[cfg(feature = "app")]
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod escape;
 pub mod event;
+#[cfg(feature = "server")]
 pub mod git;
 #[cfg(feature = "server")]
 pub mod ingest;

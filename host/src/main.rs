@@ -9,18 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hookwasm::address::AllowedHost;
-use hookwasm::auth::Auth;
-use hookwasm::config::{Capabilities, Config, DeliveryConfig, HandlerSpec, Mode, StoreKind};
-use hookwasm::dispatch::{self, Dispatcher, Report};
+use hookwasm::app::{self, App, CallSpec, Deliveries, ServeOptions};
+use hookwasm::config::{Config, Mode};
+use hookwasm::dispatch::Report;
 use hookwasm::event::Event;
 use hookwasm::git;
 use hookwasm::limits::Limits;
-use hookwasm::outbox::{self, Selector, Store, nats::NatsStore, sqlite::SqliteStore};
+use hookwasm::outbox::{self, Selector};
 use hookwasm::rebuild::Rebuild;
-use hookwasm::reload::Reloader;
-use hookwasm::sandbox::{LoadError, Sandbox};
-use hookwasm::server::Console;
 
 /// Runs lifecycle event handlers compiled to WebAssembly components, each in its own sandbox.
 #[derive(Parser)]
@@ -60,6 +56,10 @@ enum Command {
         /// config's folder].
         #[arg(long = "sources", value_name = "DIR", requires = "build")]
         sources: Vec<PathBuf>,
+        /// Once listening, write the bound address (e.g. `127.0.0.1:43117`) and a newline to
+        /// this file: how a script that passed `--listen 127.0.0.1:0` learns the port.
+        #[arg(long, value_name = "PATH")]
+        addr_file: Option<PathBuf>,
     },
     /// Validate the config and load every handler; report every problem at once.
     Check {
@@ -303,6 +303,7 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             insecure,
             build,
             sources,
+            addr_file,
         } => {
             let options = ServeOptions {
                 listen,
@@ -310,8 +311,11 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
                 watch,
                 insecure,
                 rebuild: build.map(|command| rebuild_for(&config, command, sources)),
+                addr_file,
             };
-            serve(&config, options).await
+            let app = App::open(&config).await?;
+            app.serve(options, app::shutdown_signal()).await?;
+            Ok(Exit::Success)
         }
         Command::Check { config } => check(&config).await,
         Command::Call {
@@ -323,19 +327,19 @@ async fn run(command: Command) -> anyhow::Result<Exit> {
             memory_mib,
             allow_hosts,
         } => {
-            let limits = Limits {
-                fuel,
-                timeout_ms,
-                memory_mib,
-            };
-            call(CallArgs {
+            let handler_config = serde_json::from_str(&handler_config)
+                .map_err(|e| anyhow::anyhow!("--handler-config is not valid JSON: {e}"))?;
+            let spec = CallSpec {
                 module,
-                event,
                 handler_config,
-                limits,
+                limits: Limits {
+                    fuel,
+                    timeout_ms,
+                    memory_mib,
+                },
                 allow_hosts,
-            })
-            .await
+            };
+            call(spec, &event).await
         }
         Command::Replay { config, events } => replay(&config, &events).await,
         Command::Events {
@@ -437,65 +441,6 @@ fn new_project(
     Ok(Exit::Success)
 }
 
-/// Where compiled modules are cached: `HOOKWASM_CACHE_DIR`, or `.hookwasm/cache` beside the
-/// config file.
-fn cache_dir(config_path: &Path) -> PathBuf {
-    match std::env::var_os("HOOKWASM_CACHE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => config_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(".hookwasm")
-            .join("cache"),
-    }
-}
-
-/// Opens the outbox `eventDelivery` describes.
-async fn open_outbox(delivery: &DeliveryConfig) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match (delivery.store, &delivery.nats) {
-        (StoreKind::Sqlite, _) => Arc::new(SqliteStore::open(&delivery.path, delivery.sync)?),
-        (StoreKind::Memory, _) => Arc::new(SqliteStore::in_memory()?),
-        (StoreKind::Nats, Some(nats)) => {
-            Arc::new(NatsStore::connect(nats, delivery.retention).await?)
-        }
-        (StoreKind::Nats, None) => anyhow::bail!("eventDelivery: \"store\": \"nats\" needs `url`"),
-    })
-}
-
-/// Loads the config and every enabled handler; any problem is an error listing all of them.
-async fn start(config_path: &Path) -> anyhow::Result<(Sandbox, Dispatcher, Config)> {
-    let config = Config::load(config_path)?;
-    for warning in &config.warnings {
-        tracing::warn!("{}: {warning}", config_path.display());
-    }
-    let outbox = open_outbox(&config.delivery).await?;
-    let sandbox = Sandbox::for_handlers(config.handlers.len())?.with_cache(&cache_dir(config_path));
-    let (loaded, errors) = dispatch::load_handlers(&sandbox, &config).await;
-    if !errors.is_empty() {
-        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        anyhow::bail!(
-            "{}: {} handler{} could not be loaded:\n{}",
-            config_path.display(),
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" },
-            lines.join("\n")
-        );
-    }
-    for (spec, handler) in &loaded {
-        tracing::info!(
-            handler = %spec.name,
-            version = %&handler.digest()[..12],
-            mode = %spec.mode,
-            events = ?spec.filter.event_patterns(),
-            "loaded"
-        );
-    }
-    let dispatcher = Dispatcher::start(loaded, outbox).await;
-    dispatcher.set_registry(config.registry.clone());
-    config.warn_undeclared_types();
-    Ok((sandbox, dispatcher, config))
-}
-
 /// What `--build` runs, where, and what it watches.
 fn rebuild_for(config: &Path, command: String, sources: Vec<PathBuf>) -> Rebuild {
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
@@ -515,171 +460,16 @@ fn rebuild_for(config: &Path, command: String, sources: Vec<PathBuf>) -> Rebuild
     }
 }
 
-/// How `serve` listens, rebuilds and stops.
-struct ServeOptions {
-    listen: SocketAddr,
-    drain: Duration,
-    watch: bool,
-    insecure: bool,
-    rebuild: Option<Rebuild>,
-}
-
-async fn serve(config: &Path, options: ServeOptions) -> anyhow::Result<Exit> {
-    let ServeOptions {
-        listen,
-        drain,
-        watch,
-        insecure,
-        rebuild,
-    } = options;
-    let telemetry = hookwasm::trace::Telemetry::from_env()?;
-    if telemetry.is_some() {
-        tracing::info!("exporting traces over OTLP (OTEL_EXPORTER_OTLP_* is set)");
-    }
-    let (sandbox, dispatcher, loaded) = start(config).await?;
-    let auth = Auth::new(loaded.auth.clone());
-    if !auth.enabled() && !listen.ip().is_loopback() {
-        if !insecure {
-            anyhow::bail!(
-                "refusing to listen on {listen} without API tokens: anyone who can reach it could \
-                 post events, read them and retry dead letters; configure `auth` (or {}), listen \
-                 on 127.0.0.1, or pass --insecure",
-                hookwasm::auth::AUTH_FILE_ENV
-            );
-        }
-        tracing::warn!(
-            "--insecure: listening on {listen} without API tokens; anyone who can reach it may \
-             post events, read them and retry dead letters"
-        );
-    }
-    dispatcher.start_delivering();
-    let dispatcher = Arc::new(dispatcher);
-    prune_outbox(dispatcher.outbox().clone(), loaded.delivery.retention);
-    let reloader = Arc::new(Reloader::new(config, sandbox, dispatcher.clone()));
-    if watch {
-        tokio::spawn(reloader.clone().watch()?);
-        tracing::info!("watching {} and its modules for changes", config.display());
-    }
-    if let Some(rebuild) = rebuild {
-        let (command, sources) = (rebuild.command.clone(), rebuild.sources.clone());
-        tokio::spawn(rebuild.watch(reloader.clone())?);
-        tracing::info!(?sources, "rebuilding with `{command}` when sources change");
-    }
-    reload_on_sighup(reloader.clone())?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-    let console = Console {
-        dispatcher: dispatcher.clone(),
-        auth,
-        reloader: Some(reloader),
-    };
-    let app = hookwasm::server::app(console);
-    let limits = hookwasm::server::listen::ConnectionLimits::from_env();
-    tracing::info!(
-        "accepting up to {} connections; request heads and bodies within {} s each",
-        limits.max_connections,
-        limits.client_timeout.as_secs()
-    );
-    hookwasm::server::listen::serve(listener, app, limits, shutdown_signal()).await;
-    tracing::info!(
-        "shutting down: observers deliver what is due for up to {} s",
-        drain.as_secs()
-    );
-    let drained = dispatcher.shutdown(drain).await;
-    report_left(drained.left, &loaded.delivery);
-    if let Some(telemetry) = telemetry {
-        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
-    }
-    Ok(Exit::Success)
-}
-
-/// Says what shutdown left in the outbox, and whether it survives.
-fn report_left(left: u64, delivery: &DeliveryConfig) {
-    match (left, delivery.store) {
-        (0, _) => tracing::info!("no delivery left open"),
-        (left, StoreKind::Sqlite) => tracing::info!(
-            "{left} deliveries stay in {} and are made after the next start",
-            delivery.path.display()
-        ),
-        (left, StoreKind::Memory) => tracing::warn!(
-            "{left} deliveries were not made and are lost: eventDelivery.store is \"memory\""
-        ),
-        (left, StoreKind::Nats) => {
-            tracing::info!("{left} deliveries stay in NATS JetStream, for any host sharing it")
-        }
-    }
-}
-
-/// Every hour (and now), deletes delivered rows older than the retention period.
-fn prune_outbox(outbox: Arc<dyn Store>, retention: Duration) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            every.tick().await;
-            let before = outbox::now() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-            match outbox.prune(before).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "old deliveries pruned from the outbox"),
-                Err(e) => tracing::warn!("cannot prune the outbox: {e}"),
-            }
-        }
-    });
-}
-
-/// `kill -HUP` reloads the config and modules, with or without `--watch`. The handler is in
-/// place when this returns (before it, SIGHUP would end the process).
-fn reload_on_sighup(reloader: Arc<Reloader>) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| anyhow::anyhow!("cannot handle SIGHUP: {e}"))?;
-        tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading");
-                reloader.reload().await;
-            }
-        });
-    }
-    #[cfg(not(unix))]
-    let _ = reloader;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-}
-
 async fn check(config_path: &Path) -> anyhow::Result<Exit> {
     // Broken entries and modules that fail to load are reported together, in entry order.
-    let (config, mut errors) = Config::load_partial(config_path)?;
-    let sandbox = Sandbox::new()?.with_cache(&cache_dir(config_path));
-    let (loaded, load_errors) = dispatch::load_handlers(&sandbox, &config).await;
-    errors.extend(load_errors);
-    errors.sort_by_key(|e| e.index);
-    // A shared outbox must be reachable before `serve` could accept anything: say so now.
-    if let (StoreKind::Nats, Some(nats)) = (config.delivery.store, &config.delivery.nats) {
-        let store = NatsStore::connect(nats, config.delivery.retention).await?;
-        println!(
-            "ok        eventDelivery: NATS JetStream at {} (host {})",
-            outbox::nats::redacted(&nats.url),
-            store.host()
-        );
+    let app::CheckReport {
+        config,
+        loaded,
+        errors,
+        nats,
+    } = app::check(config_path).await?;
+    if let Some((url, host)) = nats {
+        println!("ok        eventDelivery: NATS JetStream at {url} (host {host})");
     }
     for warning in &config.warnings {
         println!("warning   {warning}");
@@ -719,58 +509,11 @@ async fn check(config_path: &Path) -> anyhow::Result<Exit> {
     )
 }
 
-/// What `hookwasm call` runs: one module, one event, limits and grants from the flags.
-struct CallArgs {
-    module: PathBuf,
-    event: PathBuf,
-    handler_config: String,
-    limits: Limits,
-    allow_hosts: Vec<String>,
-}
-
-async fn call(args: CallArgs) -> anyhow::Result<Exit> {
-    let handler_config: serde_json::Value = serde_json::from_str(&args.handler_config)
-        .map_err(|e| anyhow::anyhow!("--handler-config is not valid JSON: {e}"))?;
-    let limits = args.limits;
-    if limits.zero().is_some() {
-        anyhow::bail!("--fuel, --timeout-ms and --memory-mib must be greater than zero");
-    }
-    let allowed_hosts = args
-        .allow_hosts
-        .iter()
-        .map(|h| AllowedHost::parse(h).map_err(|e| anyhow::anyhow!("--allow-host: {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let text = read_input(&args.event)?;
+async fn call(spec: CallSpec, event_path: &Path) -> anyhow::Result<Exit> {
+    let text = read_input(event_path)?;
     let event = Event::from_slice(text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.event.display()))?;
-    let spec = HandlerSpec::for_module(
-        &args.module,
-        handler_config,
-        limits,
-        Capabilities {
-            allowed_hosts,
-            smtp: None,
-        },
-    );
-    // `call` has no config folder: it caches in the user's cache folder, so trying a large
-    // module again (a JavaScript handler is ~12 MB) does not compile it again.
-    let mut sandbox = Sandbox::new()?;
-    if let Some(dir) = hookwasm::sandbox::user_cache_dir() {
-        sandbox = sandbox.with_cache(&dir);
-    }
-    let handler = {
-        let (sandbox, spec) = (sandbox.clone(), spec.clone());
-        tokio::task::spawn_blocking(move || sandbox.load(&spec)).await??
-    };
-    handler.init().await.map_err(|e| match e {
-        // The config came from the command line, not from an entry: say which flag to fix.
-        LoadError::Init { status, message } => anyhow::anyhow!(
-            "init refused the handler config ({status}): {message}; pass the config it expects with --handler-config '<json>'"
-        ),
-        other => other.into(),
-    })?;
-    let invocation = handler.on_event(&event).await;
-    let report = Report::new(&spec.name, handler.digest(), None, event.id(), invocation);
+        .map_err(|e| anyhow::anyhow!("{}: {e}", event_path.display()))?;
+    let report = app::call(spec, &event).await?;
     print_line(&report)?;
     Ok(if report.failed_or_denied() {
         Exit::HandlerFailed
@@ -783,8 +526,9 @@ async fn call(args: CallArgs) -> anyhow::Result<Exit> {
 const REPLAY_GRACE: Duration = Duration::from_secs(5);
 
 async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
-    let (_, dispatcher, loaded) = start(config).await?;
-    dispatcher.start_delivering();
+    let app = App::open(config).await?;
+    app.start_delivering();
+    let dispatcher = app.dispatcher();
     let text = read_input(events_path)?;
     // Validate every line first, so a typo on line 900 does not leave 899 events half-replayed.
     let mut events = Vec::new();
@@ -804,7 +548,7 @@ async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
     }
     let mut exit = Exit::Success;
     for event in &events {
-        for report in dispatcher.replay(event).await? {
+        for report in app.replay(std::slice::from_ref(event)).await? {
             if report.failed_or_denied() {
                 exit = Exit::HandlerFailed;
             }
@@ -812,27 +556,12 @@ async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
         }
     }
     // Failed deliveries stay in the outbox for their retries; nothing more is due now.
-    let drained = dispatcher.shutdown(REPLAY_GRACE).await;
-    if drained.left > 0 {
-        report_left(drained.left, &loaded.delivery);
-    }
+    app.shutdown(REPLAY_GRACE).await;
     Ok(exit)
 }
 
-/// Opens the outbox of `config` for an operator command; an in-memory one has nothing to show.
-async fn operator_outbox(config: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    let config = Config::load(config)?;
-    if config.delivery.store == StoreKind::Memory {
-        anyhow::bail!(
-            "{}: eventDelivery.store is \"memory\", so only the running `hookwasm serve` holds its deliveries; ask it over HTTP (GET /v1/deliveries, /v1/dead-letters)",
-            config.path.display()
-        );
-    }
-    open_outbox(&config.delivery).await
-}
-
 async fn deliveries(config: &Path, json: bool) -> anyhow::Result<Exit> {
-    let counts = operator_outbox(config).await?.counts().await?;
+    let counts = Deliveries::open(config).await?.counts().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&counts)?);
         return Ok(Exit::Success);
@@ -873,8 +602,8 @@ async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<Exit> {
             limit,
             json,
         } => {
-            let outbox = operator_outbox(&select.config).await?;
-            let letters = outbox.dead_letters(selector(&select), limit).await?;
+            let deliveries = Deliveries::open(&select.config).await?;
+            let letters = deliveries.dead_letters(selector(&select), limit).await?;
             if json {
                 for letter in &letters {
                     println!("{}", serde_json::to_string(letter)?);
@@ -893,13 +622,13 @@ async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<Exit> {
             }
         }
         DeadLetterAction::Retry { select } => {
-            let outbox = operator_outbox(&select.config).await?;
-            let count = outbox.retry_dead(chosen(&select)?, outbox::now()).await?;
+            let deliveries = Deliveries::open(&select.config).await?;
+            let count = deliveries.retry(chosen(&select)?).await?;
             println!("{count} dead letters are pending again");
         }
         DeadLetterAction::Discard { select } => {
-            let outbox = operator_outbox(&select.config).await?;
-            let count = outbox.discard_dead(chosen(&select)?).await?;
+            let deliveries = Deliveries::open(&select.config).await?;
+            let count = deliveries.discard(chosen(&select)?).await?;
             println!("{count} dead letters discarded");
         }
     }
@@ -961,8 +690,10 @@ async fn git_hook(hook: Hook, config: Option<PathBuf>) -> anyhow::Result<Exit> {
     let updates = git::classify_all(&repo, updates)?;
     let push = git::Push::new(repo.path(), |name| std::env::var(name).ok())?;
     let target = match (forward, config) {
-        (Some(forwarder), _) => git::Target::Forward(forwarder),
-        (None, Some(config)) => git::Target::InProcess(start(&config).await?.1),
+        (Some(forwarder), _) => git::Target::Forward(Box::new(forwarder)),
+        (None, Some(config)) => {
+            git::Target::InProcess(App::open(&config).await?.dispatcher().clone())
+        }
         (None, None) => unreachable!("checked above"),
     };
     match hook {

@@ -12,26 +12,27 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use serde::Serialize;
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Auth;
-use crate::config::{FailurePolicy, Mode};
-use crate::dispatch::{Backpressure, BreakerView, Dispatcher, Refused, ReloadStatus, Route};
+use crate::dispatch::{Backpressure, Dispatcher, Route};
 use crate::ingest;
-use crate::limits::Limits;
-use crate::metrics::HandlerCounts;
 use crate::outbox::{self, Selector};
 use crate::reload::Reloader;
 
 mod access;
 mod dashboard;
+mod error;
 pub mod listen;
 mod stream;
+
+pub use error::ApiError;
+use error::{ApiQuery, error};
 
 pub use stream::STREAM_BUFFER;
 
@@ -78,12 +79,11 @@ pub fn app(console: Console) -> Router {
 }
 
 /// Reloads the config and every module now, as SIGHUP does; answers what changed.
-async fn reload(State(console): State<Arc<Console>>) -> Response {
+async fn reload(State(console): State<Arc<Console>>) -> Result<Response, ApiError> {
     let Some(reloader) = &console.reloader else {
-        return error(
-            StatusCode::CONFLICT,
-            "this host was started without a config to reload",
-        );
+        return Err(ApiError::Conflict(
+            "this host was started without a config to reload".into(),
+        ));
     };
     let summary = reloader.reload().await;
     let failed: Vec<serde_json::Value> = summary
@@ -100,15 +100,13 @@ async fn reload(State(console): State<Arc<Console>>) -> Response {
         "added": summary.added, "removed": summary.removed,
         "swapped": summary.swapped, "failed": failed,
     });
-    (status, axum::Json(body)).into_response()
+    Ok((status, axum::Json(body)).into_response())
 }
 
 /// Largest request body accepted by `POST /v1/events`.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// Most events one `POST /v1/events` may carry.
 pub const MAX_BATCH: usize = ingest::MAX_BATCH;
-/// What `Retry-After` says when an observer's queue is full, in seconds.
-const RETRY_AFTER_SECS: &str = "1";
 
 /// The routes, serving `dispatcher`.
 pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
@@ -128,10 +126,7 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
         .route("/readyz", get(get_ready))
         .route("/metrics", get(get_metrics))
         .fallback(|| async {
-            error(
-                StatusCode::NOT_FOUND,
-                "no such endpoint; see the README's HTTP section",
-            )
+            ApiError::NotFound("no such endpoint; see the README's HTTP section".into())
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(dispatcher)
@@ -144,24 +139,43 @@ const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// a load balancer stops sending events to a host that would answer every one with 503 (a
 /// read-only or full disk, a stopped writer). Answers 503 with the reason otherwise.
 async fn get_ready(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
-    let probe = tokio::time::timeout(READY_PROBE_TIMEOUT, dispatcher.outbox().ready()).await;
-    let reason = match probe {
-        Ok(Ok(())) => return axum::Json(json!({ "status": "ready" })).into_response(),
-        Ok(Err(e)) => format!("the outbox cannot take a write: {e}"),
-        Err(_) => format!(
-            "the outbox did not take a write within {} ms",
-            READY_PROBE_TIMEOUT.as_millis()
-        ),
-    };
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({ "status": "not-ready", "reason": reason })),
-    )
-        .into_response()
+    match dispatcher.ready(READY_PROBE_TIMEOUT).await {
+        Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "not-ready", "reason": reason.to_string() })),
+        )
+            .into_response(),
+    }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+/// `?route=gates` or `?route=observers` reaches only those handlers (a git server asks its gates
+/// before refs move and tells its observers after); `all`, the default, reaches both.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteQuery {
+    #[serde(default)]
+    route: RouteParam,
+}
+
+/// The values of `?route=`.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RouteParam {
+    #[default]
+    All,
+    Gates,
+    Observers,
+}
+
+impl From<RouteParam> for Route {
+    fn from(route: RouteParam) -> Route {
+        match route {
+            RouteParam::All => Route::All,
+            RouteParam::Gates => Route::Gates,
+            RouteParam::Observers => Route::Observers,
+        }
+    }
 }
 
 /// Events in any CloudEvents HTTP mode (see [`crate::ingest`]). A single event (structured or
@@ -171,19 +185,15 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// refused on its own (400 only when every event was refused).
 async fn post_events(
     State(dispatcher): State<Arc<Dispatcher>>,
-    RawQuery(query): RawQuery,
+    ApiQuery(query): ApiQuery<RouteQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let route = match route(query.as_deref()) {
-        Ok(route) => route,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
+) -> Result<Response, ApiError> {
     let request = match ingest::read(&headers, &body, &dispatcher.registry()) {
         Ok(request) => request,
         Err(refused) => {
             dispatcher.stats().events_invalid.fetch_add(1, Relaxed);
-            return (refused.status, axum::Json(refused)).into_response();
+            return Ok((refused.status, axum::Json(refused)).into_response());
         }
     };
     let mode = request.mode;
@@ -206,42 +216,33 @@ async fn post_events(
         Ok(Vec::new())
     } else {
         dispatcher
-            .submit_to(&events, route, Backpressure::Refuse)
+            .submit_to(&events, query.route.into(), Backpressure::Refuse)
             .await
     };
     let failure = submitted.as_ref().err().map(ToString::to_string);
     for span in spans {
         span.end(failure.as_deref());
     }
-    match submitted {
-        Ok(decisions) if mode == ingest::Mode::Batch => batch_answer(decisions, refused),
-        Ok(mut decisions) => {
-            let gated = decisions.iter().any(|d| !d.gates.is_empty());
-            let status = if gated {
-                StatusCode::OK
-            } else {
-                StatusCode::ACCEPTED
-            };
-            match decisions.pop() {
-                Some(decision) if mode != ingest::Mode::Array => {
-                    (status, axum::Json(decision)).into_response()
-                }
-                last => {
-                    decisions.extend(last);
-                    (status, axum::Json(json!({ "results": decisions }))).into_response()
-                }
-            }
-        }
-        Err(refused @ (Refused::Busy { .. } | Refused::Unavailable(_))) => {
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, refused.to_string());
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                header::HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
-            response
-        }
-        Err(refused) => error(StatusCode::PAYLOAD_TOO_LARGE, refused.to_string()),
+    let decisions = submitted?;
+    if mode == ingest::Mode::Batch {
+        return Ok(batch_answer(decisions, refused));
     }
+    let mut decisions = decisions;
+    let gated = decisions.iter().any(|d| !d.gates.is_empty());
+    let status = if gated {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(match decisions.pop() {
+        Some(decision) if mode != ingest::Mode::Array => {
+            (status, axum::Json(decision)).into_response()
+        }
+        last => {
+            decisions.extend(last);
+            (status, axum::Json(json!({ "results": decisions }))).into_response()
+        }
+    })
 }
 
 /// A batch's answer: per event, in order, `{"index", "status": "accepted", …decision}` or
@@ -302,258 +303,143 @@ async fn get_event_types(State(dispatcher): State<Arc<Dispatcher>>) -> Response 
     .into_response()
 }
 
-/// `?route=gates` or `?route=observers` reaches only those handlers (a git server asks its gates
-/// before refs move and tells its observers after); `all`, the default, reaches both.
-fn route(query: Option<&str>) -> Result<Route, String> {
-    let mut route = Route::All;
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        route = match pair.split_once('=') {
-            Some(("route", "all")) => Route::All,
-            Some(("route", "gates")) => Route::Gates,
-            Some(("route", "observers")) => Route::Observers,
-            _ => {
-                return Err(format!(
-                    "unknown query {pair:?}; the only parameter is route=all|gates|observers"
-                ));
-            }
-        };
+/// Every handler in service with its config, counters and outbox figures: the snapshot the
+/// dashboard and `/metrics` are drawn from too.
+async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Result<Response, ApiError> {
+    let snapshot = dispatcher.snapshot().await;
+    if let Some(e) = snapshot.outbox_error {
+        return Err(e.into());
     }
-    Ok(route)
+    Ok(
+        axum::Json(json!({ "handlers": snapshot.handlers, "backend": snapshot.backend }))
+            .into_response(),
+    )
 }
 
-/// One handler as `GET /v1/handlers` shows it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HandlerView<'a> {
-    name: &'a str,
-    module: &'a std::path::Path,
-    digest: &'a str,
-    mode: Mode,
-    events: Vec<&'a str>,
-    refs: Vec<&'a str>,
-    failure_policy: FailurePolicy,
-    limits: Limits,
-    queue_depth: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dead_letters: Option<u64>,
-    quarantine: BreakerView,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_reload: Option<ReloadStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_failure: Option<crate::dispatch::Failure>,
-    counters: HandlerCounts,
-}
-
-async fn get_handlers(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
-    let gauges = match dispatcher.outbox().gauges().await {
-        Ok(gauges) => gauges,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
-    let slots = dispatcher.slots();
-    let versions: Vec<_> = slots.iter().map(|slot| (slot, slot.version())).collect();
-    let handlers: Vec<HandlerView<'_>> = versions
-        .iter()
-        .map(|(slot, version)| {
-            let spec = &version.spec;
-            let observer = spec.mode == Mode::Observe;
-            let gauge = gauges.iter().find(|g| g.handler == slot.name());
-            HandlerView {
-                name: slot.name(),
-                module: &spec.module,
-                digest: version.handler.digest(),
-                mode: spec.mode,
-                events: spec.filter.event_patterns(),
-                refs: spec.filter.ref_patterns(),
-                failure_policy: spec.failure_policy,
-                limits: spec.limits,
-                queue_depth: observer.then(|| gauge.map_or(0, |g| g.open)),
-                dead_letters: observer.then(|| gauge.map_or(0, |g| g.dead)),
-                quarantine: version.breaker.view(),
-                last_reload: slot.last_reload(),
-                last_failure: slot.last_failure(),
-                counters: slot.stats.counts(),
-            }
-        })
-        .collect();
-    let backend = dispatcher.outbox().backend();
-    axum::Json(json!({ "handlers": handlers, "backend": backend })).into_response()
-}
-
+/// Every metric, from the same snapshot as `/v1/handlers`; without the outbox's figures when
+/// the outbox cannot be read (the host's own counters still count).
 async fn get_metrics(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
+    let snapshot = dispatcher.snapshot().await;
+    if let Some(e) = &snapshot.outbox_error {
+        tracing::warn!("metrics without outbox figures: {e}");
+    }
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        dispatcher.metrics().await,
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        snapshot.prometheus(),
     )
         .into_response()
 }
 
 /// The outbox's deliveries by observer and state.
-async fn get_deliveries(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
-    match dispatcher.outbox().counts().await {
-        Ok(counts) => axum::Json(json!({ "deliveries": counts })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
+async fn get_deliveries(State(dispatcher): State<Arc<Dispatcher>>) -> Result<Response, ApiError> {
+    let counts = dispatcher.deliveries().counts().await?;
+    Ok(axum::Json(json!({ "deliveries": counts })).into_response())
+}
+
+/// `?handler=`, `?event=` and `?limit=` of `GET /v1/dead-letters`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    handler: Option<String>,
+    event: Option<String>,
+    limit: Option<usize>,
 }
 
 /// Dead letters, oldest first: `?handler=`, `?event=` and `?limit=` (default 100) narrow them.
 async fn get_dead_letters(
     State(dispatcher): State<Arc<Dispatcher>>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let mut selector = Selector::default();
-    let mut limit = 100;
-    let query = query.unwrap_or_default();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match (key.as_ref(), value) {
-            ("handler", value) => selector.handler = Some(value.into_owned()),
-            ("event", value) => selector.event_id = Some(value.into_owned()),
-            ("limit", value) => match value.parse() {
-                Ok(value) => limit = value,
-                Err(_) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("limit={value:?} is not a number"),
-                    );
-                }
-            },
-            (other, _) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown query parameter {other:?}; use handler=, event= or limit="),
-                );
-            }
-        }
-    }
-    match dispatcher.outbox().dead_letters(selector, limit).await {
-        Ok(letters) => axum::Json(json!({ "deadLetters": letters })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
+    ApiQuery(query): ApiQuery<DeadLetterQuery>,
+) -> Result<Response, ApiError> {
+    let selector = Selector {
+        id: None,
+        handler: query.handler,
+        event_id: query.event,
+    };
+    let letters = dispatcher
+        .deliveries()
+        .dead_letters(selector, query.limit.unwrap_or(100))
+        .await?;
+    Ok(axum::Json(json!({ "deadLetters": letters })).into_response())
 }
 
 /// Most events one history page holds.
-const MAX_HISTORY_PAGE: usize = 1_000;
+const MAX_HISTORY_PAGE: u64 = 1_000;
+
+/// `?source=` of `GET /v1/events/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    source: Option<String>,
+}
 
 /// One event from the history with every handler's outcome; `?source=` picks among events of
 /// several producers that share an id (the newest is shown otherwise).
 async fn get_event(
     State(dispatcher): State<Arc<Dispatcher>>,
     Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let mut source = None;
-    let query = query.unwrap_or_default();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "source" => source = Some(value.into_owned()),
-            other => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown query parameter {other:?}; use source="),
-                );
-            }
-        }
+    ApiQuery(query): ApiQuery<EventQuery>,
+) -> Result<Response, ApiError> {
+    match dispatcher.history_event(id.clone(), query.source).await? {
+        Some(record) => Ok(axum::Json(record).into_response()),
+        None => Err(ApiError::NotFound(format!(
+            "no event {id:?} in the history (events are kept for eventDelivery.retentionHours)"
+        ))),
     }
-    match dispatcher.history_event(id.clone(), source).await {
-        Ok(Some(record)) => axum::Json(record).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no event {id:?} in the history (events are kept for eventDelivery.retentionHours)"
-            ),
-        ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
+}
+
+/// `?subject=`, `?type=`, `?handler=`, `?limit=` and `?before=` of `GET /v1/events`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    subject: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    handler: Option<String>,
+    limit: Option<u64>,
+    before: Option<u64>,
 }
 
 /// The history, newest first: `?subject=`, `?type=`, `?handler=` narrow it, `?limit=` (default
 /// 100, at most 1,000) sizes a page, and `?before=` takes the previous page's `next`.
 async fn list_events(
     State(dispatcher): State<Arc<Dispatcher>>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let mut filter = outbox::HistoryFilter::default();
-    let mut limit = 100;
-    let query = query.unwrap_or_default();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        let number = |what: &str| {
-            value
-                .parse::<u64>()
-                .map_err(|_| format!("{what}={value:?} is not a whole number"))
-        };
-        match key.as_ref() {
-            "subject" => filter.subject = Some(value.into_owned()),
-            "type" => filter.event_type = Some(value.into_owned()),
-            "handler" => filter.handler = Some(value.into_owned()),
-            "limit" => match number("limit") {
-                Ok(n) if (1..=MAX_HISTORY_PAGE as u64).contains(&n) => limit = n as usize,
-                Ok(_) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("limit={value} is out of range; use 1 to {MAX_HISTORY_PAGE}"),
-                    );
-                }
-                Err(message) => return error(StatusCode::BAD_REQUEST, message),
-            },
-            "before" => match number("before") {
-                Ok(n) => filter.before = Some(i64::try_from(n).unwrap_or(i64::MAX)),
-                Err(message) => return error(StatusCode::BAD_REQUEST, message),
-            },
-            other => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown query parameter {other:?}; use subject=, type=, handler=, \
-                         limit= or before="
-                    ),
-                );
-            }
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let limit = match query.limit {
+        None => 100,
+        Some(n) if (1..=MAX_HISTORY_PAGE).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(ApiError::BadRequest(format!(
+                "limit={n} is out of range; use 1 to {MAX_HISTORY_PAGE}"
+            )));
         }
-    }
-    match dispatcher.history(filter, limit).await {
-        Ok(events) => {
-            // A full page may have more behind it: `next` is where the next page starts.
-            let next = (events.len() == limit)
-                .then(|| events.last().map(|e| e.seq))
-                .flatten();
-            axum::Json(json!({ "events": events, "next": next })).into_response()
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
+    };
+    let filter = outbox::HistoryFilter {
+        subject: query.subject,
+        event_type: query.event_type,
+        handler: query.handler,
+        before: query.before.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+    };
+    let events = dispatcher.history(filter, limit).await?;
+    // A full page may have more behind it: `next` is where the next page starts.
+    let next = (events.len() == limit)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    Ok(axum::Json(json!({ "events": events, "next": next })).into_response())
 }
 
-/// Makes one dead letter pending again, with a fresh set of attempts.
+/// Makes one dead letter pending again, with a fresh set of attempts, and wakes its observer.
 async fn retry_dead_letter(
     State(dispatcher): State<Arc<Dispatcher>>,
     Path(id): Path<String>,
-) -> Response {
-    let selector = match dead_letter_id(&id) {
-        Ok(selector) => selector,
-        Err(response) => return *response,
-    };
-    let outbox = dispatcher.outbox();
-    let handler = match outbox.dead_letters(selector.clone(), 1).await {
-        Ok(letters) => letters.into_iter().next().map(|l| l.handler),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
-    let Some(handler) = handler else {
-        return error(StatusCode::NOT_FOUND, format!("no dead letter {id}"));
-    };
-    match outbox.retry_dead(selector.clone(), outbox::now()).await {
-        // Discarded (or retried) by someone else in between.
-        Ok(0) => error(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
-        Ok(_) => {
-            dispatcher.wake(&handler);
-            let id = selector.id;
-            axum::Json(json!({ "id": id, "state": "pending", "handler": handler })).into_response()
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+) -> Result<Response, ApiError> {
+    let number = dead_letter_id(&id)?;
+    match dispatcher.retry_dead_letter(number).await? {
+        Some(retried) => Ok(axum::Json(
+            json!({ "id": retried.id, "state": "pending", "handler": retried.handler }),
+        )
+        .into_response()),
+        None => Err(ApiError::NotFound(format!("no dead letter {id}"))),
     }
 }
 
@@ -561,29 +447,20 @@ async fn retry_dead_letter(
 async fn discard_dead_letter(
     State(dispatcher): State<Arc<Dispatcher>>,
     Path(id): Path<String>,
-) -> Response {
-    let selector = match dead_letter_id(&id) {
-        Ok(selector) => selector,
-        Err(response) => return *response,
-    };
-    let selector_id = selector.id;
-    match dispatcher.outbox().discard_dead(selector).await {
-        Ok(0) => error(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
-        Ok(_) => axum::Json(json!({ "id": selector_id, "state": "discarded" })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+) -> Result<Response, ApiError> {
+    let number = dead_letter_id(&id)?;
+    if dispatcher.discard_dead_letter(number).await? {
+        Ok(axum::Json(json!({ "id": number, "state": "discarded" })).into_response())
+    } else {
+        Err(ApiError::NotFound(format!("no dead letter {id}")))
     }
 }
 
-/// The selector of one dead letter, from the id in the path.
-fn dead_letter_id(id: &str) -> Result<Selector, Box<Response>> {
-    match id.parse() {
-        Ok(id) => Ok(Selector {
-            id: Some(id),
-            ..Selector::default()
-        }),
-        Err(_) => Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("{id:?} is not a dead letter id; GET /v1/dead-letters lists them"),
-        ))),
-    }
+/// The id of one dead letter, from the path.
+fn dead_letter_id(id: &str) -> Result<i64, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "{id:?} is not a dead letter id; GET /v1/dead-letters lists them"
+        ))
+    })
 }

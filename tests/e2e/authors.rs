@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::Hookwasm;
 use crate::support::{
-    Guest, Host, LOG_HANDLED, POLL_DEADLINE, Workdir, custom, hookwasm, ref_update,
-    shared_cache_dir, with_custom_section, workspace_root, write_by_rename, write_in_place,
+    Guest, LOG_HANDLED, POLL_DEADLINE, Workdir, custom, hookwasm, ref_update, shared_cache_dir,
+    with_custom_section, workspace_root, write_by_rename, write_in_place,
 };
 
 /// The one `error:` line of a bad-input exit.
@@ -277,14 +278,13 @@ fn watch_reloads_while_the_hosts_own_log_is_written_in_the_config_folder() {
         "name": "c", "module": "chaos.wasm", "config": {"behavior": "ok"}
     })]);
     let cache = shared_cache_dir();
-    let host = Host::serve_env(
-        &config,
-        &["--watch"],
-        &[
+    let host = Hookwasm::new()
+        .args(&["--watch"])
+        .envs(&[
             ("RUST_LOG", LOG_HANDLED),
             ("HOOKWASM_CACHE_DIR", &cache.to_string_lossy()),
-        ],
-    );
+        ])
+        .serve(&config);
     // Wait until the watcher is live: rewrite the config until a reload follows.
     let text = std::fs::read(&config).expect("config");
     let start = Instant::now();
@@ -344,11 +344,10 @@ fn a_failed_build_is_logged_and_the_running_version_keeps_serving() {
     })]);
     let build = "if [ -f fail ]; then echo 'error[E0308]: mismatched types' >&2; exit 101; fi; cp next.wasm chaos.wasm";
     let cache = shared_cache_dir();
-    let host = Host::serve_env(
-        &config,
-        &["--watch", "--build", build],
-        &[("HOOKWASM_CACHE_DIR", &cache.to_string_lossy())],
-    );
+    let host = Hookwasm::new()
+        .args(&["--watch", "--build", build])
+        .envs(&[("HOOKWASM_CACHE_DIR", &cache.to_string_lossy())])
+        .serve(&config);
     let digest = |n: usize| {
         let response = host.post_events(&custom(&format!("b-{n}")));
         assert_eq!(response.status, 200, "{response}");

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::receiver::{Latch, Received, Receiver, Reply, closed_port};
+use crate::support::Hookwasm;
 use crate::support::{Host, Workdir, chaos_gate, custom, proxy_action, ref_update, webhook_module};
 
 /// The specification's example secret (also used in its published test vector).
@@ -121,7 +122,7 @@ fn refusals(host: &Host, handler: &str) -> Vec<String> {
 fn webhook_deliveries_reach_a_real_receiver_signed_as_the_specification_says() {
     let receiver = Receiver::answering(200);
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[webhook(
+    let host = Hookwasm::new().shared_cache().serve(&work.config(&[webhook(
         "audit-webhook",
         &receiver.url("/hooks/hookwasm?token=t0p"),
         Some(vec![receiver.origin()]),
@@ -199,7 +200,7 @@ fn without_allowed_hosts_a_handler_cannot_reach_the_receiver() {
     let origin = receiver.origin();
     let elsewhere = format!("http://127.0.0.1:{}", closed_port());
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[
+    let host = Hookwasm::new().shared_cache().serve(&work.config(&[
         fetch(
             "granted-fetch",
             &receiver.url("/granted"),
@@ -276,7 +277,7 @@ fn a_name_that_resolves_to_loopback_is_refused_even_when_granted_by_name() {
     let receiver = Receiver::answering(200);
     let by_name = format!("http://localhost:{}", receiver.addr().port());
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[
+    let host = Hookwasm::new().shared_cache().serve(&work.config(&[
         fetch(
             "by-name-fetch",
             &format!("{by_name}/fetch"),
@@ -340,7 +341,7 @@ fn a_receiver_answering_non_2xx_fails_the_delivery() {
     );
     gate["mode"] = json!("gate");
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[
+    let host = Hookwasm::new().shared_cache().serve(&work.config(&[
         gate,
         webhook(
             "picky-observer",
@@ -406,7 +407,7 @@ fn outbound_responses_are_capped_in_size_and_bounded_by_the_event_deadline() {
     slow["limits"] = json!({ "timeoutMs": 500 });
     slow["failurePolicy"] = json!("open");
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[
+    let host = Hookwasm::new().shared_cache().serve(&work.config(&[
         fetch(
             "oversized-fetch",
             &big.url("/big"),

@@ -5,8 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::support::{
-    Guest, Workdir, chaos, console_logger, custom, hookwasm, hookwasm_with_stdin, protect_main,
-    ref_update,
+    Guest, Hookwasm, Workdir, chaos, console_logger, custom, hookwasm, protect_main, ref_update,
 };
 
 /// `hookwasm call MODULE --event FILE --handler-config CONFIG [extra…]`.
@@ -60,17 +59,17 @@ fn call_prints_one_report_and_exits_0_when_the_handler_allows() {
 
 #[test]
 fn call_reads_the_event_from_stdin() {
-    let run = hookwasm_with_stdin(
-        &[
+    let run = Hookwasm::new()
+        .args(&[
             "call",
             &Guest::BranchProtection.module(),
             "--event",
             "-",
             "--handler-config",
             r#"{"protected": ["main"]}"#,
-        ],
-        &ref_update("stdin-1", "git.branch.created", "refs/heads/main").to_string(),
-    );
+        ])
+        .stdin(&ref_update("stdin-1", "git.branch.created", "refs/heads/main").to_string())
+        .run();
     run.assert_code(0);
     assert_eq!(run.report()["eventId"], "stdin-1");
 }
@@ -248,7 +247,10 @@ fn replay_prints_one_report_per_event_and_handler_in_config_order() {
 
     // The same without the denied event, from standard input: exit 0.
     let allowed: Vec<String> = events[1..].iter().map(Value::to_string).collect();
-    let run = hookwasm_with_stdin(&["replay", "--config", &config, "-"], &allowed.join("\n"));
+    let run = Hookwasm::new()
+        .args(&["replay", "--config", &config, "-"])
+        .stdin(&allowed.join("\n"))
+        .run();
     run.assert_code(0);
     assert_eq!(run.reports().len(), 3, "{run}");
 }

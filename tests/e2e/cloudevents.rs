@@ -17,6 +17,7 @@ use prost::Message as _;
 use serde_json::{Value, json};
 
 use crate::receiver::{Received, Receiver};
+use crate::support::Hookwasm;
 use crate::support::{Host, POLL_DEADLINE, Workdir, hookwasm, webhook_module, workspace_root};
 
 /// The Standard Webhooks example secret (see `capabilities.rs`).
@@ -135,7 +136,7 @@ fn the_official_sdks_send_in_every_mode_and_the_handler_receives_the_same_event(
         &[recorder(&receiver)],
         json!({ "eventTypes": interop_types(), "strictTypes": true }),
     );
-    let host = Host::serve_cached(&config);
+    let host = Hookwasm::new().shared_cache().serve(&config);
 
     let mut ids = Vec::new();
     for (program, script, env, prefix) in [
@@ -257,7 +258,7 @@ fn declared_types_are_validated_at_ingest_and_listed_alike_over_http_and_the_cli
         &handlers,
         json!({ "eventTypes": types, "strictTypes": true }),
     );
-    let host = Host::serve_cached(&config);
+    let host = Hookwasm::new().shared_cache().serve(&config);
     let config_arg = config.to_string_lossy().into_owned();
 
     // The handler subscribes to a type nobody declared: one warning, naming both.
@@ -417,15 +418,15 @@ fn declared_types_are_validated_at_ingest_and_listed_alike_over_http_and_the_cli
         "plain.config.json",
         json!({"eventHandlers": []}).to_string(),
     );
-    let run = crate::support::hookwasm_env(
-        &[
+    let run = Hookwasm::new()
+        .args(&[
             "events",
             "acme.thing.done",
             "--config",
             &plain.to_string_lossy(),
-        ],
-        &[("HOOKWASM_EVENT_TYPES", &sidecar.to_string_lossy())],
-    );
+        ])
+        .envs(&[("HOOKWASM_EVENT_TYPES", &sidecar.to_string_lossy())])
+        .run();
     run.assert_code(0);
     let entry: Value = serde_json::from_str(&run.stdout).expect("JSON");
     assert_eq!(entry["type"], "acme.thing.done");
@@ -469,7 +470,9 @@ type Case<'a> = (Vec<(&'a str, &'a [u8])>, Vec<u8>, &'a str);
 #[test]
 fn malformed_headers_and_attributes_get_a_400_with_a_reason_and_never_a_panic() {
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[crate::support::console_logger()]));
+    let host = Hookwasm::new()
+        .shared_cache()
+        .serve(&work.config(&[crate::support::console_logger()]));
     let addr = host.addr();
     let ce = |id: &'static [u8]| -> Vec<(&'static str, &'static [u8])> {
         vec![
@@ -566,15 +569,15 @@ fn a_traceparent_reaches_the_handlers_outbound_request_and_the_otlp_receiver() {
     });
     let config = work.config(&[recorder(&webhook), gate]);
     let endpoint = collector.origin();
-    let host = Host::serve_cached_with(
-        &config,
-        &[],
-        &[
+    let host = Hookwasm::new()
+        .shared_cache()
+        .args(&[])
+        .envs(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("OTEL_SERVICE_NAME", "hookwasm-e2e"),
-        ],
-    );
+        ])
+        .serve(&config);
 
     let traceparent = format!("00-{TRACE_ID}-{PRODUCER_SPAN}-01");
     let event = json!({
@@ -720,7 +723,7 @@ fn a_reload_applies_new_event_types_without_a_restart() {
     let work = Workdir::new();
     let handlers = [crate::support::console_logger()];
     let config = config_with(&work, &handlers, json!({}));
-    let host = Host::serve_cached(&config);
+    let host = Hookwasm::new().shared_cache().serve(&config);
     let event = json!({"specversion": "1.0", "id": "late-1", "source": "s",
                        "type": "acme.late.declared", "data": {"n": "one"}});
     assert_eq!(

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{Guest, hookwasm_with_env, workspace_root};
+use crate::support::{Guest, Hookwasm, workspace_root};
 
 /// The folder of cases.
 fn cases_dir() -> PathBuf {
@@ -21,14 +21,14 @@ fn observed(case: &Path) -> String {
     let config = case.join("proxy.config.json");
     let config = config.to_str().expect("a UTF-8 path");
     // No log lines (they carry times), and no ambient event-types or auth file.
-    let run = hookwasm_with_env(
-        &["check", "--config", config],
-        &[
+    let run = Hookwasm::new()
+        .args(&["check", "--config", config])
+        .envs(&[
             ("RUST_LOG", "off"),
             ("HOOKWASM_EVENT_TYPES", ""),
             ("HOOKWASM_AUTH_FILE", ""),
-        ],
-    );
+        ])
+        .run();
     let text = format!(
         "exit: {}\n--- stdout\n{}--- stderr\n{}",
         run.code.map_or("signal".to_owned(), |c| c.to_string()),

@@ -19,8 +19,7 @@ use serde_json::{Value, json};
 
 use crate::receiver::Receiver;
 use crate::support::{
-    Guest, Host, LogLine, Workdir, chaos_gate, hookwasm, hookwasm_with_stdin, protect_main,
-    shared_cache_dir,
+    Guest, Hookwasm, Host, LogLine, Workdir, chaos_gate, hookwasm, protect_main, shared_cache_dir,
 };
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
@@ -666,7 +665,10 @@ fn bad_hook_input_is_refused_in_one_sentence() {
     let work = Workdir::new();
     let config = work.config(&[]);
     let config = config.to_string_lossy().into_owned();
-    let run = hookwasm_with_stdin(&["git-hook", "pre-receive", "--config", &config], "main\n");
+    let run = Hookwasm::new()
+        .args(&["git-hook", "pre-receive", "--config", &config])
+        .stdin("main\n")
+        .run();
     run.assert_code(2);
     assert_eq!(
         run.error().trim_end(),
@@ -674,7 +676,10 @@ fn bad_hook_input_is_refused_in_one_sentence() {
          pre-receive and post-receive hooks"
     );
     let line = format!("{ZERO} {} refs/heads/main\n", "1".repeat(40));
-    let run = hookwasm_with_stdin(&["git-hook", "post-receive"], &line);
+    let run = Hookwasm::new()
+        .args(&["git-hook", "post-receive"])
+        .stdin(&line)
+        .run();
     run.assert_code(2);
     assert_eq!(
         run.error().trim_end(),

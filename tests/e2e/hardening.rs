@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::{Guest, Workdir, chaos, custom, hookwasm_with_env};
+use crate::support::{Guest, Hookwasm, Workdir, chaos, custom};
 
 /// Guest text made to look like the host's own lines: a newline then a fake host line, a
 /// carriage return, a NUL and a terminal escape sequence.
@@ -27,17 +27,17 @@ fn a_handler_cannot_forge_the_hosts_log() {
     let event = work.write("event.json", custom("forge-1").to_string());
     let config = json!({ "behavior": "forge", "reason": FORGERY }).to_string();
     let text_log = [("HOOKWASM_LOG_FORMAT", "text")];
-    let run = hookwasm_with_env(
-        &[
+    let run = Hookwasm::new()
+        .args(&[
             "call",
             &Guest::Chaos.module(),
             "--event",
             &event.to_string_lossy(),
             "--handler-config",
             &config,
-        ],
-        &text_log,
-    );
+        ])
+        .envs(&text_log)
+        .run();
     assert_eq!(run.code, Some(1), "the handler failed\n{run}");
     let report = run.report();
     assert_eq!(report["status"], "error", "{run}");
@@ -75,7 +75,10 @@ fn a_handler_cannot_forge_the_hosts_log() {
     let mut entry = chaos("init-forger", "init-forge");
     entry["config"]["reason"] = json!(FORGERY);
     let config = work.config(&[entry]);
-    let run = hookwasm_with_env(&["check", "--config", &config.to_string_lossy()], &text_log);
+    let run = Hookwasm::new()
+        .args(&["check", "--config", &config.to_string_lossy()])
+        .envs(&text_log)
+        .run();
     assert_eq!(run.code, Some(2), "init refused the load\n{run}");
     let forged = forged_lines(&run.stderr);
     println!("forge via init: {forged} forged lines");
@@ -91,17 +94,17 @@ fn exit_is_reported_as_one_line_with_its_status() {
     let event = work.write("event.json", custom("exit-1").to_string());
     for status in [1, 0] {
         let config = json!({ "behavior": "exit", "status": status }).to_string();
-        let run = hookwasm_with_env(
-            &[
+        let run = Hookwasm::new()
+            .args(&[
                 "call",
                 &Guest::Chaos.module(),
                 "--event",
                 &event.to_string_lossy(),
                 "--handler-config",
                 &config,
-            ],
-            &[],
-        );
+            ])
+            .envs(&[])
+            .run();
         let report = run.report();
         let reason = report["reason"].as_str().unwrap_or_default();
         println!(
@@ -134,16 +137,16 @@ fn a_zero_length_outbox_is_refused_with_one_line() {
     let work = Workdir::new();
     let outbox = work.write("outbox.db", "");
     let config = config_with_outbox(&work, &outbox);
-    let run = hookwasm_with_env(
-        &[
+    let run = Hookwasm::new()
+        .args(&[
             "serve",
             "--config",
             &config.to_string_lossy(),
             "--listen",
             "127.0.0.1:0",
-        ],
-        &[],
-    );
+        ])
+        .envs(&[])
+        .run();
     assert_eq!(run.code, Some(2), "{run}");
     let error = run.error();
     println!("zero-length outbox: {}", error.trim());
@@ -352,14 +355,13 @@ fn silent_connections_cannot_lock_producers_out() {
     const SILENT: usize = 300;
     let work = Workdir::new();
     let config = work.config(&[chaos("watcher", "ok")]);
-    let host = crate::support::Host::serve_env(
-        &config,
-        &[],
-        &[
+    let host = Hookwasm::new()
+        .args(&[])
+        .envs(&[
             ("HOOKWASM_MAX_CONNECTIONS", "64"),
             ("HOOKWASM_CLIENT_TIMEOUT_SECS", "2"),
-        ],
-    );
+        ])
+        .serve(&config);
     let limited = std::process::Command::new("prlimit")
         .args(["--nofile=160:160", "--pid", &host.pid().to_string()])
         .status()

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::Hookwasm;
 use crate::support::{Host, Workdir, chaos, custom, protect_main, ref_update, workspace_root};
 
 /// The hostile guest, built by `cargo xtask build-guests`.
@@ -71,7 +72,7 @@ fn host_side_objects_a_guest_creates_are_bounded_and_given_back() {
     // the attack made the host hold is given back when the event ends.
     let work = Workdir::new();
     let limits = json!({ "memoryMiB": CAP_MIB, "timeoutMs": 10_000, "fuel": 20_000_000_000u64 });
-    let host = Host::serve_cached(&work.config(&[
+    let host = Hookwasm::new().shared_cache().serve(&work.config(&[
         hostile(
             "fields-flood",
             "gate",
@@ -198,7 +199,7 @@ fn measure(phase: &str, observers: &[Value]) -> (f64, f64, Host, Workdir) {
     let work = Workdir::new();
     let mut entries = vec![protect_main()];
     entries.extend_from_slice(observers);
-    let host = Host::serve_cached(&work.config(&entries));
+    let host = Hookwasm::new().shared_cache().serve(&work.config(&entries));
     if !observers.is_empty() {
         // Enough work to keep both observers busy for longer than the measurement.
         for n in 0..40 {
@@ -281,7 +282,7 @@ fn a_gate_busy_in_host_calls_ends_at_its_deadline_even_in_a_burst() {
             "memoryMiB": 128,
         }),
     );
-    let host = Host::serve_cached(&work.config(&[gate]));
+    let host = Hookwasm::new().shared_cache().serve(&work.config(&[gate]));
     let deadline = ATTACK_TIMEOUT_MS as f64;
 
     let mut overshoots = Vec::new();
@@ -362,7 +363,9 @@ fn an_event_a_handler_could_never_process_is_refused_at_the_door() {
         entry
     };
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[webhook("hook", None)]));
+    let host = Hookwasm::new()
+        .shared_cache()
+        .serve(&work.config(&[webhook("hook", None)]));
 
     let refused = host.post_events(&big_event("big-500", 500));
     println!(
@@ -386,7 +389,9 @@ fn an_event_a_handler_could_never_process_is_refused_at_the_door() {
     drop(host);
 
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[webhook("roomy", Some(100_000_000))]));
+    let host = Hookwasm::new()
+        .shared_cache()
+        .serve(&work.config(&[webhook("roomy", Some(100_000_000))]));
     let accepted = host.post_events(&big_event("big-500", 500));
     assert_eq!(accepted.status, 202, "{accepted}");
     host.wait_until("the 500 KiB event is delivered", || {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::cloudevents::raw_post;
 use crate::receiver::Receiver;
+use crate::support::Hookwasm;
 use crate::support::{Host, POLL_DEADLINE, Workdir, chaos, custom, proxy_action, ref_update};
 
 /// The error of a refused request, checked to be one line.
@@ -36,7 +37,9 @@ fn stored(host: &Host, id: &str) -> bool {
 fn content_types_that_are_not_event_formats_are_a_415_naming_the_ones_read() {
     // `text/plain`, a form, or no content type at all used to be read as JSON and accepted.
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[chaos("watcher", "ok")]));
+    let host = Hookwasm::new()
+        .shared_cache()
+        .serve(&work.config(&[chaos("watcher", "ok")]));
     let body = custom("ct-1").to_string();
     for content_type in [
         Some("text/plain"),
@@ -90,7 +93,9 @@ fn content_types_that_are_not_event_formats_are_a_415_naming_the_ones_read() {
 #[test]
 fn ids_times_strings_and_typed_payloads_are_refused_with_the_rule_and_nothing_stored() {
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[chaos("watcher", "ok")]));
+    let host = Hookwasm::new()
+        .shared_cache()
+        .serve(&work.config(&[chaos("watcher", "ok")]));
     // Sets the member at `pointer` (its parent exists).
     let with = |mut event: Value, pointer: &str, value: Value| {
         let (parent, name) = pointer.rsplit_once('/').expect("a pointer");
@@ -210,14 +215,14 @@ fn a_refused_events_huge_attributes_do_not_travel_into_the_exported_span() {
     // `id`, `type` and `source` a refused event had, megabytes included, to the OTLP collector.
     let collector = Receiver::answering(200);
     let work = Workdir::new();
-    let host = Host::serve_cached_with(
-        &work.config(&[chaos("watcher", "ok")]),
-        &[],
-        &[
+    let host = Hookwasm::new()
+        .shared_cache()
+        .args(&[])
+        .envs(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.origin()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    );
+        ])
+        .serve(&work.config(&[chaos("watcher", "ok")]));
     let mut event = custom(&"i".repeat(100_000));
     event["source"] = json!("s".repeat(1 << 20));
     event["type"] = json!(format!("acme.{}", "t".repeat(100_000)));

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::receiver::{Latch, Receiver, Reply};
+use crate::support::Hookwasm;
 use crate::support::{Host, Workdir, custom, hookwasm, http, webhook_module};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -333,7 +334,7 @@ fn nats_three_hosts_share_the_work_and_a_killed_host_loses_nothing() {
         .map(|i| {
             let file = format!("h{i}.config.json");
             let url = receiver.url(&format!("/h{i}"));
-            Host::serve_cached(&config(
+            Hookwasm::new().shared_cache().serve(&config(
                 &work,
                 &file,
                 &url,
@@ -489,7 +490,7 @@ fn nats_cluster_r3_keeps_going_without_a_node_and_refuses_while_all_are_down() {
         &urls,
         json!({}),
     );
-    let host = Host::serve_cached(&file);
+    let host = Hookwasm::new().shared_cache().serve(&file);
     let replicas = host
         .log()
         .0
@@ -637,7 +638,7 @@ fn nats_dead_letters_are_listed_retried_and_discarded_through_jetstream() {
         json!({}),
     );
     let file_arg = file.to_string_lossy().into_owned();
-    let host = Host::serve_cached(&file);
+    let host = Hookwasm::new().shared_cache().serve(&file);
     for id in ["dead-1", "dead-2", "dead-3"] {
         assert_eq!(host.post_events(&custom(id)).status, 202);
     }
@@ -669,7 +670,7 @@ fn nats_dead_letters_are_listed_retried_and_discarded_through_jetstream() {
         );
     }
     // A second host sees the same dead letters: they live in NATS, not in a process.
-    let other = Host::serve_cached(&file);
+    let other = Hookwasm::new().shared_cache().serve(&file);
     // A producer's retry to another host is a duplicate: stored and delivered once.
     let again = other.post_events(&custom("dead-1"));
     assert_eq!(again.json()["duplicate"], true, "{again}");
@@ -841,8 +842,8 @@ fn nats_a_slow_delivery_keeps_its_lease_while_the_handler_runs() {
         &nats.url(),
         json!({ "ackWaitMs": 1000 }),
     );
-    let first = Host::serve_cached(&file);
-    let second = Host::serve_cached(&file);
+    let first = Hookwasm::new().shared_cache().serve(&file);
+    let second = Hookwasm::new().shared_cache().serve(&file);
     assert_eq!(first.post_events(&custom("slow-1")).status, 202);
     receiver.wait_for_answered(1);
     std::thread::sleep(Duration::from_secs(2));
@@ -872,7 +873,7 @@ fn nats_a_retry_of_a_partly_stored_request_completes_it_without_a_second_deliver
         &nats.url(),
         json!({}),
     );
-    let host = Host::serve_cached(&file);
+    let host = Hookwasm::new().shared_cache().serve(&file);
     let event = custom("half-1");
     let source = event["source"].as_str().expect("source").to_owned();
     let runtime = tokio::runtime::Builder::new_current_thread()

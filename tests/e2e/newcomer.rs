@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{
-    Host, LOG_HANDLED, Workdir, hookwasm, http, shared_cache_dir, workspace_root,
-};
+use crate::support::Hookwasm;
+use crate::support::{LOG_HANDLED, Workdir, hookwasm, http, shared_cache_dir, workspace_root};
 
 /// How long a build (and the reload after it) may take on a busy two-core machine.
 const BUILD_DEADLINE: Duration = Duration::from_secs(600);
@@ -94,14 +93,13 @@ fn serve_edit_and_check(
     let config = project.join("proxy.config.json");
     let cache = shared_cache_dir();
     let host = timed(lang, "hookwasm serve loads it", || {
-        Host::serve_env(
-            &config,
-            &["--watch", "--build", build],
-            &[
+        Hookwasm::new()
+            .args(&["--watch", "--build", build])
+            .envs(&[
                 ("RUST_LOG", LOG_HANDLED),
                 ("HOOKWASM_CACHE_DIR", &cache.to_string_lossy()),
-            ],
-        )
+            ])
+            .serve(&config)
     });
     let template: Value = serde_json::from_str(
         &std::fs::read_to_string(project.join("event.json")).expect("event.json"),

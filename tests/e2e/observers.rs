@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::support::Hookwasm;
 use crate::support::{Guest, Host, Workdir, console_logger, custom, ref_update};
 
 /// An observer that spends `timeout_ms` on every event: the chaos guest spins until its deadline
@@ -206,7 +207,7 @@ fn shutdown_says_how_many_events_were_left_when_the_drain_deadline_passes() {
     // either delivered or counted.
     let work = Workdir::new();
     let config = work.config(&[slow_observer("slow", 1_000, 16)]);
-    let host = Host::serve_with(&config, &["--drain-secs", "0"]);
+    let host = Hookwasm::new().args(&["--drain-secs", "0"]).serve(&config);
     for n in 0..8 {
         let response = host.post_events(&custom(&format!("left-{n}")));
         assert_eq!(response.status, 202, "{response}");

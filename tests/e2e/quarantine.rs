@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::receiver::{Latch, Received, Receiver, Reply};
+use crate::support::Hookwasm;
 use crate::support::{Host, Workdir, console_logger, custom, http, webhook_module};
 
 /// The Standard Webhooks specification's example secret.
@@ -122,7 +123,7 @@ fn a_failing_gate_is_quarantined_answers_by_policy_at_once_then_a_probe_puts_it_
     gate["mode"] = json!("gate");
     gate["failurePolicy"] = json!("closed");
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[gate]));
+    let host = Hookwasm::new().shared_cache().serve(&work.config(&[gate]));
     let report = |id: &str| {
         let response = host.post_events(&custom(id));
         assert_eq!(response.status, 200, "{id}: {response}");
@@ -288,7 +289,9 @@ fn a_quarantined_observer_holds_its_events_and_delivers_each_once_in_order_after
     observer["queueCapacity"] = json!(3);
     observer["retry"] = json!({ "maxAttempts": 1 });
     let work = Workdir::new();
-    let host = Host::serve_cached(&work.config(&[observer, console_logger()]));
+    let host = Hookwasm::new()
+        .shared_cache()
+        .serve(&work.config(&[observer, console_logger()]));
     let accept = |id: &str| {
         let response = host.post_events(&custom(id));
         assert_eq!(response.status, 202, "{id}: {response}");

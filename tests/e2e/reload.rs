@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Guest, Host, LOG_HANDLED, Log, LogLine, POLL_DEADLINE, Workdir, custom, hookwasm_env,
-    hookwasm_without, http, ref_update, sha256_hex, shared_cache_dir, with_custom_section,
-    write_by_rename, write_in_place,
+    Guest, Hookwasm, Host, LOG_HANDLED, Log, LogLine, POLL_DEADLINE, Workdir, custom, http,
+    ref_update, sha256_hex, shared_cache_dir, with_custom_section, write_by_rename, write_in_place,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -33,11 +32,10 @@ const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
 fn serve(config: &Path, extra: &[&str]) -> Host {
     let cache = shared_cache_dir();
     let cache = cache.to_string_lossy();
-    Host::serve_env(
-        config,
-        extra,
-        &[("RUST_LOG", LOG_HANDLED), ("HOOKWASM_CACHE_DIR", &cache)],
-    )
+    Hookwasm::new()
+        .args(extra)
+        .envs(&[("RUST_LOG", LOG_HANDLED), ("HOOKWASM_CACHE_DIR", &cache)])
+        .serve(config)
 }
 
 /// `hookwasm serve --watch`, as [`serve`], once its watcher is live.
@@ -974,11 +972,11 @@ fn warm_shared_cache(work: &Workdir, module: &[u8]) {
         config_text(&[json!({ "name": "warm", "module": path })]),
     );
     let cache = shared_cache_dir();
-    hookwasm_env(
-        &["check", "--config", &config.to_string_lossy()],
-        &[("HOOKWASM_CACHE_DIR", &cache.to_string_lossy())],
-    )
-    .assert_code(0);
+    Hookwasm::new()
+        .args(&["check", "--config", &config.to_string_lossy()])
+        .envs(&[("HOOKWASM_CACHE_DIR", &cache.to_string_lossy())])
+        .run()
+        .assert_code(0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -995,17 +993,17 @@ fn serve_refuses_to_start_when_a_module_is_missing_even_with_watch() {
     );
     let config = config.to_string_lossy();
     let cache = shared_cache_dir();
-    let run = hookwasm_env(
-        &[
+    let run = Hookwasm::new()
+        .args(&[
             "serve",
             "--config",
             &config,
             "--listen",
             "127.0.0.1:0",
             "--watch",
-        ],
-        &[("HOOKWASM_CACHE_DIR", &cache.to_string_lossy())],
-    );
+        ])
+        .envs(&[("HOOKWASM_CACHE_DIR", &cache.to_string_lossy())])
+        .run();
     run.assert_code(2);
     let error = run.error();
     assert!(
@@ -1204,14 +1202,13 @@ fn sighup_during_a_watched_reload_does_not_add_a_handler_twice() {
     .expect("write twin.wasm");
     let config = work.write("proxy.config.json", config_text(&[]));
     let cache = work.path().join("cache");
-    let host = Host::serve_env(
-        &config,
-        &["--watch"],
-        &[
+    let host = Hookwasm::new()
+        .args(&["--watch"])
+        .envs(&[
             ("RUST_LOG", LOG_HANDLED),
             ("HOOKWASM_CACHE_DIR", &cache.to_string_lossy()),
-        ],
-    );
+        ])
+        .serve(&config);
     wait_watching(&host, &config);
     let idle = host.log().with_message("reload done").len();
     write_by_rename(
@@ -1315,7 +1312,10 @@ fn the_compile_cache_holds_one_entry_per_module_and_rebuilds_broken_ones() {
     let config_arg = config.to_string_lossy().into_owned();
     let (logger_digest, chaos_digest) = (sha256_hex(&logger), sha256_hex(&chaos));
 
-    let run = hookwasm_without(&["check", "--config", &config_arg], &["HOOKWASM_CACHE_DIR"]);
+    let run = Hookwasm::new()
+        .args(&["check", "--config", &config_arg])
+        .unset(&["HOOKWASM_CACHE_DIR"])
+        .run();
     run.assert_code(0);
     let default_dir = work.path().join(".hookwasm/cache");
     let entries = cache_entries(&default_dir);
@@ -1353,7 +1353,10 @@ fn the_compile_cache_holds_one_entry_per_module_and_rebuilds_broken_ones() {
 
     let env = [("HOOKWASM_CACHE_DIR", cache.to_string_lossy().into_owned())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let run = hookwasm_env(&["check", "--config", &config_arg], &env);
+    let run = Hookwasm::new()
+        .args(&["check", "--config", &config_arg])
+        .envs(&env)
+        .run();
     run.assert_code(0);
     assert!(run.stdout.contains("ok        a "), "{run}");
     assert!(run.stdout.contains("ok        g "), "{run}");
@@ -1391,10 +1394,10 @@ fn the_compile_cache_holds_one_entry_per_module_and_rebuilds_broken_ones() {
 
     // The rebuilt entries are used, silently, and the handlers run.
     let events = work.ndjson("events.ndjson", &[custom("after-rebuild")]);
-    let run = hookwasm_env(
-        &["replay", "--config", &config_arg, &events.to_string_lossy()],
-        &env,
-    );
+    let run = Hookwasm::new()
+        .args(&["replay", "--config", &config_arg, &events.to_string_lossy()])
+        .envs(&env)
+        .run();
     run.assert_code(0);
     assert!(
         !run.stderr.contains("compile-cache"),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Guest, Host, Log, LogLine, Workdir, chaos, chaos_gate, console_logger, custom, hookwasm_cached,
+    Guest, Hookwasm, Log, LogLine, Workdir, chaos, chaos_gate, console_logger, custom,
     protect_main, ref_update,
 };
 
@@ -151,7 +151,7 @@ fn contain(case: &Case) -> Contained {
         chaos_gate("steady-gate", "ok"),
         protect_main(),
     ]);
-    let mut host = Host::serve_cached(&work.config(&entries));
+    let mut host = Hookwasm::new().shared_cache().serve(&work.config(&entries));
     let rss_before = host.rss_kib();
 
     let mut culprit_events = Vec::new();
@@ -531,7 +531,10 @@ fn an_init_that_never_returns_is_refused_at_load() {
     ]);
     let config = config.to_string_lossy();
 
-    let run = hookwasm_cached(&["check", "--config", &config]);
+    let run = Hookwasm::new()
+        .shared_cache()
+        .args(&["check", "--config", &config])
+        .run();
     run.assert_code(2);
     let error = run.error();
     assert!(
@@ -552,7 +555,10 @@ fn an_init_that_never_returns_is_refused_at_load() {
         "{run}"
     );
 
-    let run = hookwasm_cached(&["serve", "--config", &config, "--listen", "127.0.0.1:0"]);
+    let run = Hookwasm::new()
+        .shared_cache()
+        .args(&["serve", "--config", &config, "--listen", "127.0.0.1:0"])
+        .run();
     run.assert_code(2);
     assert!(run.error().contains("spinning-init"), "{run}");
     assert!(run.error().contains("patient-init"), "{run}");
@@ -566,11 +572,11 @@ fn wasi_gives_a_handler_no_files_environment_arguments_or_sockets() {
     let work = Workdir::new();
     let mut probe = chaos_gate("prober", "wasi-probe");
     probe["failurePolicy"] = json!("open");
-    let host = Host::serve_cached_with(
-        &work.config(&[probe, console_logger()]),
-        &[],
-        &[("HOOKWASM_E2E_CANARY", "the handler must not see this")],
-    );
+    let host = Hookwasm::new()
+        .shared_cache()
+        .args(&[])
+        .envs(&[("HOOKWASM_E2E_CANARY", "the handler must not see this")])
+        .serve(&work.config(&[probe, console_logger()]));
     let response = host.post_events(&custom("probe-1"));
     assert_eq!(response.status, 200, "{response}");
     let decision = response.json();

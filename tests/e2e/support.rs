@@ -2,8 +2,13 @@
 //! a one-shot command), talk HTTP to it, and read its JSON log.
 //!
 //! Every test gets its own temporary folder and its own host process listening on
-//! `127.0.0.1:0`; the host is killed when the test's [`Host`] is dropped, even on a panic. Waits
-//! are polls with a bounded deadline, never sleeps standing in for an assertion.
+//! `127.0.0.1:0` (it tells its port through `serve --addr-file`); the host is killed when the
+//! test's [`Host`] is dropped, even on a panic. Waits are polls with a bounded deadline, never
+//! sleeps standing in for an assertion.
+//!
+//! One builder runs the binary: `Hookwasm::new().args(&[..]).env(k, v).stdin(text)
+//! .shared_cache()` then `.run()` (a one-shot command) or `.serve(config)` (a [`Host`]);
+//! [`hookwasm`] and [`Host::serve`] are the one-line shorthands.
 
 #![allow(dead_code)] // each test module uses a different subset
 
@@ -315,21 +320,159 @@ fn command(args: &[&str]) -> Command {
     command
 }
 
+/// A `hookwasm` command line to run, built up: `Hookwasm::new().args(&[..]).env(k, v)
+/// .stdin(text).run()` for a one-shot command, `.serve(config)` for a served [`Host`].
+/// [`hookwasm`] and [`Host::serve`] are the one-line shorthands.
+#[derive(Debug, Clone, Default)]
+pub struct Hookwasm {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    unset: Vec<String>,
+    stdin: String,
+    shared_cache: bool,
+}
+
+impl Hookwasm {
+    /// No arguments, the environment every test uses (see [`command`]), empty stdin.
+    pub fn new() -> Hookwasm {
+        Hookwasm::default()
+    }
+
+    /// Appends one argument.
+    pub fn arg(mut self, arg: impl AsRef<str>) -> Hookwasm {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args(mut self, args: &[&str]) -> Hookwasm {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Sets a variable (it overrides the defaults of every test, `RUST_LOG` included).
+    pub fn env(mut self, name: &str, value: impl AsRef<str>) -> Hookwasm {
+        self.env.push((name.to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets variables, as [`Hookwasm::env`] does.
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> Hookwasm {
+        for (name, value) in vars {
+            self.env.push(((*name).to_owned(), (*value).to_owned()));
+        }
+        self
+    }
+
+    /// Removes variables from the environment every test uses (say, `HOOKWASM_CACHE_DIR`, to
+    /// see where the cache goes by default).
+    pub fn unset(mut self, names: &[&str]) -> Hookwasm {
+        self.unset.extend(names.iter().map(|n| (*n).to_owned()));
+        self
+    }
+
+    /// The command's standard input (empty by default).
+    pub fn stdin(mut self, text: &str) -> Hookwasm {
+        self.stdin = text.to_owned();
+        self
+    }
+
+    /// Fills the shared compile cache with every guest the sandbox tests run first (once per
+    /// test run), so hosts started at the same time do not all compile the same modules.
+    pub fn shared_cache(mut self) -> Hookwasm {
+        self.shared_cache = true;
+        self
+    }
+
+    fn command(&self) -> Command {
+        if self.shared_cache {
+            warm_shared_cache();
+        }
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut command = command(&args);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        for name in &self.unset {
+            command.env_remove(name);
+        }
+        command
+    }
+
+    /// Runs the command to completion (or to [`EXIT_DEADLINE`]).
+    pub fn run(self) -> Run {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        run_to_completion(self.command(), &args, &self.stdin)
+    }
+
+    /// Starts `hookwasm serve --config CONFIG --listen 127.0.0.1:0 --addr-file F ARGS` and
+    /// waits until it listens: it writes the address it bound to F.
+    pub fn serve(self, config: &Path) -> Host {
+        let addr_dir = tempfile::Builder::new()
+            .prefix("hookwasm-e2e-addr-")
+            .tempdir()
+            .expect("cannot create a temporary folder");
+        let addr_file = addr_dir.path().join("addr");
+        let mut serve = Hookwasm {
+            args: Vec::new(),
+            ..self.clone()
+        }
+        .args(&[
+            "serve",
+            "--config",
+            &config.to_string_lossy(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--addr-file")
+        .arg(addr_file.to_string_lossy());
+        serve.args.extend(self.args);
+        let mut child = serve
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start `hookwasm serve`");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(LogBuffer::default());
+        let reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    match line {
+                        Ok(line) => log.push(line),
+                        Err(_) => break,
+                    }
+                }
+                log.close();
+            })
+        };
+        let mut host = Host {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            reader: Some(reader),
+            _addr_dir: addr_dir,
+        };
+        let start = Instant::now();
+        loop {
+            let written = std::fs::read_to_string(&addr_file).ok();
+            if let Some(addr) = written.and_then(|text| text.trim().parse().ok()) {
+                host.addr = addr;
+                return host;
+            }
+            assert!(
+                host.is_running() && start.elapsed() < STARTUP_DEADLINE,
+                "`hookwasm serve` did not start listening within {STARTUP_DEADLINE:?}:\n{}",
+                host.log.snapshot().join("\n")
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
 /// Runs `hookwasm ARGS` to completion.
 pub fn hookwasm(args: &[&str]) -> Run {
-    hookwasm_with_stdin(args, "")
-}
-
-/// Runs `hookwasm ARGS` with extra environment variables (e.g. the text log format).
-pub fn hookwasm_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = command(args);
-    command.envs(env.iter().copied());
-    run_to_completion(command, args, "")
-}
-
-/// Runs `hookwasm ARGS` with `stdin` as its standard input.
-pub fn hookwasm_with_stdin(args: &[&str], stdin: &str) -> Run {
-    run_to_completion(command(args), args, stdin)
+    Hookwasm::new().args(args).run()
 }
 
 /// Runs a prepared `hookwasm` command to the end (or to [`EXIT_DEADLINE`]) with `stdin` as its
@@ -471,6 +614,8 @@ pub struct Host {
     addr: SocketAddr,
     log: Arc<LogBuffer>,
     reader: Option<JoinHandle<()>>,
+    /// Holds the file `serve --addr-file` writes; removed with the host.
+    _addr_dir: tempfile::TempDir,
 }
 
 /// How a served host ended after SIGTERM.
@@ -481,14 +626,10 @@ pub struct Stopped {
 }
 
 impl Host {
-    /// Starts `hookwasm serve --config CONFIG --listen 127.0.0.1:0` and waits until it listens.
+    /// Starts `hookwasm serve --config CONFIG` on a free port and waits until it listens; see
+    /// [`Hookwasm::serve`] for arguments and variables.
     pub fn serve(config: &Path) -> Host {
-        Host::serve_with(config, &[])
-    }
-
-    /// Like [`Host::serve`], with extra arguments (e.g. `--drain-secs`).
-    pub fn serve_with(config: &Path, extra: &[&str]) -> Host {
-        Host::serve_env(config, extra, &[])
+        Hookwasm::new().serve(config)
     }
 
     /// The address it listens on.
@@ -585,9 +726,7 @@ impl Host {
         assert_no_host_panic(&log.0.join("\n"));
         Stopped { status, log }
     }
-}
 
-impl Host {
     /// Kills the process with SIGKILL: no drain, no cleanup, as a crash would. Returns its log.
     pub fn kill(mut self) -> Log {
         let mut child = self.child.take().expect("the host is running");
@@ -597,6 +736,65 @@ impl Host {
             reader.join().expect("the log reader does not panic");
         }
         Log(self.log.snapshot())
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, …) to the host process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the host is running");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("cannot run `kill`");
+        assert!(sent.success(), "`kill -{signal} {pid}` failed");
+    }
+
+    /// Waits until a log line makes `find` return something, and returns it; fails with `what`
+    /// and the log after [`POLL_DEADLINE`].
+    pub fn wait_for_log<T>(&self, what: &str, find: impl Fn(&LogLine) -> Option<T>) -> T {
+        self.log
+            .wait_for(POLL_DEADLINE, |line| find(&LogLine::parse(line)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "timed out after {POLL_DEADLINE:?} waiting for a log line: {what}\n--- host log:\n{}",
+                    self.log.snapshot().join("\n")
+                )
+            })
+    }
+
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the host is running").id()
+    }
+
+    /// The host's resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Like [`Host::wait_until`], with a deadline of its own, for slow work (floods).
+    pub fn wait_until_within(
+        &self,
+        deadline: Duration,
+        what: &str,
+        mut condition: impl FnMut() -> bool,
+    ) {
+        let start = Instant::now();
+        while !condition() {
+            assert!(
+                start.elapsed() < deadline,
+                "timed out after {deadline:?} waiting until {what}\n--- host log:\n{}",
+                self.log.snapshot().join("\n")
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
     }
 }
 
@@ -679,16 +877,36 @@ impl std::fmt::Display for Log {
 // Prometheus text
 // ---------------------------------------------------------------------------------------------
 
+/// A series' name and its labels sorted: the exposition may write labels in any order.
+fn series_key(series: &str) -> (String, Vec<String>) {
+    match series.split_once('{') {
+        Some((name, labels)) => {
+            let mut labels: Vec<String> = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            labels.sort();
+            (name.to_owned(), labels)
+        }
+        None => (series.to_owned(), Vec::new()),
+    }
+}
+
 /// The text `GET /metrics` returns.
 #[derive(Debug)]
 pub struct Metrics(pub String);
 
 impl Metrics {
-    /// The value of the series written exactly as `series` (name and labels), if present.
+    /// The value of the series `series` (name and labels, in any order), if present.
     pub fn value(&self, series: &str) -> Option<f64> {
+        let wanted = series_key(series);
         self.0.lines().find_map(|line| {
             let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
+            (series_key(name) == wanted)
+                .then(|| value.parse().ok())
+                .flatten()
         })
     }
 
@@ -836,89 +1054,6 @@ pub fn shared_cache_dir() -> PathBuf {
 /// `RUST_LOG` that adds the per-invocation `handled` lines (debug) to the usual info level.
 pub const LOG_HANDLED: &str = "info,hookwasm=debug";
 
-/// Runs `hookwasm ARGS` to completion with extra environment variables (they override the
-/// defaults of every test, `RUST_LOG` included).
-pub fn hookwasm_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = command(args);
-    command.envs(env.iter().copied());
-    run_to_completion(command, args, "")
-}
-
-impl Host {
-    /// Like [`Host::serve_with`], with extra environment variables (they override the defaults
-    /// of every test, `RUST_LOG` included).
-    pub fn serve_env(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Host {
-        let config = config.to_string_lossy();
-        let mut args = vec!["serve", "--config", &config, "--listen", "127.0.0.1:0"];
-        args.extend_from_slice(extra);
-        let mut command = command(&args);
-        command.envs(env.iter().copied());
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start `hookwasm serve`");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(LogBuffer::default());
-        let reader = {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    match line {
-                        Ok(line) => log.push(line),
-                        Err(_) => break,
-                    }
-                }
-                log.close();
-            })
-        };
-        let mut host = Host {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-            reader: Some(reader),
-        };
-        let addr = host.log.wait_for(STARTUP_DEADLINE, |line| {
-            let message = LogLine::parse(line).message()?.to_owned();
-            let addr = message.strip_prefix("listening on http://")?;
-            addr.parse::<SocketAddr>().ok()
-        });
-        match addr {
-            Some(addr) => host.addr = addr,
-            None => panic!(
-                "`hookwasm serve` did not start listening within {STARTUP_DEADLINE:?}:\n{}",
-                host.log.snapshot().join("\n")
-            ),
-        }
-        host
-    }
-
-    /// Sends `signal` (`HUP`, `TERM`, …) to the host process.
-    pub fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("the host is running");
-        let pid = child.id().to_string();
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("cannot run `kill`");
-        assert!(sent.success(), "`kill -{signal} {pid}` failed");
-    }
-
-    /// Waits until a log line makes `find` return something, and returns it; fails with `what`
-    /// and the log after [`POLL_DEADLINE`].
-    pub fn wait_for_log<T>(&self, what: &str, find: impl Fn(&LogLine) -> Option<T>) -> T {
-        self.log
-            .wait_for(POLL_DEADLINE, |line| find(&LogLine::parse(line)))
-            .unwrap_or_else(|| {
-                panic!(
-                    "timed out after {POLL_DEADLINE:?} waiting for a log line: {what}\n--- host log:\n{}",
-                    self.log.snapshot().join("\n")
-                )
-            })
-    }
-}
-
 /// Writes `bytes` over `path` in place (truncate, then write), as `cp` or a plain editor save
 /// does.
 pub fn write_in_place(path: &Path, bytes: &[u8]) {
@@ -1007,19 +1142,12 @@ fn warm_shared_cache() {
         ]);
         let dir = shared_cache_dir().to_string_lossy().into_owned();
         let config = config.to_string_lossy();
-        hookwasm_env(
-            &["check", "--config", &config],
-            &[("HOOKWASM_CACHE_DIR", &dir)],
-        )
-        .assert_code(0);
+        Hookwasm::new()
+            .args(&["check", "--config", &config])
+            .envs(&[("HOOKWASM_CACHE_DIR", &dir)])
+            .run()
+            .assert_code(0);
     });
-}
-
-/// Runs `hookwasm ARGS` to completion, with the shared compile cache.
-pub fn hookwasm_cached(args: &[&str]) -> Run {
-    warm_shared_cache();
-    let dir = shared_cache_dir().to_string_lossy().into_owned();
-    hookwasm_env(args, &[("HOOKWASM_CACHE_DIR", &dir)])
 }
 
 /// The resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
@@ -1031,65 +1159,4 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
-}
-
-impl Host {
-    /// Like [`Host::serve`], with the shared compile cache.
-    pub fn serve_cached(config: &Path) -> Host {
-        Host::serve_cached_with(config, &[], &[])
-    }
-
-    /// Like [`Host::serve_env`], with the shared compile cache.
-    pub fn serve_cached_with(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Host {
-        warm_shared_cache();
-        let dir = shared_cache_dir().to_string_lossy().into_owned();
-        let mut all = vec![("HOOKWASM_CACHE_DIR", dir.as_str())];
-        all.extend_from_slice(env);
-        Host::serve_env(config, extra, &all)
-    }
-
-    /// The host's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the host is running").id()
-    }
-
-    /// The host's resident memory in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        rss_kib(self.pid())
-    }
-
-    /// Whether the process is still running (it has not exited or crashed).
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
-    }
-
-    /// Like [`Host::wait_until`], with a deadline of its own, for slow work (floods).
-    pub fn wait_until_within(
-        &self,
-        deadline: Duration,
-        what: &str,
-        mut condition: impl FnMut() -> bool,
-    ) {
-        let start = Instant::now();
-        while !condition() {
-            assert!(
-                start.elapsed() < deadline,
-                "timed out after {deadline:?} waiting until {what}\n--- host log:\n{}",
-                self.log.snapshot().join("\n")
-            );
-            std::thread::sleep(POLL_INTERVAL);
-        }
-    }
-}
-
-/// Runs `hookwasm ARGS` to completion with these variables removed from the environment every
-/// test uses (say, `HOOKWASM_CACHE_DIR`, to see where the cache goes by default).
-pub fn hookwasm_without(args: &[&str], unset: &[&str]) -> Run {
-    let mut command = command(args);
-    for name in unset {
-        command.env_remove(name);
-    }
-    run_to_completion(command, args, "")
 }

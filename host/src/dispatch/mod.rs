@@ -32,7 +32,7 @@ use crate::config::{Config, EntryError, HandlerSpec, Mode, RetryPolicy};
 use crate::event::Event;
 use crate::event::registry::Registry;
 use crate::limits::Limits;
-use crate::metrics::{HandlerSample, HandlerStats, HostStats};
+use crate::metrics::{HandlerStats, HostStats};
 use crate::outbox::{self, Delivery, NewEvent, OnDuplicate, Store};
 use crate::sandbox::{Handler, Invocation, LoadError, Sandbox, Status};
 use crate::trace;
@@ -589,51 +589,6 @@ impl Dispatcher {
     /// Host-wide counters.
     pub fn stats(&self) -> &HostStats {
         &self.stats
-    }
-
-    /// Prometheus text for every counter, with the outbox's figures read now.
-    pub async fn metrics(&self) -> String {
-        let gauges = match self.outbox.gauges().await {
-            Ok(gauges) => gauges,
-            Err(e) => {
-                tracing::warn!("metrics without outbox figures: {e}");
-                Vec::new()
-            }
-        };
-        let now = outbox::now();
-        let slots = self.slots();
-        let samples: Vec<HandlerSample<'_>> = slots
-            .iter()
-            .map(|s| {
-                let breaker = s.version().breaker.view();
-                let gauge = gauges.iter().find(|g| g.handler == s.name);
-                let observer = s.mode == Mode::Observe;
-                HandlerSample {
-                    name: &s.name,
-                    stats: &s.stats,
-                    queue_depth: observer.then(|| gauge.map_or(0, |g| g.open)),
-                    oldest_open_secs: gauge
-                        .and_then(|g| g.oldest_open_at)
-                        .map(|at| (now - at).max(0) as f64 / 1e3),
-                    dead_letters: observer.then(|| gauge.map_or(0, |g| g.dead)),
-                    quarantined: breaker.state != "closed",
-                    quarantines: breaker.quarantines,
-                }
-            })
-            .collect();
-        let lags: Vec<(&str, u64)> = slots
-            .iter()
-            .filter_map(|s| {
-                let gauge = gauges.iter().find(|g| g.handler == s.name)?;
-                Some((s.name.as_str(), gauge.lag?))
-            })
-            .collect();
-        let mut text = crate::metrics::render(&self.stats, &samples);
-        text.push_str(&crate::metrics::render_backend(
-            &self.outbox.backend(),
-            &lags,
-        ));
-        text
     }
 
     /// Accepts a batch of events: room is reserved with every subscribed observer for the whole

@@ -1,15 +1,15 @@
 //! What a handler's invocation means for the producer: its effective verdict under the
 //! failure policy, the JSON line `call` and `replay` print, and the merged verdict of all gates.
 
-use serde::Serialize;
 use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{FailurePolicy, Mode};
 use crate::sandbox::{Invocation, Status};
 use crate::wit;
 
-/// Allow or deny, as JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Allow or deny, as JSON (read back by a git hook forwarding to `serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// The action may go on.
@@ -181,7 +181,7 @@ pub struct Decision {
 }
 
 /// A reason or annotation and the handler it came from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attributed {
     /// The handler's name.
     pub handler: String,

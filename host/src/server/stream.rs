@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,8 +17,9 @@ use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Console, error};
-use crate::outbox::{FeedFilter, FeedItem, Store};
+use super::{ApiQuery, Console, error};
+use crate::app::Deliveries;
+use crate::outbox::{FeedFilter, FeedItem};
 
 /// Messages a consumer may have waiting before it counts as slow.
 pub const STREAM_BUFFER: usize = 128;
@@ -30,33 +31,34 @@ const POLL: Duration = Duration::from_millis(250);
 /// How often an idle stream sends a comment, so proxies keep it open.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// `?type=`, `?subject=`, `?handler=` and `?lastEventId=` of the stream.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StreamQuery {
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    subject: Option<String>,
+    handler: Option<String>,
+    last_event_id: Option<String>,
+}
+
 /// The stream. `?type=`, `?subject=` and `?handler=` (that handler's outcomes only) filter it;
 /// `Last-Event-ID` (or `?lastEventId=`) resumes after that id, otherwise it starts now.
 pub async fn stream(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Response {
-    let mut filter = FeedFilter::default();
-    let mut resume = headers
-        .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match key.as_ref() {
-            "type" => filter.event_type = Some(value.into_owned()),
-            "subject" => filter.subject = Some(value.into_owned()),
-            "handler" => filter.handler = Some(value.into_owned()),
-            "lastEventId" => resume = Some(value.into_owned()),
-            other => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown query parameter {other:?}; use type=, subject=, handler= or lastEventId="
-                    ),
-                );
-            }
-        }
-    }
+    let filter = FeedFilter {
+        event_type: query.event_type,
+        subject: query.subject,
+        handler: query.handler,
+    };
+    let resume = query.last_event_id.or_else(|| {
+        headers
+            .get("last-event-id")
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    });
     let resume = match resume.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(id) => match id.parse::<i64>() {
@@ -69,7 +71,7 @@ pub async fn stream(
             }
         },
     };
-    let store = console.dispatcher.outbox().clone();
+    let store = console.dispatcher.deliveries();
     let now = match store.feed(i64::MAX, FeedFilter::default(), 0).await {
         Ok(feed) => feed,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -106,7 +108,7 @@ pub async fn stream(
 
 /// Reads the feed after `after` into `messages` until the consumer goes away or is too slow.
 async fn feed_consumer(
-    store: Arc<dyn Store>,
+    store: Deliveries,
     filter: FeedFilter,
     mut after: i64,
     messages: mpsc::Sender<SseEvent>,
