@@ -385,8 +385,9 @@ fn an_outbox_that_cannot_be_used_is_named_before_anything_is_accepted() {
     let run = hookwasm(&["check", "--config", &bad.to_string_lossy()]);
     run.assert_code(2);
     assert!(
-        run.error()
-            .contains("`eventDelivery` unknown variant `postgres`"),
+        run.error().contains(
+            "`eventDelivery` `store` is \"postgres\"; write one of `sqlite`, `memory`, `nats`"
+        ),
         "{run}"
     );
 }
