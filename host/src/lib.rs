@@ -2,8 +2,9 @@
 //!
 //! A producer (a git proxy, a git server's hooks, any service over HTTP) emits events; the host
 //! reads `proxy.config.json`, loads every handler listed under `eventHandlers` into its own
-//! sandbox, and dispatches each event to the handlers subscribed to it: observers through
-//! per-handler queues, gates synchronously with a merged verdict.
+//! sandbox, and dispatches each event to the handlers subscribed to it: observers through the
+//! outbox (each observer's worker claims its deliveries in order, in batches), gates
+//! synchronously with a merged verdict.
 //!
 //! Reading order: [`config`] → [`sandbox`] → [`dispatch`] → [`server`].
 #![deny(missing_docs)]

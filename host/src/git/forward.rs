@@ -135,7 +135,8 @@ impl Forwarder {
                 for reason in result["reasons"].as_array().into_iter().flatten() {
                     denials.push(Denial {
                         handler: text(&reason["handler"]),
-                        reason: text(&reason["value"]),
+                        // Guest text, printed to the pusher: one line, always.
+                        reason: crate::escape::escape(&text(&reason["value"])).into_owned(),
                     });
                 }
             }
