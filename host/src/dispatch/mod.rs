@@ -348,7 +348,14 @@ impl Dispatcher {
             let marked: Vec<Event> = events
                 .iter()
                 .zip(&gates)
-                .map(|(event, gates)| with_verdict(event, gates))
+                .zip(&subscribed)
+                .map(|((event, gates), who)| {
+                    if who.is_empty() {
+                        event.clone()
+                    } else {
+                        with_verdict(event, gates)
+                    }
+                })
                 .collect();
             let stored = admission::store(&*self.outbox, &marked, &subscribed, for_observers).await;
             (stored, gates, marked)
