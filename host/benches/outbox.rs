@@ -7,7 +7,14 @@
 //!   observer (the chaos guest, `behavior: ok`), the gate-free path of `POST /v1/events` minus
 //!   HTTP; "delivered/s" is how fast the observer's worker claims, runs and completes them.
 //!
-//! Run: `cargo xtask build-guests && cargo bench -p hookwasm --bench outbox`. It prints a table;
+//! - `delivery`: the observers' side alone. 20,000 events are accepted into the durable outbox
+//!   (`sync: full`) with the workers stopped, then the workers start and work them off: how many
+//!   deliveries a trivial observer (`tests/guests/bench`, `trivial`) makes per second, alone and
+//!   as 10 observers of every event (invocations/s). Claim, the event, a fresh instance with
+//!   fuel, deadline and memory cap, and the record of each attempt are all in the figure.
+//!
+//! Run: `cargo xtask build-guests && cargo bench -p hookwasm --bench outbox` (`-- delivery` or
+//! `-- accept` runs one section). It prints a table;
 //! it asserts nothing about speed (figures go to BENCHMARKS.md). The database files live in a
 //! temporary folder on the same disk as `target/`.
 
@@ -45,6 +52,39 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
+    if wants("delivery") {
+        let bench = workspace().join("tests/guests/bench.wasm");
+        anyhow::ensure!(
+            bench.exists(),
+            "{} is missing: run `cargo xtask build-guests` first",
+            bench.display()
+        );
+        println!(
+            "hookwasm outbox benchmark: delivery from the durable outbox (sqlite sync=full), trivial observers"
+        );
+        println!(
+            "{:<34} {:>10} {:>16} {:>12}",
+            "case", "events", "invocations/s", "seconds"
+        );
+        for observers in [1, 10] {
+            let events = if observers == 1 { EVENTS } else { EVENTS / 4 };
+            let dir = tempfile::tempdir()?;
+            let store = open(dir.path(), Some(FsyncPolicy::Full))?;
+            let (rate, seconds) = runtime.block_on(delivery(&bench, store, observers, events))?;
+            println!(
+                "{:<34} {events:>10} {rate:>16.0} {seconds:>12.2}",
+                format!("deliver, {observers} observer(s)")
+            );
+        }
+    }
+    if !wants("accept") {
+        return Ok(());
+    }
     println!("hookwasm outbox benchmark: {EVENTS} events per case, one observer");
     println!(
         "{:<20} {:<26} {:>14} {:>14}",
@@ -169,6 +209,61 @@ async fn dispatch(chaos: &Path, store: Arc<dyn Store>) -> anyhow::Result<(f64, f
     let delivered = EVENTS as f64 / started.elapsed().as_secs_f64();
     dispatcher.shutdown(Duration::from_secs(5)).await;
     Ok((accepted, delivered))
+}
+
+/// Accepts `events` events for `observers` trivial observers with their workers stopped, then
+/// starts them: invocations/s from the start until every delivery is made, and the seconds.
+async fn delivery(
+    bench: &Path,
+    store: Arc<dyn Store>,
+    observers: usize,
+    events: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let entries: Vec<serde_json::Value> = (0..observers)
+        .map(|n| {
+            serde_json::json!({
+                "name": format!("observer-{n}"), "module": bench,
+                "config": { "behavior": "trivial" }, "queueCapacity": events
+            })
+        })
+        .collect();
+    let text = serde_json::json!({ "eventHandlers": entries }).to_string();
+    let config = Config::parse(&text, &workspace().join("bench.config.json"))?;
+    // The host as `serve` starts it, on this bench's store; deliveries start after the backlog.
+    let app = App::builder(config)
+        .store(store.clone())
+        .sandbox(Sandbox::new()?)
+        .open()
+        .await?;
+    let dispatcher = app.dispatcher().clone();
+    for chunk in (0..events).collect::<Vec<_>>().chunks(100) {
+        let batch = chunk
+            .iter()
+            .map(|i| Event::from_json(event_json(*i)).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        dispatcher
+            .submit(&batch, Backpressure::Wait)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    let slots = dispatcher.slots();
+    let made = || -> u64 {
+        slots
+            .iter()
+            .map(|s| s.stats.counts().invocations.values().sum::<u64>())
+            .sum()
+    };
+    let wanted = (events * observers) as u64;
+    let started = Instant::now();
+    dispatcher.start_delivering();
+    while made() < wanted {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    dispatcher.shutdown(Duration::from_secs(5)).await;
+    let done: u64 = store.counts().await?.iter().map(|c| c.done).sum();
+    anyhow::ensure!(done == wanted, "{done} of {wanted} deliveries done");
+    Ok((wanted as f64 / seconds, seconds))
 }
 
 fn event_json(i: usize) -> serde_json::Value {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::dispatch::{Backpressure, Dispatcher, Refused, Route, Verdict};
+use crate::dispatch::{self, Backpressure, Dispatcher, Refused, Route, Verdict};
 use crate::event::{Event, EventError, PushRejectedData, RefUpdateData, RepositoryData, UserData};
 use crate::wit::{RefChange, RefKind};
 
@@ -569,7 +569,8 @@ impl Target {
                     .flat_map(|decision| decision.reasons)
                     .map(|reason| Denial {
                         handler: reason.handler,
-                        reason: reason.value,
+                        // Guest text, printed to the pusher and logged: one line, always.
+                        reason: crate::escape::escape(&reason.value).into_owned(),
                     })
                     .collect())
             }
@@ -619,8 +620,9 @@ pub enum Decision {
 }
 
 /// `pre-receive`: asks the gates about every update of the push. Any refusal rejects the push
-/// (git rejects all of its refs when the hook fails), and then the observers hear a
-/// `git.push.rejected` event with every ref and reason.
+/// (git rejects all of its refs when the hook fails), and then the observers hear each update
+/// marked denied (`hookwasmverdict`, `hookwasmdeniedby`) and a `git.push.rejected` event with
+/// every ref and reason.
 pub async fn pre_receive(
     target: &Target,
     push: &Push,
@@ -637,9 +639,21 @@ pub async fn pre_receive(
         .map(|d| format!("{}: {}", d.handler, d.reason))
         .collect::<Vec<_>>()
         .join("; ");
-    target
-        .observers(&[push.rejected_event(updates, &reason)?])
-        .await?;
+    // Observers of a refused update hear it as any producer's observers would (see
+    // `dispatch::gates`): marked denied, by every gate that refused the push, since git refuses
+    // the push as a whole. Then the rejection itself.
+    let mut deniers: Vec<&str> = Vec::new();
+    for denial in &denials {
+        if !deniers.contains(&denial.handler.as_str()) {
+            deniers.push(&denial.handler);
+        }
+    }
+    let mut told: Vec<Event> = events
+        .iter()
+        .map(|event| dispatch::denied_by(event, &deniers))
+        .collect();
+    told.push(push.rejected_event(updates, &reason)?);
+    target.observers(&told).await?;
     Ok(Decision::Rejected(denials))
 }
 

@@ -2,9 +2,9 @@
 //!
 //! A producer (a git proxy, a git server's hooks, any service over HTTP) emits events; the host
 //! reads `proxy.config.json`, loads every handler listed under `eventHandlers` into its own
-//! sandbox, and dispatches each event to the handlers subscribed to it: gates synchronously
-//! with a merged verdict, observers through deliveries stored in the outbox and made by one
-//! worker per observer, in order, in batches.
+//! sandbox, and dispatches each event to the handlers subscribed to it: observers through the
+//! outbox (each observer's worker claims its deliveries in order, in batches), gates
+//! synchronously with a merged verdict.
 //!
 //! The modules form layers; each imports only from layers below it:
 //!

@@ -23,7 +23,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, HandlerSpec};
-use crate::dispatch::{self, Dispatcher, ReloadStatus, Version};
+use crate::dispatch::{self, Dispatcher, Install, Version};
 use crate::sandbox::{self, Sandbox};
 
 /// Quiet time after the last file event before a reload starts.
@@ -90,6 +90,10 @@ impl Reloader {
                 return summary;
             }
         };
+        // The same warnings as at start: a mistake made in a reloaded config is worth as much.
+        for warning in &config.warnings {
+            tracing::warn!("{}: {warning}", self.config_path.display());
+        }
         self.dispatcher.set_registry(config.registry.clone());
         config.warn_undeclared_types();
         let wanted: Vec<&HandlerSpec> = config.handlers.iter().filter(|s| s.enabled).collect();
@@ -100,62 +104,38 @@ impl Reloader {
             }
         }
         for spec in wanted {
-            match self.dispatcher.slot(&spec.name) {
-                None => self.add(spec, &mut summary).await,
+            let how = match self.dispatcher.slot(&spec.name) {
+                None => Install::Add,
+                Some(slot) if slot.mode() != spec.mode => Install::Replace,
                 Some(slot) => {
                     let running = slot.version();
-                    let replaced = slot.mode() != spec.mode;
                     let digest = sandbox::file_digest(&spec.module).ok();
-                    let changed = running.spec.source != spec.source
-                        || digest.as_deref() != Some(running.handler.digest());
-                    if replaced {
-                        self.replace(spec, &mut summary).await;
-                    } else if changed {
-                        self.swap(&slot, &running, spec, &mut summary).await;
+                    if running.spec.source == spec.source
+                        && digest.as_deref() == Some(running.handler.digest())
+                    {
+                        continue;
                     }
+                    Install::Swap
+                }
+            };
+            let started = Instant::now();
+            match dispatch::load_handler(&self.sandbox, spec).await {
+                Ok(handler) => {
+                    let version = Version::new(spec.clone(), handler);
+                    self.dispatcher.install(how, version, started.elapsed());
+                    match how {
+                        Install::Add => summary.added.push(spec.name.clone()),
+                        Install::Replace | Install::Swap => summary.swapped.push(spec.name.clone()),
+                    }
+                }
+                Err(e) => {
+                    let digest = sandbox::file_digest(&spec.module).ok();
+                    self.dispatcher.install_failed(how, spec, digest, &e);
+                    summary.failed.push((spec.name.clone(), e.to_string()));
                 }
             }
         }
         summary
-    }
-
-    async fn add(&self, spec: &HandlerSpec, summary: &mut Summary) {
-        let started = Instant::now();
-        match dispatch::load_handler(&self.sandbox, spec).await {
-            Ok(handler) => {
-                let digest = handler.digest().to_owned();
-                let slot = self.dispatcher.add(Version::new(spec.clone(), handler));
-                slot.set_last_reload(status("ok", Some(digest.clone()), None));
-                tracing::info!(handler = %spec.name, version = %&digest[..12], ms = started.elapsed().as_millis(), "handler added");
-                self.dispatcher.stats().reloads_ok.fetch_add(1, Relaxed);
-                summary.added.push(spec.name.clone());
-            }
-            Err(e) => {
-                tracing::error!(handler = %spec.name, "handler not added: {e}");
-                self.dispatcher.stats().reloads_failed.fetch_add(1, Relaxed);
-                summary.failed.push((spec.name.clone(), e.to_string()));
-            }
-        }
-    }
-
-    /// A change of mode: a new slot takes the old one's place once the new
-    /// version is ready; the old one drains first. A failure leaves the old one in service.
-    async fn replace(&self, spec: &HandlerSpec, summary: &mut Summary) {
-        match dispatch::load_handler(&self.sandbox, spec).await {
-            Ok(handler) => {
-                let digest = handler.digest().to_owned();
-                let slot = self.dispatcher.replace(Version::new(spec.clone(), handler));
-                slot.set_last_reload(status("ok", Some(digest), None));
-                tracing::info!(handler = %spec.name, "handler replaced (mode changed)");
-                self.dispatcher.stats().reloads_ok.fetch_add(1, Relaxed);
-                summary.swapped.push(spec.name.clone());
-            }
-            Err(e) => {
-                tracing::error!(handler = %spec.name, "handler not replaced, the old one keeps running: {e}");
-                self.dispatcher.stats().reloads_failed.fetch_add(1, Relaxed);
-                summary.failed.push((spec.name.clone(), e.to_string()));
-            }
-        }
     }
 
     fn remove(&self, name: &str, summary: &mut Summary) {
@@ -165,39 +145,6 @@ impl Reloader {
                 "handler removed; it makes those of its {queued} open deliveries that are due, then stops (the rest stay in the outbox)"
             );
             summary.removed.push(name.to_owned());
-        }
-    }
-
-    async fn swap(
-        &self,
-        slot: &dispatch::Slot,
-        running: &Version,
-        spec: &HandlerSpec,
-        summary: &mut Summary,
-    ) {
-        let old = &running.handler.digest()[..12];
-        let started = Instant::now();
-        match dispatch::load_handler(&self.sandbox, spec).await {
-            Ok(handler) => {
-                let digest = handler.digest().to_owned();
-                slot.swap(Version::new(spec.clone(), handler));
-                slot.set_last_reload(status("ok", Some(digest.clone()), None));
-                tracing::info!(
-                    handler = %spec.name,
-                    "reloaded: {old} -> {} in {} ms",
-                    &digest[..12],
-                    started.elapsed().as_millis()
-                );
-                self.dispatcher.stats().reloads_ok.fetch_add(1, Relaxed);
-                summary.swapped.push(spec.name.clone());
-            }
-            Err(e) => {
-                let digest = sandbox::file_digest(&spec.module).ok();
-                tracing::error!(handler = %spec.name, "reload failed, version {old} keeps running: {e}");
-                slot.set_last_reload(status("failed", digest, Some(e.to_string())));
-                self.dispatcher.stats().reloads_failed.fetch_add(1, Relaxed);
-                summary.failed.push((spec.name.clone(), e.to_string()));
-            }
         }
     }
 
@@ -296,15 +243,6 @@ impl Watches {
                 tracing::warn!(folder = %folder.display(), "cannot watch: {e}");
             }
         }
-    }
-}
-
-fn status(result: &'static str, digest: Option<String>, error: Option<String>) -> ReloadStatus {
-    ReloadStatus {
-        at: jiff::Timestamp::now().to_string(),
-        result,
-        digest,
-        error,
     }
 }
 

@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Host, Workdir, chaos_gate, protect_main, proxy_action, ref_update};
+use crate::receiver::Receiver;
+use crate::support::{Guest, Host, Workdir, chaos_gate, protect_main, proxy_action, ref_update};
 
 /// The `(handler, value)` pairs of a decision's `reasons`.
 fn reasons(decision: &Value) -> Vec<(String, String)> {
@@ -197,4 +198,64 @@ fn two_denying_gates_merge_into_one_deny_with_both_reasons_and_all_annotations()
             "second opinion: main is frozen this week".to_owned()
         )]
     );
+}
+
+/// Observers of an event the gates denied are still told (`route=all`), and what they receive
+/// says so: `hookwasmverdict: denied` and the denying gates in `hookwasmdeniedby`. An allowed
+/// event carries neither, even when the producer sent them. The same as the git hooks do.
+#[test]
+fn observers_of_a_denied_event_receive_it_with_the_verdict() {
+    let work = Workdir::new();
+    let receiver = Receiver::answering(200);
+    let recorder = json!({
+        "name": "audit",
+        "module": Guest::Chaos.module(),
+        "config": { "behavior": "http", "method": "POST", "url": receiver.url("/events") },
+        "capabilities": { "allowedHosts": [receiver.origin()] },
+        "limits": { "timeoutMs": 5000 },
+    });
+    let mut fails_closed = chaos_gate("fails-closed", "error");
+    fails_closed["events"] = json!(["git.branch.deleted"]);
+    let host = Host::serve(&work.config(&[protect_main(), fails_closed, recorder]));
+
+    let denied = host.post_events(&ref_update(
+        "v-denied",
+        "git.branch.force-pushed",
+        "refs/heads/main",
+    ));
+    assert_eq!(denied.json()["verdict"], "deny", "{denied}");
+    assert_eq!(denied.json()["observersQueued"], 1, "{denied}");
+    let both = host.post_events(&ref_update(
+        "v-both",
+        "git.branch.deleted",
+        "refs/heads/main",
+    ));
+    assert_eq!(both.json()["verdict"], "deny", "{both}");
+    let mut forged = ref_update("v-allowed", "git.branch.updated", "refs/heads/main");
+    forged["hookwasmverdict"] = json!("denied");
+    let allowed = host.post_events(&forged);
+    assert_eq!(allowed.json()["verdict"], "allow", "{allowed}");
+
+    let received = receiver.wait_until("three deliveries", |r| r.len() >= 3);
+    let events: Vec<Value> = received
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("the event as JSON"))
+        .collect();
+    let by_id = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not delivered: {events:#?}"))
+    };
+    assert_eq!(by_id("v-denied")["hookwasmverdict"], "denied");
+    assert_eq!(by_id("v-denied")["hookwasmdeniedby"], "protect-main");
+    assert_eq!(
+        by_id("v-both")["hookwasmdeniedby"],
+        "protect-main,fails-closed"
+    );
+    assert!(
+        by_id("v-allowed").get("hookwasmverdict").is_none(),
+        "{events:#?}"
+    );
+    assert_eq!(by_id("v-allowed")["type"], "git.branch.updated");
 }

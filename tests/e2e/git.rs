@@ -301,10 +301,16 @@ fn branch_protection_rejects_force_push_and_delete_of_main() {
         "{pushed}"
     );
     assert_eq!(server.remote_ref("refs/heads/main").as_deref(), Some(&*two));
+    // Observers hear the refused update, marked with the verdict, then the rejection.
     let events = server.observed();
-    assert_eq!(events.len(), 1, "{events:#?}");
-    let rejected = &events[0];
-    assert_eq!(rejected["type"], "git.push.rejected");
+    assert_eq!(
+        types(&events),
+        ["git.branch.force-pushed", "git.push.rejected"],
+        "{events:#?}"
+    );
+    assert_denied(&events[0], "protect-main");
+    let rejected = &events[1];
+    assert!(rejected.get("hookwasmverdict").is_none(), "{rejected:#}");
     assert_eq!(rejected["data"]["refs"], json!(["refs/heads/main"]));
     assert_eq!(
         rejected["data"]["reason"],
@@ -324,7 +330,9 @@ fn branch_protection_rejects_force_push_and_delete_of_main() {
         "{deleted}"
     );
     assert_eq!(server.remote_ref("refs/heads/main").as_deref(), Some(&*two));
-    assert_eq!(types(&server.observed()), ["git.push.rejected"]);
+    let events = server.observed();
+    assert_eq!(types(&events), ["git.branch.deleted", "git.push.rejected"]);
+    assert_denied(&events[0], "protect-main");
 
     // The refused ref spoils the whole push: `side` is not created either.
     server.git(&["branch", "side"]);
@@ -332,8 +340,26 @@ fn branch_protection_rejects_force_push_and_delete_of_main() {
     mixed.assert_rejected("main");
     assert!(server.remote_ref("refs/heads/side").is_none(), "{mixed}");
     let events = server.observed();
-    assert_eq!(types(&events), ["git.push.rejected"]);
-    let mut refs: Vec<String> = events[0]["data"]["refs"]
+    let mut told = types(&events);
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            "git.branch.created",
+            "git.branch.force-pushed",
+            "git.push.rejected"
+        ]
+    );
+    assert_eq!(
+        types(&events)[2],
+        "git.push.rejected",
+        "the rejection comes last"
+    );
+    // `side` was allowed by the gate, but refused with the push: marked by the gate that
+    // refused the push.
+    assert_denied(&events[0], "protect-main");
+    assert_denied(&events[1], "protect-main");
+    let mut refs: Vec<String> = events[2]["data"]["refs"]
         .as_array()
         .map(|refs| refs.iter().map(text).collect())
         .unwrap_or_default();
@@ -362,6 +388,10 @@ fn branch_protection_rejects_force_push_and_delete_of_main() {
             "git.branch.force-pushed",
             "git.branch.deleted"
         ]
+    );
+    assert!(
+        events.iter().all(|e| e.get("hookwasmverdict").is_none()),
+        "what happened is not marked: {events:#?}"
     );
     assert_ref_event(
         &events[2],
@@ -418,7 +448,8 @@ fn failing_gates_follow_their_failure_policy() {
     );
     assert!(closed.remote_ref("refs/heads/main").is_none());
     let events = closed.observed();
-    assert_eq!(types(&events), ["git.push.rejected"]);
+    assert_eq!(types(&events), ["git.branch.created", "git.push.rejected"]);
+    assert_denied(&events[0], "trap-closed,slow-closed");
 
     let open = GitServer::new(&[
         gate("trap-open", "panic", "open"),
@@ -498,7 +529,13 @@ fn hooks_forward_to_a_running_serve() {
         ),
         "{refused}"
     );
-    assert_eq!(types(&recorder.wait_for(1)), ["git.push.rejected"]);
+    // The same as in process: the refused update marked, then the rejection.
+    let events = recorder.wait_for(2);
+    assert_eq!(
+        types(&events),
+        ["git.branch.force-pushed", "git.push.rejected"]
+    );
+    assert_denied(&events[0], "protect-main");
     assert_eq!(
         git(&bare, &["rev-parse", "refs/heads/main"]),
         one,
@@ -891,6 +928,12 @@ fn assert_ref_event(event: &Value, event_type: &str, ref_name: &str, before: &st
         after.to_owned(),
     );
     assert_eq!(seen, expected, "{event:#}");
+}
+
+/// The event was refused by `gates` (comma-separated), and says so.
+fn assert_denied(event: &Value, gates: &str) {
+    assert_eq!(event["hookwasmverdict"], "denied", "{event:#}");
+    assert_eq!(event["hookwasmdeniedby"], gates, "{event:#}");
 }
 
 fn types(events: &[Value]) -> Vec<String> {

@@ -1411,3 +1411,32 @@ fn the_compile_cache_holds_one_entry_per_module_and_rebuilds_broken_ones() {
     assert_eq!(names, ["a", "a2", "g"], "{run}");
     assert!(reports.iter().all(|r| r["status"] == "ok"), "{run}");
 }
+
+/// The config's warnings (here an observer that can never run) are logged on every reload, as
+/// at start: a mistake made while the host runs is not silent.
+#[test]
+fn a_reload_logs_the_config_warnings_again() {
+    let work = Workdir::new();
+    let logger = json!({ "name": "logger", "module": Guest::ConsoleLogger.module() });
+    let config = work.write(
+        "proxy.config.json",
+        config_text(std::slice::from_ref(&logger)),
+    );
+    let host = serve(&config, &[]);
+    let never = "this handler can never run";
+    assert!(host.log().with_message(never).is_empty(), "{}", host.log());
+
+    let mut typo = logger.clone();
+    typo["name"] = json!("typo");
+    typo["events"] = json!(["git.branch.update"]);
+    write_by_rename(&config, config_text(&[logger, typo]).as_bytes());
+    host.signal("HUP");
+    let warning = host.wait_for_log("the warning after the reload", |line| {
+        let message = line.message()?;
+        message
+            .contains(never)
+            .then(|| (line.level().map(str::to_owned), message.to_owned()))
+    });
+    assert_eq!(warning.0.as_deref(), Some("WARN"), "{warning:?}");
+    assert!(warning.1.contains("(typo)"), "{warning:?}");
+}

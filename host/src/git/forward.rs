@@ -173,7 +173,8 @@ impl Forwarder {
                 }
                 denials.extend(decided.reasons.into_iter().map(|reason| Denial {
                     handler: reason.handler,
-                    reason: reason.value,
+                    // Guest text, printed to the pusher: one line, always.
+                    reason: crate::escape::escape(&reason.value).into_owned(),
                 }));
             }
         }

@@ -11,6 +11,7 @@
 //! or back to `pending` with a later `due_at` (a retry), or `dead` (attempts exhausted). A
 //! claimed delivery whose lease ran out (its process died) is claimable again.
 
+pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod settings;
@@ -74,7 +75,8 @@ pub struct NewEvent {
     pub handlers: Vec<String>,
     /// Whether the request was routed to observers. Only such an acceptance counts for
     /// duplicates: a gates-only request (a git server's pre-receive, a proxy's push gate) is
-    /// kept in the history, and the same event may still be accepted for observers afterwards.
+    /// kept in the history, and the same event may still be accepted for observers afterwards
+    /// (its stored JSON is then the one given for observers).
     pub for_observers: bool,
 }
 
@@ -116,6 +118,38 @@ pub struct Delivery {
     pub attempt: u32,
     /// When the event was accepted.
     pub accepted_at: Millis,
+}
+
+/// How one attempt of a delivery ended, for [`Store::settle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// It succeeded: the delivery is `done`.
+    Done,
+    /// It failed and another attempt is due at `at`.
+    Retry {
+        /// Why it failed.
+        cause: String,
+        /// When the next attempt is due.
+        at: Millis,
+    },
+    /// It failed and no more attempts are allowed: the delivery is `dead`.
+    Dead {
+        /// Why the last attempt failed.
+        cause: String,
+    },
+}
+
+/// One attempt's record: its outcome for the history and what becomes of the delivery.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    /// The delivery.
+    pub delivery: i64,
+    /// The attempt's outcome, added to the event's history.
+    pub outcome: Outcome,
+    /// What becomes of the delivery.
+    pub settled: Settled,
+    /// When the attempt finished.
+    pub now: Millis,
 }
 
 /// Deliveries of one observer, by state.
@@ -383,6 +417,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The attempt failed and no more are allowed: the delivery is `dead` with `cause`.
     fn dead_letter(&self, delivery: i64, cause: String, now: Millis) -> StoreFuture<()>;
+
+    /// Records a batch of attempts, in order: each one's outcome in the history, then its
+    /// delivery `done`, retried later or `dead` (as [`Store::complete`], [`Store::retry_later`]
+    /// and [`Store::dead_letter`] would). Bookkeeping: not fsynced. A store that can should
+    /// commit the whole batch at once; the default makes one call per record.
+    fn settle(&self, settlements: Vec<Settlement>) -> StoreFuture<()> {
+        let calls: Vec<_> = settlements
+            .into_iter()
+            .flat_map(|s| {
+                let recorded = self.record_delivery_outcome(s.delivery, s.outcome);
+                let settled = match s.settled {
+                    Settled::Done => self.complete(s.delivery, s.now),
+                    Settled::Retry { cause, at } => self.retry_later(s.delivery, cause, at, s.now),
+                    Settled::Dead { cause } => self.dead_letter(s.delivery, cause, s.now),
+                };
+                [recorded, settled]
+            })
+            .collect();
+        Box::pin(async move {
+            let mut first_error = None;
+            for call in calls {
+                if let Err(e) = call.await {
+                    first_error.get_or_insert(e);
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        })
+    }
 
     /// `handler`'s open deliveries (pending or claimed): cheap, for backpressure.
     fn open_count(&self, handler: String) -> StoreFuture<u64>;

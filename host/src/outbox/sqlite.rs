@@ -21,8 +21,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::{
     Accepted, Counts, DeadLetter, Delivery, EventRecord, Feed, FeedFilter, FeedItem, FsyncPolicy,
-    Gauge, HistoryFilter, Millis, NewEvent, OnDuplicate, Outcome, Selector, Store, StoreError,
-    StoreFuture,
+    Gauge, HistoryFilter, Millis, NewEvent, OnDuplicate, Outcome, Selector, Settled, Settlement,
+    Store, StoreError, StoreFuture,
 };
 
 /// The schema this code reads and writes, kept in `PRAGMA user_version`.
@@ -434,6 +434,40 @@ impl Store for SqliteStore {
                 Ok(())
             },
         )
+    }
+
+    fn settle(&self, settlements: Vec<Settlement>) -> StoreFuture<()> {
+        self.submit("record attempts", Durability::Bookkeeping, move |conn| {
+            let mut record = conn.prepare_cached(
+                "INSERT INTO outcomes (event_seq, handler, json)
+                 SELECT event_seq, ?2, ?3 FROM deliveries WHERE id = ?1",
+            )?;
+            let mut done = conn.prepare_cached(
+                "UPDATE deliveries SET state = 'done', updated_at = ?2
+                 WHERE id = ?1 AND state = 'claimed'",
+            )?;
+            let mut retry = conn.prepare_cached(
+                "UPDATE deliveries
+                 SET state = 'pending', due_at = ?3, last_error = ?2, updated_at = ?4
+                 WHERE id = ?1 AND state = 'claimed'",
+            )?;
+            let mut dead = conn.prepare_cached(
+                "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3
+                 WHERE id = ?1 AND state = 'claimed'",
+            )?;
+            for s in settlements {
+                let outcome = outcome_json(&s.outcome);
+                record.execute(params![s.delivery, s.outcome.handler, outcome])?;
+                match s.settled {
+                    Settled::Done => done.execute(params![s.delivery, s.now])?,
+                    Settled::Retry { cause, at } => {
+                        retry.execute(params![s.delivery, cause, at, s.now])?
+                    }
+                    Settled::Dead { cause } => dead.execute(params![s.delivery, cause, s.now])?,
+                };
+            }
+            Ok(())
+        })
     }
 
     fn durable(&self) -> bool {
@@ -1034,10 +1068,13 @@ fn accept_one(
                     });
                 }
                 (true, OnDuplicate::Redeliver) => (refresh_event(conn, event, kind)?, true),
-                // Kept for its gates' history only: this is its first acceptance for observers.
+                // Kept for its gates' history only: this is its first acceptance for observers,
+                // and what they get is what this acceptance carries (the gates' verdict, say).
                 (false, _) => {
-                    conn.prepare_cached("UPDATE events SET observed = 1 WHERE seq = ?1")?
-                        .execute(params![seq])?;
+                    conn.prepare_cached(
+                        "UPDATE events SET observed = 1, json = ?2 WHERE seq = ?1",
+                    )?
+                    .execute(params![seq, event.json])?;
                     (seq, false)
                 }
             }
