@@ -9,7 +9,12 @@
 //! - `http`: the real `hookwasm serve` binary on 127.0.0.1, one observer or one gate, driven by
 //!   the load generator below at its maximum rate, then open-loop at half that rate.
 //! - `fanout`: 1, 10 and 100 handlers subscribed to the same event, as gates and as observers.
-//! - `memory`: the server's RSS after loading 1, 10 and 100 handlers, and after traffic.
+//! - `ingest`: one observer behind the durable outbox, 32 clients posting one event each at the
+//!   maximum rate, then open loop at half of it, then batches of 100 (issue 18's targets).
+//! - `memory`: the server's RSS after loading 1, 10 and 100 handlers, and after traffic; and
+//!   `start`'s 1,000 handlers.
+//! - `start`: `serve` with 100 handlers from spawn to `/readyz` 200 (compile cache warm), and
+//!   1,000 handlers: the same time and the RSS.
 //! - `profile` (never run by default): the default path alone for 10 s, to run under
 //!   `perf record`.
 //!
@@ -102,8 +107,14 @@ fn main() -> anyhow::Result<()> {
     if wanted("stream") {
         stream(&bench, &mut report)?;
     }
+    if wanted("ingest") {
+        ingest(&bench, &mut report)?;
+    }
     if wanted("fanout") || wanted("memory") {
         fanout(&bench, &mut report, wanted("fanout"))?;
+    }
+    if wanted("start") || wanted("memory") {
+        start(&bench, &mut report)?;
     }
     report.write(&bench.out_dir)?;
     Ok(())
@@ -328,7 +339,7 @@ fn http(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         }
         report.row(stats.named("http", role, "max rate (closed loop)"));
         let rate = max.stats.events_per_s / 2.0;
-        let half = open_loop(&server, rate)?;
+        let half = open_loop(&server, rate, CLIENTS)?;
         let half_events = half.events as u64;
         report.row(half.named("http", role, &format!("half rate, {rate:.0}/s (open loop)")));
         if mode == "observe" {
@@ -363,6 +374,124 @@ fn http(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         }
         server.stop();
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ingest: what the durable outbox accepts over HTTP (issue 18's targets)
+// ---------------------------------------------------------------------------------------------
+
+/// Issue 18's ingest targets on this machine, for the notes.
+const INGEST_TARGET_PER_S: f64 = 30_000.0;
+const INGEST_BATCH_TARGET_PER_S: f64 = 150_000.0;
+const INGEST_P99_TARGET_US: f64 = 2_000.0;
+
+/// One trivial observer behind the durable outbox (SQLite, `sync: full`: every answer waits for
+/// its fsynced commit): one event per POST from `WIDE_CLIENTS` connections at the maximum rate
+/// (closed loop), then open loop from as many connections at half that rate and at half the
+/// target, then batches of `BATCH`. The observer's queue is drained between cases, so each case
+/// starts with the same work in the background (the observer delivering what that case accepts).
+fn ingest(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    report.heading(&format!(
+        "ingest: POST /v1/events, one trivial observer, durable outbox (sync: full), {WIDE_CLIENTS} keep-alive clients"
+    ));
+    let server = Server::start(bench, &handlers(bench, "observe", "trivial", 1))?;
+    let mut sent = 0;
+    let max = closed_loop(&server, 1, WIDE_CLIENTS)?;
+    sent += max.requests_sent;
+    let mut stats = max.stats.clone();
+    stats.note = format!(
+        "target >= {INGEST_TARGET_PER_S:.0}/s: {}",
+        verdict(stats.events_per_s >= INGEST_TARGET_PER_S)
+    );
+    report.row(stats.named("ingest", "observer", "one event per POST, max rate"));
+    let mut half_rates = vec![max.stats.events_per_s / 2.0];
+    if (max.stats.events_per_s / 2.0 - INGEST_TARGET_PER_S / 2.0).abs() > 1_000.0 {
+        half_rates.push(INGEST_TARGET_PER_S / 2.0);
+    }
+    for rate in half_rates {
+        server.wait_for_invocations(sent, 1)?;
+        let mut half = open_loop(&server, rate, WIDE_CLIENTS)?;
+        sent += half.events as u64;
+        half.note = format!(
+            "{}; p99 target <= {INGEST_P99_TARGET_US:.0} µs: {}",
+            half.note,
+            verdict(half.p99_us <= INGEST_P99_TARGET_US)
+        );
+        report.row(half.named(
+            "ingest",
+            "observer",
+            &format!("one event per POST, {rate:.0}/s (open loop)"),
+        ));
+    }
+    server.wait_for_invocations(sent, 1)?;
+    let batched = closed_loop(&server, BATCH, CLIENTS)?;
+    let mut stats = batched.stats;
+    stats.note = format!(
+        "{CLIENTS} clients, latency per POST; target >= {INGEST_BATCH_TARGET_PER_S:.0}/s: {}",
+        verdict(stats.events_per_s >= INGEST_BATCH_TARGET_PER_S)
+    );
+    report.row(stats.named(
+        "ingest",
+        "observer",
+        &format!("batches of {BATCH}, max rate"),
+    ));
+    server.stop();
+    Ok(())
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "SHORT" }
+}
+
+// ---------------------------------------------------------------------------------------------
+// start: how fast `serve` is ready, and what 1,000 handlers weigh
+// ---------------------------------------------------------------------------------------------
+
+/// Issue 18's targets: ready with 100 handlers from the compile cache, RSS with 1,000 loaded.
+const START_TARGET: Duration = Duration::from_secs(1);
+const THOUSAND_RSS_TARGET_MIB: f64 = 300.0;
+/// Timed starts with a warm compile cache.
+const STARTS: usize = 3;
+
+/// `hookwasm serve` with 100 trivial gates: the time from spawning it until `/readyz` answers
+/// 200, with the compile cache filled by an untimed start first; then 1,000 gates (one module, a
+/// thousand entries), started once from the cache: the time and the RSS once ready.
+fn start(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    println!("\nstart: `hookwasm serve` from spawn until /readyz answers 200, compile cache warm");
+    let config = handlers(bench, "gate", "trivial", 100);
+    Server::start(bench, &config)?.stop();
+    let mut times = Vec::new();
+    for _ in 0..STARTS {
+        let (server, ready) = Server::start_ready(bench, &config)?;
+        server.stop();
+        times.push(ready);
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    report.timing(
+        "start",
+        "100 handlers, ready",
+        median,
+        format!(
+            "median of {STARTS} (all: {times:?}); target <= {START_TARGET:?}: {}",
+            verdict(median <= START_TARGET)
+        ),
+    );
+    let config = handlers(bench, "gate", "trivial", 1_000);
+    Server::start(bench, &config)?.stop();
+    let (server, ready) = Server::start_ready(bench, &config)?;
+    let rss_mib = server.rss_kib() as f64 / 1024.0;
+    server.stop();
+    report.timing("start", "1,000 handlers, ready", ready, String::new());
+    report.memory(
+        1_000,
+        (rss_mib * 1024.0) as u64,
+        format!(
+            "target <= {THOUSAND_RSS_TARGET_MIB:.0} MiB: {}",
+            verdict(rss_mib <= THOUSAND_RSS_TARGET_MIB)
+        ),
+    );
     Ok(())
 }
 
@@ -580,6 +709,22 @@ impl Server {
         })
     }
 
+    /// Starts the server and waits until `/readyz` answers 200: the server and how long that took
+    /// from the spawn.
+    fn start_ready(bench: &Bench, config: &Value) -> anyhow::Result<(Server, Duration)> {
+        let spawned = Instant::now();
+        let server = Server::start(bench, config)?;
+        let mut client = HttpClient::connect(server.address)?;
+        while client.request("GET", "/readyz", "")?.0 != 200 {
+            anyhow::ensure!(
+                spawned.elapsed() < STARTUP_BUDGET,
+                "/readyz never answered 200"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok((server, spawned.elapsed()))
+    }
+
     fn rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
@@ -719,21 +864,21 @@ fn closed_loop(server: &Server, batch: usize, clients: usize) -> anyhow::Result<
     })
 }
 
-/// Sends events at a fixed `rate` (open loop) for `HTTP_BUDGET`, over `CLIENTS` connections
+/// Sends events at a fixed `rate` (open loop) for `HTTP_BUDGET`, over `clients` connections
 /// taking turns; each latency runs from the moment the request was due, so a slow answer that
 /// delays the next request counts against the server (no coordinated omission).
-fn open_loop(server: &Server, rate: f64) -> anyhow::Result<Stats> {
+fn open_loop(server: &Server, rate: f64, clients: usize) -> anyhow::Result<Stats> {
     let address = server.address;
-    let interval = Duration::from_secs_f64(CLIENTS as f64 / rate);
+    let interval = Duration::from_secs_f64(clients as f64 / rate);
     let total = ((rate * HTTP_BUDGET.as_secs_f64()) as usize).min(HTTP_REQUESTS);
     let start = Instant::now() + Duration::from_millis(20);
-    let threads: Vec<_> = (0..CLIENTS)
+    let threads: Vec<_> = (0..clients)
         .map(|c| {
             std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
                 let mut client = HttpClient::connect(address)?;
                 let mut histogram = histogram();
-                let offset = interval.mul_f64(c as f64 / CLIENTS as f64);
-                for i in 0..total / CLIENTS {
+                let offset = interval.mul_f64(c as f64 / clients as f64);
+                for i in 0..total / clients {
                     let due = start + offset + interval * i as u32;
                     let now = Instant::now();
                     if due > now {
@@ -1048,6 +1193,13 @@ impl Report {
         self.rows.push(json!({
             "section": "memory", "case": format!("{handlers} handlers loaded"),
             "handlers": handlers, "rssMiB": round(rss_kib as f64 / 1024.0), "note": note,
+        }));
+    }
+
+    fn timing(&mut self, section: &str, case: &str, took: Duration, note: String) {
+        println!("  {case:<46} {:>10.1} ms  {note}", took.as_secs_f64() * 1e3);
+        self.rows.push(json!({
+            "section": section, "case": case, "ms": round(took.as_secs_f64() * 1e3), "note": note,
         }));
     }
 

@@ -6,6 +6,7 @@
 //!   `tests/interop/node_modules`), then every test (the Rust crates', the embeddable core's
 //!   without default features, then the GitProxy package's Node suite against the built host,
 //!   and the JavaScript SDK's);
+//! - `bench-peers`: hookwasm against Extism on the same logic and events (`benches/peers`);
 //! - `build-guests`: only build the plugins and test guests for `wasm32-wasip2` (JavaScript
 //!   guests with componentize-js, installed by `npm ci` into `sdk-js/node_modules`).
 //!
@@ -146,8 +147,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("build-guests") => build_guests(),
+        Some("bench-peers") => bench_peers(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask <serve [hookwasm serve args…] | test [cargo test args…] | build-guests>"
+            "usage: cargo xtask <serve [hookwasm serve args…] | test [cargo test args…] | build-guests | bench-peers>"
         ),
     }
 }
@@ -187,6 +189,39 @@ fn build_guests() -> anyhow::Result<()> {
         println!("built {}", dest.display());
     }
     build_js_guests()
+}
+
+/// The peer benchmark (`benches/peers`): builds hookwasm's bench guest (wasm32-wasip2) and the
+/// same logic as an Extism plugin (wasm32-wasip1, `benches/peers/guest`), then runs it in a
+/// release build. Its own crate, so no other build compiles Extism's wasmtime.
+fn bench_peers(args: &[String]) -> anyhow::Result<()> {
+    add_wasm_target()?;
+    add_wasip1_target()?;
+    let guest = ["--profile", GUEST_PROFILE, "--target-dir", GUEST_TARGET_DIR];
+    cargo(
+        &[
+            &["build", "--target", WASM_TARGET, "-p", "bench"][..],
+            &guest,
+        ]
+        .concat(),
+    )?;
+    let built = Path::new(GUEST_TARGET_DIR)
+        .join(WASM_TARGET)
+        .join(GUEST_PROFILE)
+        .join("bench.wasm");
+    std::fs::copy(&built, "tests/guests/bench.wasm")
+        .with_context(|| format!("cannot copy {}", built.display()))?;
+    let wasip1 = [
+        "build",
+        "--target",
+        "wasm32-wasip1",
+        "-p",
+        "peers-extism-guest",
+    ];
+    cargo(&[&wasip1[..], &guest].concat())?;
+    let mut bench = vec!["bench", "-p", "peers", "--bench", "peers", "--"];
+    bench.extend(args.iter().map(String::as_str));
+    cargo(&bench)
 }
 
 /// Installs the JavaScript SDK's dev dependencies (componentize-js, ~400 MB) into
