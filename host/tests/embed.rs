@@ -183,3 +183,65 @@ fn rss_mib() -> f64 {
         .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
 }
+
+/// A spec for the guest in memory, named and in `mode`.
+fn entry(name: &str, behavior: &str, mode: hookwasm::config::Mode) -> HandlerSpec {
+    let mut spec = spec(behavior);
+    spec.name = name.to_owned();
+    spec.mode = mode;
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_over_the_in_memory_store_runs_gates_and_delivers_to_observers() {
+    use hookwasm::config::Mode;
+    use hookwasm::dispatch::{Backpressure, Dispatcher};
+    use hookwasm::outbox::{Store, memory::MemoryStore};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    // The whole core without SQLite, HTTP or a config file: handlers from bytes, a gate and an
+    // observer, the outbox in memory.
+    let sandbox = Sandbox::new().expect("sandbox");
+    let bytes = module_bytes();
+    let mut handlers = Vec::new();
+    for (name, mode) in [("gate", Mode::Gate), ("observer", Mode::Observe)] {
+        let spec = entry(name, "realistic", mode);
+        let handler = load(&sandbox, "realistic", &bytes).await;
+        handlers.push((spec, handler));
+    }
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let dispatcher = Dispatcher::start(handlers, store.clone()).await;
+    dispatcher.start_delivering();
+
+    let decisions = dispatcher
+        .submit(&[event("e-embedded")], Backpressure::Wait)
+        .await
+        .expect("accepted");
+    assert_eq!(decisions.len(), 1);
+    let decision = &decisions[0];
+    assert!(matches!(
+        decision.verdict,
+        hookwasm::dispatch::Verdict::Allow
+    ));
+    assert_eq!(decision.gates.len(), 1, "the gate ran");
+    assert_eq!(
+        decision.observers_queued, 1,
+        "the observer's delivery is stored"
+    );
+
+    let started = Instant::now();
+    loop {
+        let counts = store.counts().await.expect("counts");
+        let done: u64 = counts.iter().map(|c| c.done).sum();
+        if done == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the observer's delivery was not made: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    dispatcher.shutdown(Duration::from_secs(5)).await;
+}
