@@ -27,11 +27,7 @@ use crate::reload::Reloader;
 use crate::sandbox::{Handler, LoadError, Sandbox};
 use crate::server::{Console, listen::ConnectionLimits};
 
-pub mod operations;
-pub mod snapshot;
-
-pub use operations::{Deliveries, NotReady, RetriedLetter};
-pub use snapshot::{HandlerSnapshot, Snapshot};
+pub use crate::dispatch::{Deliveries, HandlerSnapshot, NotReady, RetriedLetter, Snapshot};
 
 /// Where compiled modules are cached unless `HOOKWASM_CACHE_DIR` says otherwise: this folder
 /// beside the config file.
@@ -624,4 +620,14 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// The outbox `config_path`'s `eventDelivery` names, for an operator command run beside a
+/// `serve` (or without one). An in-memory outbox is refused: only the running host has it.
+pub async fn open_deliveries(config_path: &Path) -> Result<Deliveries, AppError> {
+    let config = Config::load(config_path)?;
+    if config.delivery.store == StoreKind::Memory {
+        return Err(AppError::MemoryOutbox { path: config.path });
+    }
+    Ok(Deliveries::new(open_outbox(&config.delivery).await?))
 }

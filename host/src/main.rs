@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hookwasm::app::{self, App, CallSpec, Deliveries, ServeOptions};
+use hookwasm::app::{self, App, CallSpec, ServeOptions};
 use hookwasm::config::{Config, Mode};
 use hookwasm::dispatch::Report;
 use hookwasm::event::Event;
@@ -561,7 +561,7 @@ async fn replay(config: &Path, events_path: &Path) -> anyhow::Result<Exit> {
 }
 
 async fn deliveries(config: &Path, json: bool) -> anyhow::Result<Exit> {
-    let counts = Deliveries::open(config).await?.counts().await?;
+    let counts = app::open_deliveries(config).await?.counts().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&counts)?);
         return Ok(Exit::Success);
@@ -602,7 +602,7 @@ async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<Exit> {
             limit,
             json,
         } => {
-            let deliveries = Deliveries::open(&select.config).await?;
+            let deliveries = app::open_deliveries(&select.config).await?;
             let letters = deliveries.dead_letters(selector(&select), limit).await?;
             if json {
                 for letter in &letters {
@@ -622,12 +622,12 @@ async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<Exit> {
             }
         }
         DeadLetterAction::Retry { select } => {
-            let deliveries = Deliveries::open(&select.config).await?;
+            let deliveries = app::open_deliveries(&select.config).await?;
             let count = deliveries.retry(chosen(&select)?).await?;
             println!("{count} dead letters are pending again");
         }
         DeadLetterAction::Discard { select } => {
-            let deliveries = Deliveries::open(&select.config).await?;
+            let deliveries = app::open_deliveries(&select.config).await?;
             let count = deliveries.discard(chosen(&select)?).await?;
             println!("{count} dead letters discarded");
         }

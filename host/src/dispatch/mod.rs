@@ -20,9 +20,12 @@ mod admission;
 mod breaker;
 mod gates;
 mod invoke;
+mod operations;
 mod registry;
 mod report;
 mod size;
+#[cfg(feature = "server")]
+mod snapshot;
 #[cfg(test)]
 mod test_support;
 mod worker;
@@ -44,8 +47,11 @@ use crate::sandbox::{Handler, LoadError, Sandbox, Status};
 pub use admission::{Backpressure, Refused};
 pub use breaker::{Admission, Breaker, BreakerView, Transition};
 pub use gates::{DENIED_BY_ATTRIBUTE, VERDICT_ATTRIBUTE, denied_by, with_verdict};
+pub use operations::{Deliveries, NotReady, RetriedLetter};
 pub use registry::{Failure, Install, ReloadStatus, Slot, Version};
 pub use report::{Attributed, Decision, Report, Verdict};
+#[cfg(feature = "server")]
+pub use snapshot::{HandlerSnapshot, Snapshot};
 
 /// Loads every enabled handler of `config`: read, verify, compile (off the executor), run
 /// `init`. Returns the loaded ones and one error per handler that could not be loaded.

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ApiQuery, Console, error};
-use crate::app::Deliveries;
+use crate::dispatch::Deliveries;
 use crate::outbox::{FeedFilter, FeedItem};
 
 /// Messages a consumer may have waiting before it counts as slow.

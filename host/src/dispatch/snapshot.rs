@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::{BreakerView, Dispatcher, Failure, ReloadStatus};
 use crate::config::{FailurePolicy, Mode};
-use crate::dispatch::{BreakerView, Dispatcher, Failure, ReloadStatus};
+use crate::limits::Limits;
 use crate::metrics::{Exposition, HandlerCounts, HandlerSample, HostCounts};
 use crate::outbox::{self, Backend, StoreError};
 
@@ -43,7 +44,7 @@ pub struct HandlerSnapshot {
     /// What a failed invocation means for the verdict.
     pub failure_policy: FailurePolicy,
     /// Its per-event limits.
-    pub limits: LimitsView,
+    pub limits: Limits,
     /// Observers: deliveries open in the outbox (`null` for gates).
     pub queue_depth: Option<u64>,
     /// Observers: dead letters in the outbox.
@@ -65,19 +66,6 @@ pub struct HandlerSnapshot {
     /// A store with consumers (NATS): deliveries not yet handed to any host.
     #[serde(skip)]
     pub consumer_lag: Option<u64>,
-}
-
-/// A handler's limits as the status views name them.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LimitsView {
-    /// Fuel per event.
-    pub fuel: u64,
-    /// Deadline per event, in ms.
-    pub timeout_ms: u64,
-    /// Memory cap, in MiB.
-    #[serde(rename = "memoryMiB")]
-    pub memory_mib: u64,
 }
 
 impl Snapshot {
@@ -132,11 +120,7 @@ impl Dispatcher {
                     events: owned(spec.filter.event_patterns()),
                     refs: owned(spec.filter.ref_patterns()),
                     failure_policy: spec.failure_policy,
-                    limits: LimitsView {
-                        fuel: spec.limits.fuel,
-                        timeout_ms: spec.limits.timeout_ms,
-                        memory_mib: spec.limits.memory_mib,
-                    },
+                    limits: version.spec.limits,
                     queue_depth: observer.then(|| gauge.map_or(0, |g| g.open)),
                     dead_letters: observer.then(|| gauge.map_or(0, |g| g.dead)),
                     quarantine: version.breaker.view(),

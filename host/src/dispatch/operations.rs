@@ -2,13 +2,10 @@
 //! letters to list, retry or discard, readiness, pruning. The HTTP API and the CLI call these;
 //! neither touches the store itself.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::AppError;
-use crate::config::{Config, StoreKind};
-use crate::dispatch::Dispatcher;
+use super::Dispatcher;
 use crate::outbox::{self, Counts, DeadLetter, Feed, FeedFilter, Selector, Store, StoreError};
 
 /// The outbox's deliveries, as operators see them.
@@ -39,16 +36,10 @@ pub enum NotReady {
 }
 
 impl Deliveries {
-    /// The outbox `config_path`'s `eventDelivery` names, for an operator command run beside a
-    /// `serve` (or without one). An in-memory outbox is refused: only the running host has it.
-    pub async fn open(config_path: &Path) -> Result<Deliveries, AppError> {
-        let config = Config::load(config_path)?;
-        if config.delivery.store == StoreKind::Memory {
-            return Err(AppError::MemoryOutbox { path: config.path });
-        }
-        Ok(Deliveries {
-            store: super::open_outbox(&config.delivery).await?,
-        })
+    /// Operations on `store`, for an operator command run beside a `serve` (or without one);
+    /// [`crate::app::open_deliveries`] opens the store a config names.
+    pub fn new(store: Arc<dyn Store>) -> Deliveries {
+        Deliveries { store }
     }
 
     /// Deliveries by observer and state.
