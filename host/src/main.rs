@@ -272,9 +272,26 @@ fn main() -> ExitCode {
 }
 
 /// Bad usage or bad input: one readable sentence on stderr, exit 2.
+///
+/// A library error's message already names its cause (it is what logs and API answers show); the
+/// cause is kept as `source()` for programs. So a cause is appended only when the text so far
+/// does not hold it yet, and nothing is printed twice.
 fn fail(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {error:#}");
+    eprintln!("error: {}", chain(error));
     ExitCode::from(2)
+}
+
+/// `error` and each cause not already in the text before it, joined by ": ".
+fn chain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Logs go to stderr: human-readable by default, JSON with `HOOKWASM_LOG_FORMAT=json`; the level

@@ -63,6 +63,27 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
+/// Why a sandbox could not be made: wasmtime refused the engine or a host interface. Each
+/// variant keeps wasmtime's error as its source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// Wasmtime could not start an engine with this configuration.
+    #[error("cannot start wasmtime: {source}")]
+    Engine {
+        /// Wasmtime's reason.
+        source: wasmtime::Error,
+    },
+    /// An interface could not be added to the linker.
+    #[error("cannot link {interface}: {source}")]
+    Link {
+        /// The interface, in words ("WASI", "the host interface").
+        interface: &'static str,
+        /// Wasmtime's reason.
+        source: wasmtime::Error,
+    },
+}
+
 /// Why a module could not become a handler. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -105,12 +126,20 @@ pub enum LoadError {
         path: PathBuf,
     },
     /// Wasmtime could not compile the component.
-    #[error("{path} does not compile: {message}")]
+    #[error("{path} does not compile: {source}")]
     Compile {
         /// The module file.
         path: PathBuf,
         /// Wasmtime's reason.
-        message: String,
+        source: wasmtime::Error,
+    },
+    /// The thread compiling the component failed (it panicked or was cancelled).
+    #[error("{path} does not compile: the compiler thread failed: {source}")]
+    CompilerThread {
+        /// The module file.
+        path: PathBuf,
+        /// Why the thread did not finish.
+        source: tokio::task::JoinError,
     },
     /// The component is not an event handler of this host's world.
     #[error(
@@ -162,24 +191,24 @@ impl Default for Tuning {
 impl Sandbox {
     /// A sandbox with the default [`Tuning`] (fuel and deadlines on, pooling allocator) on the
     /// process's engine; the first one builds it with the default [`PoolSize`].
-    pub fn new() -> anyhow::Result<Sandbox> {
+    pub fn new() -> Result<Sandbox, SandboxError> {
         Sandbox::with_pool(Tuning::default(), PoolSize::default())
     }
 
     /// Like [`Sandbox::new`], for `handlers` loaded handlers: if this is the process's first
     /// sandbox, its pool is sized for them (see [`PoolSize::for_handlers`]).
-    pub fn for_handlers(handlers: usize) -> anyhow::Result<Sandbox> {
+    pub fn for_handlers(handlers: usize) -> Result<Sandbox, SandboxError> {
         Sandbox::with_pool(Tuning::default(), PoolSize::for_handlers(handlers))
     }
 
     /// A sandbox with explicit settings (see [`Tuning`]) and the default [`PoolSize`].
-    pub fn with_tuning(tuning: Tuning) -> anyhow::Result<Sandbox> {
+    pub fn with_tuning(tuning: Tuning) -> Result<Sandbox, SandboxError> {
         Sandbox::with_pool(tuning, PoolSize::default())
     }
 
     /// A sandbox on the process's engine for `tuning`. Only the first sandbox of a tuning builds
     /// the engine, with a pool of `pool`; the others share it (a live pool cannot grow).
-    pub fn with_pool(tuning: Tuning, pool: PoolSize) -> anyhow::Result<Sandbox> {
+    pub fn with_pool(tuning: Tuning, pool: PoolSize) -> Result<Sandbox, SandboxError> {
         Ok(Sandbox {
             shared: engine::shared(tuning, pool)?,
             cache: None,
@@ -335,10 +364,11 @@ impl Sandbox {
             }
             None => {
                 let started = Instant::now();
-                let component = Component::new(engine, bytes).map_err(|e| LoadError::Compile {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                })?;
+                let component =
+                    Component::new(engine, bytes).map_err(|source| LoadError::Compile {
+                        path: path.to_owned(),
+                        source,
+                    })?;
                 tracing::debug!(module = %path.display(), ms = started.elapsed().as_millis(), "compiled");
                 if let Some(cache) = &self.cache {
                     cache.put(digest, &component);
@@ -357,28 +387,32 @@ pub(crate) struct Compiled(Component);
 
 /// The two linkers of an engine: without and with the `smtp` capability (built once per engine,
 /// see `engine.rs`).
-fn base_linkers(engine: &Engine) -> anyhow::Result<(Linker<StoreState>, Linker<StoreState>)> {
+fn base_linkers(engine: &Engine) -> Result<(Linker<StoreState>, Linker<StoreState>), SandboxError> {
     let mut linker = base_linker(engine)?;
     let mut smtp_linker = base_linker(engine)?;
     wit::hookwasm::handler::smtp::add_to_linker::<_, smtp::RefusedView>(&mut linker, |s| {
         s.smtp.refused()
     })
-    .map_err(|e| anyhow::anyhow!("cannot link the smtp interface: {e}"))?;
+    .map_err(link("the smtp interface"))?;
     wit::hookwasm::handler::smtp::add_to_linker::<_, HasSelf<_>>(&mut smtp_linker, |s| &mut s.smtp)
-        .map_err(|e| anyhow::anyhow!("cannot link the smtp interface: {e}"))?;
+        .map_err(link("the smtp interface"))?;
     Ok((linker, smtp_linker))
+}
+
+/// Wraps a linker error with the interface that could not be added.
+fn link(interface: &'static str) -> impl Fn(wasmtime::Error) -> SandboxError + Copy {
+    move |source| SandboxError::Link { interface, source }
 }
 
 /// A linker with everything every handler gets: WASI (with nothing behind it), `wasi:http`
 /// (behind the policy in `http.rs`), and the `host` and `types` interfaces of every supported
 /// package version. The `smtp` interface is added by the caller, granted or refusing.
-fn base_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
+fn base_linker(engine: &Engine) -> Result<Linker<StoreState>, SandboxError> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link("WASI"))?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-        .map_err(|e| anyhow::anyhow!("cannot link wasi:http: {e}"))?;
-    let host = |e: wasmtime::Error| anyhow::anyhow!("cannot link the host interface: {e}");
+        .map_err(link("wasi:http"))?;
+    let host = link("the host interface");
     wit::hookwasm::handler::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
         .map_err(host)?;
     wit::hookwasm::handler::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
