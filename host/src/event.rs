@@ -691,6 +691,36 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn event_errors_keep_their_cause_as_source() {
+        use std::error::Error as _;
+        let err = Event::from_slice(b"{").expect_err("not JSON");
+        let json = err
+            .source()
+            .and_then(|s| s.downcast_ref::<serde_json::Error>());
+        assert!(json.is_some(), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("not valid JSON: {}", json.expect("json"))
+        );
+
+        let mut typed = ref_event("git.branch.created");
+        typed["data"]["pushId"] = json!(7);
+        let err = Event::from_json(typed).expect_err("pushId is a number");
+        assert!(matches!(err, EventError::Json { .. }), "{err}");
+
+        let err = Event::from_json(json!({
+            "specversion": "1.0", "id": "e1", "source": "s", "type": "com.example.x",
+            "data_base64": "!!"
+        }))
+        .expect_err("not base64");
+        assert!(matches!(err, EventError::Decode { .. }), "{err}");
+        assert!(err.source().is_some(), "{err:?}");
+
+        let err = Event::from_json(json!([])).expect_err("not an object");
+        assert!(err.source().is_none(), "{err:?}");
+    }
+
     fn ref_event(event_type: &str) -> Value {
         json!({
             "specversion": "1.0", "id": "e1", "source": "test", "type": event_type,

@@ -1311,6 +1311,39 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn store_errors_keep_their_cause_as_source() {
+        use std::error::Error as _;
+        let dir = TempDir::new().expect("tempdir");
+        // A folder where the file should be: SQLite cannot open it.
+        let err = SqliteStore::open(dir.path(), FsyncPolicy::Normal).expect_err("a folder");
+        assert!(matches!(err, StoreError::Sqlite { .. }), "{err}");
+        let sqlite = err
+            .source()
+            .and_then(|s| s.downcast_ref::<rusqlite::Error>());
+        assert!(sqlite.is_some(), "{err:?}");
+        // A file where a folder should be: the folder cannot be created.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        let err = SqliteStore::open(&file.join("outbox.db"), FsyncPolicy::Normal)
+            .expect_err("a file as folder");
+        let io = err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert!(io.is_some(), "{err:?}");
+        // The message an operator reads is unchanged: it names the cause.
+        assert!(
+            err.to_string().contains(&io.expect("io").to_string()),
+            "{err}"
+        );
+        // A refusal of its own has no cause behind it.
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").expect("write");
+        let err = SqliteStore::open(&empty, FsyncPolicy::Normal).expect_err("empty file");
+        assert!(matches!(err, StoreError::Refused { .. }), "{err}");
+        assert!(err.source().is_none());
+    }
+
     const T0: Millis = 1_000_000;
     const LEASE: Duration = Duration::from_secs(30);
     const TYPE: &str = "com.example.push";

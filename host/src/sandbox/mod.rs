@@ -88,14 +88,15 @@ pub enum SandboxError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The file could not be read. The message carries the cause and a hint (no error chain, so
-    /// the OS error is not printed twice).
+    /// The file could not be read. The message carries the cause's text and a hint.
     #[error("cannot read module {path}: {why}")]
     Read {
         /// The module file.
         path: PathBuf,
         /// What went wrong, and what to do when we can tell.
         why: String,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// The file's digest is not the pinned one.
     #[error(
@@ -240,9 +241,10 @@ impl Sandbox {
     /// (Cranelift) unless the module is compiled already: call it off the async executor.
     pub fn load(&self, spec: &HandlerSpec) -> Result<Handler, LoadError> {
         let path = spec.module.as_path();
-        let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
-            why: read_failure(path, &e),
+            why: read_failure(path, &source),
+            source,
         })?;
         self.load_bytes(spec, &bytes)
     }
@@ -694,5 +696,53 @@ impl ReusedInstance {
         self.bindings
             .call_on_event(&mut self.store, event.wit())
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::config::{Capabilities, HandlerSpec};
+    use crate::limits::Limits;
+
+    fn spec(module: &str) -> HandlerSpec {
+        HandlerSpec::for_module(
+            std::path::Path::new(module),
+            serde_json::Value::Null,
+            Limits::default(),
+            Capabilities::default(),
+        )
+    }
+
+    /// A component header followed by a section that cannot be parsed.
+    const BROKEN_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00\x01\x05\xff\xff\xff\xff\xff";
+
+    #[test]
+    fn a_compile_error_keeps_wasmtimes_error_as_its_source() {
+        let sandbox = Sandbox::new().expect("sandbox");
+        let err = sandbox
+            .load_bytes(&spec("broken.wasm"), BROKEN_COMPONENT)
+            .expect_err("does not compile");
+        assert!(matches!(err, LoadError::Compile { .. }), "{err}");
+        let source = err.source().expect("the wasmtime error is kept");
+        // The message names the cause (logs print it alone), and the cause is the same error.
+        assert!(err.to_string().ends_with(&source.to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_read_error_keeps_the_io_error_as_its_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.wasm");
+        let err = Sandbox::new()
+            .expect("sandbox")
+            .load(&spec(missing.to_str().expect("utf-8")))
+            .expect_err("no such file");
+        let io = err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("the io error is kept");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     }
 }
