@@ -368,8 +368,10 @@ pub enum ConfigError {
     Syntax {
         /// The config file.
         path: PathBuf,
-        /// What is wrong, with line and column where known.
+        /// What is wrong, with line and column where known (serde_json's text included).
         message: String,
+        /// serde_json's error.
+        source: serde_json::Error,
     },
     /// `eventDelivery` is invalid.
     #[error("{path}: `eventDelivery` {message}")]
@@ -568,15 +570,18 @@ impl Config {
         text: &str,
         path: &Path,
     ) -> Result<(Config, Vec<EntryError>), ConfigError> {
-        let syntax = |message: String| ConfigError::Syntax {
-            path: path.to_owned(),
-            message,
-        };
-        let file: File = serde_json::from_str(text).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => syntax(format!(
-                "`eventHandlers` must be a list of module paths or handler objects ({e})"
-            )),
-            _ => syntax(format!("not valid JSON: {e}")),
+        let file: File = serde_json::from_str(text).map_err(|source| {
+            let message = match source.classify() {
+                serde_json::error::Category::Data => format!(
+                    "`eventHandlers` must be a list of module paths or handler objects ({source})"
+                ),
+                _ => format!("not valid JSON: {source}"),
+            };
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                message,
+                source,
+            }
         })?;
         // Absolute, so module paths stay right whatever the working directory is later.
         let folder = path
@@ -1005,6 +1010,29 @@ fn json_kind(value: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn config_errors_keep_their_cause_as_source() {
+        use std::error::Error as _;
+        let err = Config::parse("{", Path::new("proxy.config.json")).expect_err("not JSON");
+        let json = err
+            .source()
+            .and_then(|s| s.downcast_ref::<serde_json::Error>());
+        assert!(json.is_some(), "{err:?}");
+        assert!(
+            err.to_string().ends_with(&json.expect("json").to_string()),
+            "{err}"
+        );
+
+        let err = Config::load(Path::new("/nonexistent/proxy.config.json")).expect_err("missing");
+        let io = err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::NotFound)
+        );
+    }
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
