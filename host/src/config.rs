@@ -310,7 +310,7 @@ pub struct Filter {
 
 impl Filter {
     /// Builds a filter from glob patterns; an empty list matches everything.
-    pub fn new(events: &[String], refs: &[String]) -> Result<Filter, String> {
+    pub fn new(events: &[String], refs: &[String]) -> Result<Filter, PatternError> {
         Ok(Filter {
             events: compile_globs(events, "events")?,
             refs: compile_globs(refs, "refs")?,
@@ -338,14 +338,33 @@ impl Filter {
     }
 }
 
-fn compile_globs(patterns: &[String], field: &str) -> Result<Vec<(String, GlobMatcher)>, String> {
+/// A filter pattern that is not a valid glob.
+#[derive(Debug, thiserror::Error)]
+#[error("`{field}` has an invalid pattern {pattern:?}: {}", .source.kind())]
+pub struct PatternError {
+    /// `events` or `refs`.
+    pub field: &'static str,
+    /// The pattern as written.
+    pub pattern: String,
+    /// globset's error.
+    pub source: globset::Error,
+}
+
+fn compile_globs(
+    patterns: &[String],
+    field: &'static str,
+) -> Result<Vec<(String, GlobMatcher)>, PatternError> {
     patterns
         .iter()
         .map(|p| {
             let glob: Glob = GlobBuilder::new(p)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| format!("`{field}` has an invalid pattern {p:?}: {}", e.kind()))?;
+                .map_err(|source| PatternError {
+                    field,
+                    pattern: p.clone(),
+                    source,
+                })?;
             Ok((p.clone(), glob.compile_matcher()))
         })
         .collect()
@@ -706,33 +725,79 @@ fn is_wasm_path(target: &str) -> bool {
         .is_some_and(|ext| ext.eq_ignore_ascii_case("wasm"))
 }
 
+/// Why a handler manifest could not be read. The message names the cause's text; the cause is
+/// kept as the source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read the handler manifest {path}: {source}")]
+    Read {
+        /// The manifest file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The exported object is not valid JSON.
+    #[error("{message}")]
+    Json {
+        /// What shape is expected, and serde_json's text.
+        message: String,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
+    /// The file does not have the manifest's shape.
+    #[error("{0}")]
+    Shape(String),
+}
+
+impl ManifestError {
+    fn shape(message: String) -> ManifestError {
+        ManifestError::Shape(message)
+    }
+}
+
 /// Reads a handler manifest: `export default { … };` where `{ … }` is a JSON entry object,
 /// optionally after `//` or `/* */` comments. Returns the entry and the manifest's folder, which
 /// the entry's relative paths resolve against.
-pub fn read_manifest(path: &Path) -> Result<(Value, PathBuf), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the handler manifest {}: {e}", path.display()))?;
+pub fn read_manifest(path: &Path) -> Result<(Value, PathBuf), ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let shape = "a handler manifest must be `export default { …a JSON entry object… };`";
     let rest = skip_comments(&text);
-    let rest = rest
-        .strip_prefix("export default")
-        .ok_or_else(|| format!("{shape}; it does not start with `export default`"))?;
+    let rest = rest.strip_prefix("export default").ok_or_else(|| {
+        ManifestError::shape(format!("{shape}; it does not start with `export default`"))
+    })?;
     let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
     let entry = match values.next() {
         Some(Ok(entry @ Value::Object(_))) => entry,
         Some(Ok(other)) => {
-            return Err(format!("{shape}; it exports {}", json_kind(&other)));
+            return Err(ManifestError::shape(format!(
+                "{shape}; it exports {}",
+                json_kind(&other)
+            )));
         }
-        Some(Err(e)) => return Err(format!("{shape} ({e})")),
-        None => return Err(format!("{shape}; nothing follows `export default`")),
+        Some(Err(source)) => {
+            return Err(ManifestError::Json {
+                message: format!("{shape} ({source})"),
+                source,
+            });
+        }
+        None => {
+            return Err(ManifestError::shape(format!(
+                "{shape}; nothing follows `export default`"
+            )));
+        }
     };
     let tail = skip_comments(&rest[values.byte_offset()..]);
     let tail = skip_comments(tail.strip_prefix(';').unwrap_or(tail));
     if !tail.is_empty() {
-        return Err(format!(
+        return Err(ManifestError::shape(format!(
             "{shape}; it goes on after the object with {:?}",
             tail.chars().take(20).collect::<String>()
-        ));
+        )));
     }
     let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     Ok((entry, folder))
@@ -915,7 +980,7 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         }
         None => None,
     };
-    let filter = Filter::new(&entry.events, &entry.refs).map_err(&fail)?;
+    let filter = Filter::new(&entry.events, &entry.refs).map_err(|e| fail(e.to_string()))?;
     let limits = entry.limits;
     if let Some(zero) = limits.zero() {
         return Err(fail(format!(
