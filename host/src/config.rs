@@ -410,12 +410,13 @@ pub enum ConfigError {
         error: AuthError,
     },
     /// `eventTypes` or `strictTypes` is invalid.
-    #[error("{path}: {message}")]
+    #[error("{path}: {error}")]
     EventTypes {
         /// The config file.
         path: PathBuf,
-        /// What is wrong and what to do.
-        message: String,
+        /// What is wrong and what to do (its cause is the source).
+        #[source]
+        error: crate::event::registry::RegistryError,
     },
     /// One or more entries are invalid; each is reported.
     #[error("{path}: {} invalid event handler entr{}:\n{}", .errors.len(), if .errors.len() == 1 { "y" } else { "ies" }, EntryErrors(.errors))]
@@ -624,9 +625,9 @@ impl Config {
             file.strict_types,
             &base,
         )
-        .map_err(|message| ConfigError::EventTypes {
+        .map_err(|error| ConfigError::EventTypes {
             path: path.to_owned(),
-            message,
+            error,
         })?;
 
         let mut handlers = Vec::new();
