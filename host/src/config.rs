@@ -1026,7 +1026,7 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         .smtp
         .map(smtp::parse)
         .transpose()
-        .map_err(&fail)?;
+        .map_err(|e| fail(e.to_string()))?;
     let failure_policy = match (entry.mode, entry.failure_policy) {
         (_, Some(policy)) => policy,
         (Mode::Gate, None) => FailurePolicy::Closed,
