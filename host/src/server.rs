@@ -177,7 +177,7 @@ async fn post_events(
 ) -> Response {
     let route = match route(query.as_deref()) {
         Ok(route) => route,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let request = match ingest::read(&headers, &body, &dispatcher.registry()) {
         Ok(request) => request,
@@ -302,9 +302,14 @@ async fn get_event_types(State(dispatcher): State<Arc<Dispatcher>>) -> Response 
     .into_response()
 }
 
+/// A query parameter `POST /v1/events` does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown query {0:?}; the only parameter is route=all|gates|observers")]
+struct UnknownQuery(String);
+
 /// `?route=gates` or `?route=observers` reaches only those handlers (a git server asks its gates
 /// before refs move and tells its observers after); `all`, the default, reaches both.
-fn route(query: Option<&str>) -> Result<Route, String> {
+fn route(query: Option<&str>) -> Result<Route, UnknownQuery> {
     let mut route = Route::All;
     for pair in query
         .unwrap_or_default()
@@ -315,11 +320,7 @@ fn route(query: Option<&str>) -> Result<Route, String> {
             Some(("route", "all")) => Route::All,
             Some(("route", "gates")) => Route::Gates,
             Some(("route", "observers")) => Route::Observers,
-            _ => {
-                return Err(format!(
-                    "unknown query {pair:?}; the only parameter is route=all|gates|observers"
-                ));
-            }
+            _ => return Err(UnknownQuery(pair.to_owned())),
         };
     }
     Ok(route)
