@@ -393,12 +393,13 @@ pub enum ConfigError {
         source: serde_json::Error,
     },
     /// `eventDelivery` is invalid.
-    #[error("{path}: `eventDelivery` {message}")]
+    #[error("{path}: `eventDelivery` {error}")]
     Delivery {
         /// The config file.
         path: PathBuf,
-        /// What is wrong and what to do.
-        message: String,
+        /// What is wrong and what to do (its cause is the source).
+        #[source]
+        error: DeliveryError,
     },
     /// `auth` (in the file or from `HOOKWASM_AUTH_FILE`) is invalid.
     #[error("{path}: {error}")]
@@ -609,12 +610,11 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
-        let delivery = parse_delivery(file.event_delivery, &base).map_err(|message| {
-            ConfigError::Delivery {
+        let delivery =
+            parse_delivery(file.event_delivery, &base).map_err(|error| ConfigError::Delivery {
                 path: path.to_owned(),
-                message,
-            }
-        })?;
+                error,
+            })?;
 
         let auth = parse_auth(file.auth).map_err(|error| ConfigError::Auth {
             path: path.to_owned(),
@@ -818,18 +818,47 @@ fn skip_comments(mut text: &str) -> &str {
     }
 }
 
-fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, String> {
+/// Why `eventDelivery` cannot be used: one sentence naming the field, and serde_json's error
+/// behind it where there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl From<String> for DeliveryError {
+    fn from(message: String) -> DeliveryError {
+        DeliveryError {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for DeliveryError {
+    fn from(message: &str) -> DeliveryError {
+        DeliveryError::from(message.to_owned())
+    }
+}
+
+fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, DeliveryError> {
     let entry: DeliveryEntry = match value {
         None => DeliveryEntry::default(),
         Some(value @ Value::Object(_)) => serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            lint::explain(&path, &e.into_inner().to_string())
+            let source = e.into_inner();
+            DeliveryError {
+                message: lint::explain(&path, &source.to_string()),
+                source: Some(Box::new(source)),
+            }
         })?,
         Some(other) => {
-            return Err(format!(
+            return Err(DeliveryError::from(format!(
                 "must be an object such as {{\"store\": \"sqlite\"}}, found {}",
                 json_kind(&other)
-            ));
+            )));
         }
     };
     let nats = parse_nats(&entry, base)?;
@@ -837,11 +866,13 @@ fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, S
         .path
         .unwrap_or_else(|| defaults::OUTBOX_PATH.to_owned());
     if path.trim().is_empty() {
-        return Err("`path` is empty; give the outbox file's path, or leave it out".into());
+        return Err(DeliveryError::from(
+            "`path` is empty; give the outbox file's path, or leave it out",
+        ));
     }
     let hours = entry.retention_hours.unwrap_or(defaults::RETENTION_HOURS);
     if hours == 0 {
-        return Err("`retentionHours` must be at least 1".into());
+        return Err(DeliveryError::from("`retentionHours` must be at least 1"));
     }
     let retention = std::time::Duration::from_secs(hours.saturating_mul(3600));
     Ok(DeliveryConfig {
@@ -858,7 +889,7 @@ fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, S
 fn parse_nats(
     entry: &DeliveryEntry,
     base: &Path,
-) -> Result<Option<crate::outbox::nats::NatsConfig>, String> {
+) -> Result<Option<crate::outbox::nats::NatsConfig>, DeliveryError> {
     use crate::outbox::nats::{NatsConfig, Secret, defaults as nats};
     let given = entry.url.is_some()
         || entry.creds_file.is_some()
@@ -872,9 +903,9 @@ fn parse_nats(
         || entry.host_id.is_some();
     if entry.store != StoreKind::Nats {
         if given {
-            return Err(
-                "`url`, `credsFile`, `user`, `password`, `token`, `tlsCaFile`, `replicas`, `ackWaitMs`, `dedupeWindowSecs` and `hostId` belong to `\"store\": \"nats\"`; set it, or remove them".into(),
-            );
+            return Err(DeliveryError::from(
+                "`url`, `credsFile`, `user`, `password`, `token`, `tlsCaFile`, `replicas`, `ackWaitMs`, `dedupeWindowSecs` and `hostId` belong to `\"store\": \"nats\"`; set it, or remove them",
+            ));
         }
         return Ok(None);
     }
@@ -883,27 +914,31 @@ fn parse_nats(
         .clone()
         .ok_or("`\"store\": \"nats\"` needs `url`, such as \"nats://127.0.0.1:4222\" (several servers: comma-separated)")?;
     if entry.password.is_some() != entry.user.is_some() {
-        return Err("`user` and `password` go together; give both, or neither".into());
+        return Err(DeliveryError::from(
+            "`user` and `password` go together; give both, or neither",
+        ));
     }
     let schemes = ["nats://", "tls://"];
     for server in url.split(',') {
         let server = server.trim();
         if !schemes.iter().any(|s| server.starts_with(s)) || server.len() <= 6 {
-            return Err(format!(
+            return Err(DeliveryError::from(format!(
                 "`url` has {server:?}; each server is nats://host:port or tls://host:port"
-            ));
+            )));
         }
     }
     if entry.replicas.is_some_and(|r| !(1..=5).contains(&r)) {
-        return Err("`replicas` must be 1 to 5 (JetStream's limit)".into());
+        return Err(DeliveryError::from(
+            "`replicas` must be 1 to 5 (JetStream's limit)",
+        ));
     }
     let ack_wait_ms = entry.ack_wait_ms.unwrap_or(nats::ACK_WAIT_MS);
     if ack_wait_ms < 500 {
-        return Err("`ackWaitMs` must be at least 500".into());
+        return Err(DeliveryError::from("`ackWaitMs` must be at least 500"));
     }
     let dedupe_window_secs = entry.dedupe_window_secs.unwrap_or(nats::DEDUPE_WINDOW_SECS);
     if dedupe_window_secs == 0 {
-        return Err("`dedupeWindowSecs` must be at least 1".into());
+        return Err(DeliveryError::from("`dedupeWindowSecs` must be at least 1"));
     }
     Ok(Some(NatsConfig {
         url,
@@ -1088,6 +1123,13 @@ mod tests {
             err.to_string().ends_with(&json.expect("json").to_string()),
             "{err}"
         );
+
+        let text = r#"{"eventDelivery": {"retentionHours": "soon"}}"#;
+        let err = Config::parse(text, Path::new("proxy.config.json")).expect_err("a string");
+        assert!(matches!(err, ConfigError::Delivery { .. }), "{err}");
+        let json = err.source().and_then(|s| s.source());
+        let json = json.and_then(|s| s.downcast_ref::<serde_json::Error>());
+        assert!(json.is_some(), "{err:?}");
 
         let err = Config::load(Path::new("/nonexistent/proxy.config.json")).expect_err("missing");
         let io = err
