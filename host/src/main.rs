@@ -273,25 +273,13 @@ fn main() -> ExitCode {
 
 /// Bad usage or bad input: one readable sentence on stderr, exit 2.
 ///
-/// A library error's message already names its cause (it is what logs and API answers show); the
-/// cause is kept as `source()` for programs. So a cause is appended only when the text so far
-/// does not hold it yet, and nothing is printed twice.
+/// Only the outermost message is printed, not the chain (`{:#}`): a library error's message is
+/// the whole sentence (it names its cause, often with a hint after it), and its cause is kept as
+/// `source()` for programs, not for printing twice. Words added here go into a new message
+/// (`anyhow!("…: {e}")`), never `.context()`, which this would not print.
 fn fail(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {}", chain(error));
+    eprintln!("error: {error}");
     ExitCode::from(2)
-}
-
-/// `error` and each cause not already in the text before it, joined by ": ".
-fn chain(error: &anyhow::Error) -> String {
-    let mut text = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
 }
 
 /// Logs go to stderr: human-readable by default, JSON with `HOOKWASM_LOG_FORMAT=json`; the level
