@@ -151,6 +151,9 @@ pub enum LoadError {
         path: PathBuf,
         /// What does not fit.
         message: String,
+        /// Wasmtime's reason, when it was wasmtime that found the misfit.
+        #[source]
+        source: Option<wasmtime::Error>,
     },
     /// The handler's `init` refused its config, or failed.
     #[error(
@@ -284,6 +287,12 @@ impl Sandbox {
         let wrong_world = |message: String| LoadError::WrongWorld {
             path: path.to_owned(),
             message,
+            source: None,
+        };
+        let wasmtime_refused = |message: String, source: wasmtime::Error| LoadError::WrongWorld {
+            path: path.to_owned(),
+            message,
+            source: Some(source),
         };
         let exports: Vec<String> = component
             .component_type()
@@ -323,8 +332,8 @@ impl Sandbox {
         };
         let pre = linker
             .instantiate_pre(component)
-            .map_err(|e| wrong_world(format!("its imports cannot be satisfied ({e})")))?;
-        let pre = wit::EventHandlerPre::new(pre).map_err(|e| wrong_world(e.to_string()))?;
+            .map_err(|e| wasmtime_refused(format!("its imports cannot be satisfied ({e})"), e))?;
+        let pre = wit::EventHandlerPre::new(pre).map_err(|e| wasmtime_refused(e.to_string(), e))?;
         Ok(Handler(Arc::new(HandlerInner {
             name: spec.name.as_str().into(),
             mode: spec.mode,
