@@ -310,7 +310,7 @@ pub struct Filter {
 
 impl Filter {
     /// Builds a filter from glob patterns; an empty list matches everything.
-    pub fn new(events: &[String], refs: &[String]) -> Result<Filter, String> {
+    pub fn new(events: &[String], refs: &[String]) -> Result<Filter, PatternError> {
         Ok(Filter {
             events: compile_globs(events, "events")?,
             refs: compile_globs(refs, "refs")?,
@@ -338,14 +338,33 @@ impl Filter {
     }
 }
 
-fn compile_globs(patterns: &[String], field: &str) -> Result<Vec<(String, GlobMatcher)>, String> {
+/// A filter pattern that is not a valid glob.
+#[derive(Debug, thiserror::Error)]
+#[error("`{field}` has an invalid pattern {pattern:?}: {}", .source.kind())]
+pub struct PatternError {
+    /// `events` or `refs`.
+    pub field: &'static str,
+    /// The pattern as written.
+    pub pattern: String,
+    /// globset's error.
+    pub source: globset::Error,
+}
+
+fn compile_globs(
+    patterns: &[String],
+    field: &'static str,
+) -> Result<Vec<(String, GlobMatcher)>, PatternError> {
     patterns
         .iter()
         .map(|p| {
             let glob: Glob = GlobBuilder::new(p)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| format!("`{field}` has an invalid pattern {p:?}: {}", e.kind()))?;
+                .map_err(|source| PatternError {
+                    field,
+                    pattern: p.clone(),
+                    source,
+                })?;
             Ok((p.clone(), glob.compile_matcher()))
         })
         .collect()
@@ -368,16 +387,19 @@ pub enum ConfigError {
     Syntax {
         /// The config file.
         path: PathBuf,
-        /// What is wrong, with line and column where known.
+        /// What is wrong, with line and column where known (serde_json's text included).
         message: String,
+        /// serde_json's error.
+        source: serde_json::Error,
     },
     /// `eventDelivery` is invalid.
-    #[error("{path}: `eventDelivery` {message}")]
+    #[error("{path}: `eventDelivery` {error}")]
     Delivery {
         /// The config file.
         path: PathBuf,
-        /// What is wrong and what to do.
-        message: String,
+        /// What is wrong and what to do (its cause is the source).
+        #[source]
+        error: DeliveryError,
     },
     /// `auth` (in the file or from `HOOKWASM_AUTH_FILE`) is invalid.
     #[error("{path}: {error}")]
@@ -389,12 +411,13 @@ pub enum ConfigError {
         error: AuthError,
     },
     /// `eventTypes` or `strictTypes` is invalid.
-    #[error("{path}: {message}")]
+    #[error("{path}: {error}")]
     EventTypes {
         /// The config file.
         path: PathBuf,
-        /// What is wrong and what to do.
-        message: String,
+        /// What is wrong and what to do (its cause is the source).
+        #[source]
+        error: crate::event::registry::RegistryError,
     },
     /// One or more entries are invalid; each is reported.
     #[error("{path}: {} invalid event handler entr{}:\n{}", .errors.len(), if .errors.len() == 1 { "y" } else { "ies" }, EntryErrors(.errors))]
@@ -568,15 +591,18 @@ impl Config {
         text: &str,
         path: &Path,
     ) -> Result<(Config, Vec<EntryError>), ConfigError> {
-        let syntax = |message: String| ConfigError::Syntax {
-            path: path.to_owned(),
-            message,
-        };
-        let file: File = serde_json::from_str(text).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => syntax(format!(
-                "`eventHandlers` must be a list of module paths or handler objects ({e})"
-            )),
-            _ => syntax(format!("not valid JSON: {e}")),
+        let file: File = serde_json::from_str(text).map_err(|source| {
+            let message = match source.classify() {
+                serde_json::error::Category::Data => format!(
+                    "`eventHandlers` must be a list of module paths or handler objects ({source})"
+                ),
+                _ => format!("not valid JSON: {source}"),
+            };
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                message,
+                source,
+            }
         })?;
         // Absolute, so module paths stay right whatever the working directory is later.
         let folder = path
@@ -584,12 +610,11 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
-        let delivery = parse_delivery(file.event_delivery, &base).map_err(|message| {
-            ConfigError::Delivery {
+        let delivery =
+            parse_delivery(file.event_delivery, &base).map_err(|error| ConfigError::Delivery {
                 path: path.to_owned(),
-                message,
-            }
-        })?;
+                error,
+            })?;
 
         let auth = parse_auth(file.auth).map_err(|error| ConfigError::Auth {
             path: path.to_owned(),
@@ -600,9 +625,9 @@ impl Config {
             file.strict_types,
             &base,
         )
-        .map_err(|message| ConfigError::EventTypes {
+        .map_err(|error| ConfigError::EventTypes {
             path: path.to_owned(),
-            message,
+            error,
         })?;
 
         let mut handlers = Vec::new();
@@ -701,33 +726,79 @@ fn is_wasm_path(target: &str) -> bool {
         .is_some_and(|ext| ext.eq_ignore_ascii_case("wasm"))
 }
 
+/// Why a handler manifest could not be read. The message names the cause's text; the cause is
+/// kept as the source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read the handler manifest {path}: {source}")]
+    Read {
+        /// The manifest file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The exported object is not valid JSON.
+    #[error("{message}")]
+    Json {
+        /// What shape is expected, and serde_json's text.
+        message: String,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
+    /// The file does not have the manifest's shape.
+    #[error("{0}")]
+    Shape(String),
+}
+
+impl ManifestError {
+    fn shape(message: String) -> ManifestError {
+        ManifestError::Shape(message)
+    }
+}
+
 /// Reads a handler manifest: `export default { … };` where `{ … }` is a JSON entry object,
 /// optionally after `//` or `/* */` comments. Returns the entry and the manifest's folder, which
 /// the entry's relative paths resolve against.
-pub fn read_manifest(path: &Path) -> Result<(Value, PathBuf), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the handler manifest {}: {e}", path.display()))?;
+pub fn read_manifest(path: &Path) -> Result<(Value, PathBuf), ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let shape = "a handler manifest must be `export default { …a JSON entry object… };`";
     let rest = skip_comments(&text);
-    let rest = rest
-        .strip_prefix("export default")
-        .ok_or_else(|| format!("{shape}; it does not start with `export default`"))?;
+    let rest = rest.strip_prefix("export default").ok_or_else(|| {
+        ManifestError::shape(format!("{shape}; it does not start with `export default`"))
+    })?;
     let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
     let entry = match values.next() {
         Some(Ok(entry @ Value::Object(_))) => entry,
         Some(Ok(other)) => {
-            return Err(format!("{shape}; it exports {}", json_kind(&other)));
+            return Err(ManifestError::shape(format!(
+                "{shape}; it exports {}",
+                json_kind(&other)
+            )));
         }
-        Some(Err(e)) => return Err(format!("{shape} ({e})")),
-        None => return Err(format!("{shape}; nothing follows `export default`")),
+        Some(Err(source)) => {
+            return Err(ManifestError::Json {
+                message: format!("{shape} ({source})"),
+                source,
+            });
+        }
+        None => {
+            return Err(ManifestError::shape(format!(
+                "{shape}; nothing follows `export default`"
+            )));
+        }
     };
     let tail = skip_comments(&rest[values.byte_offset()..]);
     let tail = skip_comments(tail.strip_prefix(';').unwrap_or(tail));
     if !tail.is_empty() {
-        return Err(format!(
+        return Err(ManifestError::shape(format!(
             "{shape}; it goes on after the object with {:?}",
             tail.chars().take(20).collect::<String>()
-        ));
+        )));
     }
     let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     Ok((entry, folder))
@@ -747,18 +818,47 @@ fn skip_comments(mut text: &str) -> &str {
     }
 }
 
-fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, String> {
+/// Why `eventDelivery` cannot be used: one sentence naming the field, and serde_json's error
+/// behind it where there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl From<String> for DeliveryError {
+    fn from(message: String) -> DeliveryError {
+        DeliveryError {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for DeliveryError {
+    fn from(message: &str) -> DeliveryError {
+        DeliveryError::from(message.to_owned())
+    }
+}
+
+fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, DeliveryError> {
     let entry: DeliveryEntry = match value {
         None => DeliveryEntry::default(),
         Some(value @ Value::Object(_)) => serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            lint::explain(&path, &e.into_inner().to_string())
+            let source = e.into_inner();
+            DeliveryError {
+                message: lint::explain(&path, &source.to_string()),
+                source: Some(Box::new(source)),
+            }
         })?,
         Some(other) => {
-            return Err(format!(
+            return Err(DeliveryError::from(format!(
                 "must be an object such as {{\"store\": \"sqlite\"}}, found {}",
                 json_kind(&other)
-            ));
+            )));
         }
     };
     let nats = parse_nats(&entry, base)?;
@@ -766,11 +866,13 @@ fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, S
         .path
         .unwrap_or_else(|| defaults::OUTBOX_PATH.to_owned());
     if path.trim().is_empty() {
-        return Err("`path` is empty; give the outbox file's path, or leave it out".into());
+        return Err(DeliveryError::from(
+            "`path` is empty; give the outbox file's path, or leave it out",
+        ));
     }
     let hours = entry.retention_hours.unwrap_or(defaults::RETENTION_HOURS);
     if hours == 0 {
-        return Err("`retentionHours` must be at least 1".into());
+        return Err(DeliveryError::from("`retentionHours` must be at least 1"));
     }
     let retention = std::time::Duration::from_secs(hours.saturating_mul(3600));
     Ok(DeliveryConfig {
@@ -787,7 +889,7 @@ fn parse_delivery(value: Option<Value>, base: &Path) -> Result<DeliveryConfig, S
 fn parse_nats(
     entry: &DeliveryEntry,
     base: &Path,
-) -> Result<Option<crate::outbox::nats::NatsConfig>, String> {
+) -> Result<Option<crate::outbox::nats::NatsConfig>, DeliveryError> {
     use crate::outbox::nats::{NatsConfig, Secret, defaults as nats};
     let given = entry.url.is_some()
         || entry.creds_file.is_some()
@@ -801,9 +903,9 @@ fn parse_nats(
         || entry.host_id.is_some();
     if entry.store != StoreKind::Nats {
         if given {
-            return Err(
-                "`url`, `credsFile`, `user`, `password`, `token`, `tlsCaFile`, `replicas`, `ackWaitMs`, `dedupeWindowSecs` and `hostId` belong to `\"store\": \"nats\"`; set it, or remove them".into(),
-            );
+            return Err(DeliveryError::from(
+                "`url`, `credsFile`, `user`, `password`, `token`, `tlsCaFile`, `replicas`, `ackWaitMs`, `dedupeWindowSecs` and `hostId` belong to `\"store\": \"nats\"`; set it, or remove them",
+            ));
         }
         return Ok(None);
     }
@@ -812,27 +914,31 @@ fn parse_nats(
         .clone()
         .ok_or("`\"store\": \"nats\"` needs `url`, such as \"nats://127.0.0.1:4222\" (several servers: comma-separated)")?;
     if entry.password.is_some() != entry.user.is_some() {
-        return Err("`user` and `password` go together; give both, or neither".into());
+        return Err(DeliveryError::from(
+            "`user` and `password` go together; give both, or neither",
+        ));
     }
     let schemes = ["nats://", "tls://"];
     for server in url.split(',') {
         let server = server.trim();
         if !schemes.iter().any(|s| server.starts_with(s)) || server.len() <= 6 {
-            return Err(format!(
+            return Err(DeliveryError::from(format!(
                 "`url` has {server:?}; each server is nats://host:port or tls://host:port"
-            ));
+            )));
         }
     }
     if entry.replicas.is_some_and(|r| !(1..=5).contains(&r)) {
-        return Err("`replicas` must be 1 to 5 (JetStream's limit)".into());
+        return Err(DeliveryError::from(
+            "`replicas` must be 1 to 5 (JetStream's limit)",
+        ));
     }
     let ack_wait_ms = entry.ack_wait_ms.unwrap_or(nats::ACK_WAIT_MS);
     if ack_wait_ms < 500 {
-        return Err("`ackWaitMs` must be at least 500".into());
+        return Err(DeliveryError::from("`ackWaitMs` must be at least 500"));
     }
     let dedupe_window_secs = entry.dedupe_window_secs.unwrap_or(nats::DEDUPE_WINDOW_SECS);
     if dedupe_window_secs == 0 {
-        return Err("`dedupeWindowSecs` must be at least 1".into());
+        return Err(DeliveryError::from("`dedupeWindowSecs` must be at least 1"));
     }
     Ok(Some(NatsConfig {
         url,
@@ -910,7 +1016,7 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         }
         None => None,
     };
-    let filter = Filter::new(&entry.events, &entry.refs).map_err(&fail)?;
+    let filter = Filter::new(&entry.events, &entry.refs).map_err(|e| fail(e.to_string()))?;
     let limits = entry.limits;
     if let Some(zero) = limits.zero() {
         return Err(fail(format!(
@@ -955,7 +1061,7 @@ fn parse_entry(index: usize, value: Value, base: &Path) -> Result<HandlerSpec, E
         .smtp
         .map(smtp::parse)
         .transpose()
-        .map_err(&fail)?;
+        .map_err(|e| fail(e.to_string()))?;
     let failure_policy = match (entry.mode, entry.failure_policy) {
         (_, Some(policy)) => policy,
         (Mode::Gate, None) => FailurePolicy::Closed,
@@ -1005,6 +1111,36 @@ fn json_kind(value: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn config_errors_keep_their_cause_as_source() {
+        use std::error::Error as _;
+        let err = Config::parse("{", Path::new("proxy.config.json")).expect_err("not JSON");
+        let json = err
+            .source()
+            .and_then(|s| s.downcast_ref::<serde_json::Error>());
+        assert!(json.is_some(), "{err:?}");
+        assert!(
+            err.to_string().ends_with(&json.expect("json").to_string()),
+            "{err}"
+        );
+
+        let text = r#"{"eventDelivery": {"retentionHours": "soon"}}"#;
+        let err = Config::parse(text, Path::new("proxy.config.json")).expect_err("a string");
+        assert!(matches!(err, ConfigError::Delivery { .. }), "{err}");
+        let json = err.source().and_then(|s| s.source());
+        let json = json.and_then(|s| s.downcast_ref::<serde_json::Error>());
+        assert!(json.is_some(), "{err:?}");
+
+        let err = Config::load(Path::new("/nonexistent/proxy.config.json")).expect_err("missing");
+        let io = err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::NotFound)
+        );
+    }
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -31,15 +31,92 @@ struct Inner {
 
 /// Why a JSON document is not an acceptable event. The message names the attribute or payload
 /// field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct EventError(String);
+///
+/// The message is the whole sentence a producer reads, the cause's text included, because API
+/// answers and logs print it alone; the cause, where there is one, is kept as
+/// [`source`](std::error::Error::source). Causes are shared so the error stays `Clone`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The document, or `data` for its event type, is not the JSON it must be.
+    Json {
+        /// What is wrong, and where.
+        message: String,
+        /// serde_json's error.
+        source: Arc<serde_json::Error>,
+    },
+    /// An attribute's value cannot be decoded (`time`, `data_base64`).
+    Decode {
+        /// What is wrong, and where.
+        message: String,
+        /// The decoder's error.
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// An attribute or field breaks a rule of the event model.
+    Invalid {
+        /// What is wrong, and where.
+        message: String,
+    },
+}
+
+impl EventError {
+    /// A broken rule, with no lower error behind it.
+    pub(crate) fn invalid(message: impl Into<String>) -> EventError {
+        EventError::Invalid {
+            message: message.into(),
+        }
+    }
+
+    /// JSON that does not parse or does not fit its type.
+    pub(crate) fn json(message: impl Into<String>, source: serde_json::Error) -> EventError {
+        EventError::Json {
+            message: message.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// A value that does not decode.
+    pub(crate) fn decode(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> EventError {
+        EventError::Decode {
+            message: message.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// The message, as the display shows it.
+    pub fn message(&self) -> &str {
+        match self {
+            EventError::Json { message, .. }
+            | EventError::Decode { message, .. }
+            | EventError::Invalid { message } => message,
+        }
+    }
+}
+
+impl std::fmt::Display for EventError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for EventError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EventError::Json { source, .. } => Some(&**source),
+            EventError::Decode { source, .. } => Some(&**source),
+            EventError::Invalid { .. } => None,
+        }
+    }
+}
 
 impl Event {
     /// Parses a CloudEvent in structured JSON mode.
     pub fn from_slice(bytes: &[u8]) -> Result<Event, EventError> {
         let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| EventError(format!("not valid JSON: {e}")))?;
+            .map_err(|e| EventError::json(format!("not valid JSON: {e}"), e))?;
         Event::from_json(value)
     }
 
@@ -47,7 +124,7 @@ impl Event {
     /// checked again: an event accepted under older, looser rules is delivered as it was.
     pub fn from_stored(bytes: &[u8]) -> Result<Event, EventError> {
         let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| EventError(format!("not valid JSON: {e}")))?;
+            .map_err(|e| EventError::json(format!("not valid JSON: {e}"), e))?;
         Event::parse(value, attributes::Rules::Stored)
     }
 
@@ -58,20 +135,20 @@ impl Event {
 
     fn parse(value: Value, rules: attributes::Rules) -> Result<Event, EventError> {
         let Value::Object(mut attrs) = value else {
-            return Err(EventError(
-                "an event must be a JSON object (a CloudEvent)".into(),
+            return Err(EventError::invalid(
+                "an event must be a JSON object (a CloudEvent)",
             ));
         };
         match attrs.get("specversion").and_then(Value::as_str) {
             Some("1.0") => {}
             Some(other) => {
-                return Err(EventError(format!(
+                return Err(EventError::invalid(format!(
                     "`specversion` is {other:?}; only CloudEvents 1.0 is supported"
                 )));
             }
             None => {
-                return Err(EventError(
-                    "`specversion` is missing; set it to \"1.0\"".into(),
+                return Err(EventError::invalid(
+                    "`specversion` is missing; set it to \"1.0\"",
                 ));
             }
         }
@@ -86,7 +163,10 @@ impl Event {
         let time = match optional(&attrs, "time")? {
             Some(time) => {
                 time.parse::<jiff::Timestamp>().map_err(|e| {
-                    EventError(format!("`time` {time:?} is not an RFC 3339 timestamp: {e}"))
+                    EventError::decode(
+                        format!("`time` {time:?} is not an RFC 3339 timestamp: {e}"),
+                        e,
+                    )
                 })?;
                 time
             }
@@ -99,7 +179,7 @@ impl Event {
         let data = attrs.get("data").cloned().unwrap_or(Value::Null);
         let typed = kind_of(&event_type).is_some_and(|k| k != Kind::Custom);
         if data.is_null() && typed {
-            return Err(EventError(format!(
+            return Err(EventError::invalid(format!(
                 "`data` is missing: a {event_type} event carries a typed payload as JSON; run `hookwasm events` for its schema"
             )));
         }
@@ -187,14 +267,16 @@ fn check_id(id: &str) -> Result<(), EventError> {
                         every delivery (HTTP headers, Standard Webhooks, NATS) can carry them; \
                         use letters, digits, `-`, `_`, `:` or `/` (a UUID, say)";
     if id.len() > MAX_ID_BYTES {
-        return Err(EventError(format!(
+        return Err(EventError::invalid(format!(
             "`id` is {} bytes long: {RULE}",
             id.len()
         )));
     }
     if let Some(bad) = id.chars().find(|&c| !c.is_ascii_graphic() || c == '.') {
         let shown = crate::escape::escape(&bad.to_string()).into_owned();
-        return Err(EventError(format!("`id` contains `{shown}`: {RULE}")));
+        return Err(EventError::invalid(format!(
+            "`id` contains `{shown}`: {RULE}"
+        )));
     }
     Ok(())
 }
@@ -202,9 +284,9 @@ fn check_id(id: &str) -> Result<(), EventError> {
 fn required(attrs: &Map<String, Value>, name: &str) -> Result<String, EventError> {
     match attrs.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(EventError(format!("`{name}` is empty"))),
-        Some(_) => Err(EventError(format!("`{name}` must be a string"))),
-        None => Err(EventError(format!("`{name}` is missing"))),
+        Some(Value::String(_)) => Err(EventError::invalid(format!("`{name}` is empty"))),
+        Some(_) => Err(EventError::invalid(format!("`{name}` must be a string"))),
+        None => Err(EventError::invalid(format!("`{name}` is missing"))),
     }
 }
 
@@ -212,7 +294,7 @@ fn optional(attrs: &Map<String, Value>, name: &str) -> Result<Option<String>, Ev
     match attrs.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(EventError(format!("`{name}` must be a string"))),
+        Some(_) => Err(EventError::invalid(format!("`{name}` must be a string"))),
     }
 }
 
@@ -344,12 +426,13 @@ pub fn known_types() -> impl Iterator<Item = &'static str> {
 
 fn payload(event_type: &str, data: Value) -> Result<wit::Payload, EventError> {
     let kind = kind_of(event_type).ok_or_else(|| {
-        EventError(format!(
+        EventError::invalid(format!(
             "unknown event type {event_type:?}: `push.`, `pull.` and `git.` types are reserved; \
              run `hookwasm events` for the known ones, or use another prefix for a custom event"
         ))
     })?;
-    let typed = |e: serde_json::Error| EventError(format!("`data` of a {event_type} event: {e}"));
+    let typed =
+        |e: serde_json::Error| EventError::json(format!("`data` of a {event_type} event: {e}"), e);
     Ok(match kind {
         Kind::ProxyAction(operation, phase) => {
             let d: ProxyActionData = serde_json::from_value(data).map_err(typed)?;
@@ -607,6 +690,36 @@ pub fn catalogue() -> Vec<TypeInfo> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn event_errors_keep_their_cause_as_source() {
+        use std::error::Error as _;
+        let err = Event::from_slice(b"{").expect_err("not JSON");
+        let json = err
+            .source()
+            .and_then(|s| s.downcast_ref::<serde_json::Error>());
+        assert!(json.is_some(), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("not valid JSON: {}", json.expect("json"))
+        );
+
+        let mut typed = ref_event("git.branch.created");
+        typed["data"]["pushId"] = json!(7);
+        let err = Event::from_json(typed).expect_err("pushId is a number");
+        assert!(matches!(err, EventError::Json { .. }), "{err}");
+
+        let err = Event::from_json(json!({
+            "specversion": "1.0", "id": "e1", "source": "s", "type": "com.example.x",
+            "data_base64": "!!"
+        }))
+        .expect_err("not base64");
+        assert!(matches!(err, EventError::Decode { .. }), "{err}");
+        assert!(err.source().is_some(), "{err:?}");
+
+        let err = Event::from_json(json!([])).expect_err("not an object");
+        assert!(err.source().is_none(), "{err:?}");
+    }
 
     fn ref_event(event_type: &str) -> Value {
         json!({

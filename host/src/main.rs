@@ -272,8 +272,13 @@ fn main() -> ExitCode {
 }
 
 /// Bad usage or bad input: one readable sentence on stderr, exit 2.
+///
+/// Only the outermost message is printed, not the chain (`{:#}`): a library error's message is
+/// the whole sentence (it names its cause, often with a hint after it), and its cause is kept as
+/// `source()` for programs, not for printing twice. Words added here go into a new message
+/// (`anyhow!("…: {e}")`), never `.context()`, which this would not print.
 fn fail(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {error:#}");
+    eprintln!("error: {error}");
     ExitCode::from(2)
 }
 

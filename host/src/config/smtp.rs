@@ -110,7 +110,7 @@ pub enum RecipientPattern {
 }
 
 impl RecipientPattern {
-    fn parse(text: &str) -> Result<RecipientPattern, String> {
+    fn parse(text: &str) -> Result<RecipientPattern, SmtpError> {
         let text = text.trim().to_ascii_lowercase();
         if text == "*" {
             return Ok(RecipientPattern::Anyone);
@@ -122,9 +122,9 @@ impl RecipientPattern {
         } else if is_address(&text) {
             return Ok(RecipientPattern::Address(text));
         }
-        Err(format!(
+        Err(SmtpError::from(format!(
             "`capabilities.smtp.allowedRecipients` entry {text:?} is neither an address, `*@domain` nor `*`"
-        ))
+        )))
     }
 
     /// Whether `address` is one this pattern allows (case-insensitive).
@@ -140,27 +140,53 @@ impl RecipientPattern {
     }
 }
 
+/// Why `capabilities.smtp` cannot be used: one sentence naming the field, and the error behind it
+/// where there is one (a bad relay address, an unset variable).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SmtpError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl From<String> for SmtpError {
+    fn from(message: String) -> SmtpError {
+        SmtpError {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for SmtpError {
+    fn from(message: &str) -> SmtpError {
+        SmtpError::from(message.to_owned())
+    }
+}
+
 /// Parses and checks `capabilities.smtp`; `Err` is one sentence naming the field.
-pub(super) fn parse(entry: SmtpEntry) -> Result<SmtpGrant, String> {
+pub(super) fn parse(entry: SmtpEntry) -> Result<SmtpGrant, SmtpError> {
     let (host, port) = parse_relay(&entry.relay, entry.tls)?;
     if entry.from.is_empty() {
-        return Err(
-            "`capabilities.smtp.from` lists no sender; add the address(es) the handler may send from"
-                .into(),
-        );
+        return Err(SmtpError::from(
+            "`capabilities.smtp.from` lists no sender; add the address(es) the handler may send from",
+        ));
     }
     let mut from = Vec::new();
     for address in &entry.from {
         let address = address.trim().to_ascii_lowercase();
         if !is_address(&address) {
-            return Err(format!(
+            return Err(SmtpError::from(format!(
                 "`capabilities.smtp.from` entry {address:?} is not an e-mail address"
-            ));
+            )));
         }
         from.push(address);
     }
     if entry.allowed_recipients.is_empty() {
-        return Err("`capabilities.smtp.allowedRecipients` is empty; list the addresses (or `*@domain`) the handler may send to".into());
+        return Err(SmtpError::from(
+            "`capabilities.smtp.allowedRecipients` is empty; list the addresses (or `*@domain`) the handler may send to",
+        ));
     }
     let allowed_recipients = entry
         .allowed_recipients
@@ -172,18 +198,21 @@ pub(super) fn parse(entry: SmtpEntry) -> Result<SmtpGrant, String> {
     let credentials = match (entry.username, entry.password_env) {
         (None, None) => None,
         (Some(_), Some(_)) if entry.tls == SmtpTls::None && !loopback => {
-            return Err("`capabilities.smtp` has a `username` with `\"tls\": \"none\"`, which would send the password in clear text; use `starttls` or `tls`".into());
+            return Err(SmtpError::from(
+                "`capabilities.smtp` has a `username` with `\"tls\": \"none\"`, which would send the password in clear text; use `starttls` or `tls`",
+            ));
         }
         (Some(username), Some(variable)) => {
-            let password = std::env::var(&variable).map_err(|_| {
-                format!("`capabilities.smtp.passwordEnv` names {variable}, which is not set in hookwasm's environment; set it or fix the name")
+            let password = std::env::var(&variable).map_err(|e| SmtpError {
+                message: format!("`capabilities.smtp.passwordEnv` names {variable}, which is not set in hookwasm's environment; set it or fix the name"),
+                source: Some(Box::new(e)),
             })?;
             Some(SmtpCredentials { username, password })
         }
         _ => {
-            return Err(
-                "`capabilities.smtp` needs both `username` and `passwordEnv`, or neither".into(),
-            );
+            return Err(SmtpError::from(
+                "`capabilities.smtp` needs both `username` and `passwordEnv`, or neither",
+            ));
         }
     };
     Ok(SmtpGrant {
@@ -197,21 +226,22 @@ pub(super) fn parse(entry: SmtpEntry) -> Result<SmtpGrant, String> {
 }
 
 /// Parses `smtp://host[:port]` into a lower-case host (no brackets) and a port.
-fn parse_relay(text: &str, tls: SmtpTls) -> Result<(String, u16), String> {
+fn parse_relay(text: &str, tls: SmtpTls) -> Result<(String, u16), SmtpError> {
     let bad = |why: &str| {
         format!(
             "`capabilities.smtp.relay` {text:?} {why}; write it as smtp://host[:port], e.g. smtp://mail.example.com:587"
         )
     };
     if !text.starts_with("smtp://") {
-        return Err(bad("does not start with smtp://"));
+        return Err(SmtpError::from(bad("does not start with smtp://")));
     }
-    let origin = Origin::parse(text).map_err(|e| {
-        bad(match e {
+    let origin = Origin::parse(text).map_err(|e| SmtpError {
+        message: bad(match e {
             AddressError::InvalidPort => "has an invalid port",
             AddressError::InvalidHost => "has an invalid host",
             _ => "must be only a host and an optional port",
-        })
+        }),
+        source: Some(Box::new(e)),
     })?;
     let default_port = match tls {
         SmtpTls::None => 25,
@@ -219,13 +249,13 @@ fn parse_relay(text: &str, tls: SmtpTls) -> Result<(String, u16), String> {
         SmtpTls::Tls => 465,
     };
     let port = match origin.port {
-        Some(0) => return Err(bad("has an invalid port")),
+        Some(0) => return Err(SmtpError::from(bad("has an invalid port"))),
         Some(port) => port,
         None => default_port,
     };
     let host = origin.host;
     if !(host.parse::<IpAddr>().is_ok() || is_domain(&host)) {
-        return Err(bad("has an invalid host"));
+        return Err(SmtpError::from(bad("has an invalid host")));
     }
     Ok((host, port))
 }
@@ -261,7 +291,7 @@ mod tests {
     use super::*;
 
     fn entry(json: serde_json::Value) -> Result<SmtpGrant, String> {
-        parse(serde_json::from_value(json).map_err(|e| e.to_string())?)
+        parse(serde_json::from_value(json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
     }
 
     #[test]

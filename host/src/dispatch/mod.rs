@@ -79,9 +79,9 @@ pub async fn load_handler(sandbox: &Sandbox, spec: &HandlerSpec) -> Result<Handl
     let (sandbox, owned) = (sandbox.clone(), spec.clone());
     let handler = tokio::task::spawn_blocking(move || sandbox.load(&owned))
         .await
-        .map_err(|e| LoadError::Compile {
+        .map_err(|source| LoadError::CompilerThread {
             path: spec.module.clone(),
-            message: format!("the compiler thread failed: {e}"),
+            source,
         })??;
     handler.init().await?;
     Ok(handler)

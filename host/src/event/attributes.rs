@@ -61,7 +61,7 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
     for name in ["datacontenttype", "dataschema"] {
         match attrs.get(name) {
             None | Some(Value::String(_)) => {}
-            Some(_) => return Err(EventError(format!("`{name}` must be a string"))),
+            Some(_) => return Err(EventError::invalid(format!("`{name}` must be a string"))),
         }
     }
     let content_type = attrs
@@ -73,7 +73,7 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
         && let Some(content_type) = content_type.as_deref()
         && !media_type(content_type)
     {
-        return Err(EventError(format!(
+        return Err(EventError::invalid(format!(
             "`datacontenttype` {:?} is not a media type (RFC 2046): write type/subtype, e.g. application/json",
             truncated(content_type)
         )));
@@ -86,7 +86,7 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
         && let (Some(event_type), Some(content_type)) = (typed, content_type.as_deref())
         && essence(content_type) != "application/json"
     {
-        return Err(EventError(format!(
+        return Err(EventError::invalid(format!(
             "`datacontenttype` is {:?} but the `data` of a {event_type} event is JSON: send application/json or leave it out",
             truncated(content_type)
         )));
@@ -95,31 +95,32 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
 
     if let Some(encoded) = attrs.get("data_base64") {
         if attrs.contains_key("data") {
-            return Err(EventError(
-                "`data` and `data_base64` are both present; send the payload in one of them".into(),
+            return Err(EventError::invalid(
+                "`data` and `data_base64` are both present; send the payload in one of them",
             ));
         }
         let Value::String(encoded) = encoded else {
-            return Err(EventError(
-                "`data_base64` must be a string of base64".into(),
+            return Err(EventError::invalid(
+                "`data_base64` must be a string of base64",
             ));
         };
-        let bytes = BASE64
-            .decode(encoded)
-            .map_err(|e| EventError(format!("`data_base64` is not valid base64: {e}")))?;
+        let bytes = BASE64.decode(encoded).map_err(|e| {
+            EventError::decode(format!("`data_base64` is not valid base64: {e}"), e)
+        })?;
         // Bytes of unknown type stay bytes; JSON bytes become `data`, as binary mode makes them.
         if content_type.as_deref().is_some_and(is_json) {
             let data: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                EventError(format!(
+                let message = format!(
                     "`data_base64` does not hold JSON although `datacontenttype` is {:?}: {e}",
                     content_type.as_deref().unwrap_or_default()
-                ))
+                );
+                EventError::json(message, e)
             })?;
             attrs.remove("data_base64");
             attrs.insert("data".into(), data);
         }
     } else if !json && attrs.get("data").is_some_and(|d| !d.is_string()) {
-        return Err(EventError(format!(
+        return Err(EventError::invalid(format!(
             "`data` must be a string when `datacontenttype` is {:?} (not JSON); send bytes as `data_base64`",
             content_type.as_deref().unwrap_or_default()
         )));
@@ -135,7 +136,7 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
     }
     let event_type = attrs.get("type").and_then(Value::as_str);
     if let Some(event_type) = event_type.filter(|t| t.len() > MAX_TYPE_BYTES) {
-        return Err(EventError(format!(
+        return Err(EventError::invalid(format!(
             "`type` is {} bytes long; the most is {MAX_TYPE_BYTES}: keep it short, e.g. com.example.order.placed",
             event_type.len()
         )));
@@ -143,7 +144,7 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
     if let Some(time) = attrs.get("time").and_then(Value::as_str)
         && !rfc3339(time)
     {
-        return Err(EventError(format!(
+        return Err(EventError::invalid(format!(
             "`time` {:?} is not an RFC 3339 timestamp: write YYYY-MM-DDThh:mm:ss, an optional \
              .fraction, then Z or an offset ±hh:mm (hours 00-23)",
             truncated(time)
@@ -162,7 +163,7 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
         }
         extensions += 1;
         if extensions > MAX_EXTENSIONS {
-            return Err(EventError(format!(
+            return Err(EventError::invalid(format!(
                 "the event carries more than {MAX_EXTENSIONS} extension attributes"
             )));
         }
@@ -172,14 +173,14 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         {
-            return Err(EventError(format!(
+            return Err(EventError::invalid(format!(
                 "extension attribute {:?}: names are lower-case letters and digits (at most 64)",
                 truncated(name)
             )));
         }
         match value {
             Value::String(s) if s.len() > MAX_EXTENSION_BYTES => {
-                return Err(EventError(format!(
+                return Err(EventError::invalid(format!(
                     "extension attribute `{name}` is {} bytes long; the most is {MAX_EXTENSION_BYTES}",
                     s.len()
                 )));
@@ -187,7 +188,7 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
             Value::String(s) => cloudevents_string(name, s)?,
             Value::Bool(_) | Value::Number(_) => {}
             _ => {
-                return Err(EventError(format!(
+                return Err(EventError::invalid(format!(
                     "extension attribute `{name}` must be a string, a number or a boolean"
                 )));
             }
@@ -198,15 +199,14 @@ pub(super) fn check(attrs: &mut Map<String, Value>, rules: Rules) -> Result<(), 
             .as_str()
             .is_some_and(|t| crate::trace::TraceParent::parse(t).is_some());
         if !valid {
-            return Err(EventError(
-                "extension attribute `traceparent` is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"
-                    .into(),
+            return Err(EventError::invalid(
+                "extension attribute `traceparent` is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
             ));
         }
     }
     if attrs.get("tracestate").is_some_and(|t| !t.is_string()) {
-        return Err(EventError(
-            "extension attribute `tracestate` must be a string".into(),
+        return Err(EventError::invalid(
+            "extension attribute `tracestate` must be a string",
         ));
     }
     Ok(())
@@ -228,7 +228,7 @@ fn cloudevents_string(name: &str, text: &str) -> Result<(), EventError> {
     };
     match text.chars().find(|&c| c.is_control() || noncharacter(c)) {
         None => Ok(()),
-        Some(bad) => Err(EventError(format!(
+        Some(bad) => Err(EventError::invalid(format!(
             "`{name}` contains U+{:04X}: CloudEvents strings may not hold control characters or Unicode noncharacters",
             u32::from(bad)
         ))),
@@ -318,7 +318,7 @@ fn record_fields(kind: Kind) -> &'static [&'static str] {
 /// a repository whose URL is `x`. Other mistakes are left to serde, which names them.
 fn records(kind: Kind, event_type: &str, data: &Value) -> Result<(), EventError> {
     let list = |path: &str| {
-        EventError(format!(
+        EventError::invalid(format!(
             "`data` of a {event_type} event: {path} is a list where an object is expected; run `hookwasm events` for the schema"
         ))
     };

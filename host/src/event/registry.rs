@@ -108,28 +108,31 @@ impl Registry {
         event_types: Option<Value>,
         strict_types: Option<Value>,
         base: &Path,
-    ) -> Result<Registry, String> {
+    ) -> Result<Registry, RegistryError> {
         let Some(file) = std::env::var_os(EVENT_TYPES_ENV).filter(|f| !f.is_empty()) else {
             return Registry::from_config(event_types, strict_types, base);
         };
         if event_types.is_some() || strict_types.is_some() {
-            return Err(format!(
+            return Err(RegistryError::new(format!(
                 "is set both in the config and in {EVENT_TYPES_ENV}; keep one of them"
-            ));
+            )));
         }
         let path = PathBuf::from(file);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {} ({EVENT_TYPES_ENV}): {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            let message = format!("cannot read {} ({EVENT_TYPES_ENV}): {e}", path.display());
+            RegistryError::caused(message, e)
+        })?;
         let sidecar: Sidecar = serde_json::from_str(&text).map_err(|e| {
-            format!(
+            let message = format!(
                 "{} ({EVENT_TYPES_ENV}): {e}; it holds {{\"eventTypes\": [...], \"strictTypes\": false}}",
                 path.display()
-            )
+            );
+            RegistryError::caused(message, e)
         })?;
         let folder = path.parent().unwrap_or(Path::new("."));
         let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
         Registry::from_config(sidecar.event_types, sidecar.strict_types, &folder)
-            .map_err(|e| format!("in {}: {e}", path.display()))
+            .map_err(|e| e.within(|m| format!("in {}: {m}", path.display())))
     }
 
     /// Parses `eventTypes` and `strictTypes`; schema files resolve against `base`.
@@ -137,24 +140,23 @@ impl Registry {
         event_types: Option<Value>,
         strict_types: Option<Value>,
         base: &Path,
-    ) -> Result<Registry, String> {
+    ) -> Result<Registry, RegistryError> {
         let strict = match strict_types {
             None | Some(Value::Null) => false,
             Some(Value::Bool(strict)) => strict,
             Some(other) => {
-                return Err(format!(
+                return Err(RegistryError::new(format!(
                     "`strictTypes` must be true or false, found {other}"
-                ));
+                )));
             }
         };
         let entries = match event_types {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(entries)) => entries,
             Some(_) => {
-                return Err(
-                    "`eventTypes` must be a list of {\"type\", \"description\", \"dataSchema\", …} objects"
-                        .into(),
-                );
+                return Err(RegistryError::new(
+                    "`eventTypes` must be a list of {\"type\", \"description\", \"dataSchema\", …} objects",
+                ));
             }
         };
         let mut custom: Vec<CustomType> = Vec::with_capacity(entries.len());
@@ -165,11 +167,11 @@ impl Registry {
                 .map(|t| format!(" ({t})"))
                 .unwrap_or_default();
             let declared = parse_entry(value, base)
-                .map_err(|e| format!("`eventTypes[{index}]`{hint}: {e}"))?;
+                .map_err(|e| e.within(|m| format!("`eventTypes[{index}]`{hint}: {m}")))?;
             if custom.iter().any(|c| c.event_type == declared.event_type) {
-                return Err(format!(
+                return Err(RegistryError::new(format!(
                     "`eventTypes[{index}]`{hint}: the type is declared twice; keep one entry"
-                ));
+                )));
             }
             custom.push(declared);
         }
@@ -278,9 +280,11 @@ impl Registry {
 
     /// A CloudEvent of `event_type` whose `data` is built from the type's schema (its
     /// `examples`, `default`s, `const`s and `enum`s first), checked as ingest would check it.
-    pub fn example(&self, event_type: &str) -> Result<Value, String> {
+    pub fn example(&self, event_type: &str) -> Result<Value, RegistryError> {
         let entry = self.entry(event_type).ok_or_else(|| {
-            format!("unknown event type {event_type:?}; run `hookwasm events` for the list")
+            RegistryError::new(format!(
+                "unknown event type {event_type:?}; run `hookwasm events` for the list"
+            ))
         })?;
         let schema = &entry["dataSchema"];
         let data = example_of(schema, schema, 0);
@@ -294,51 +298,60 @@ impl Registry {
             "data": data,
         });
         let parsed = Event::from_json(event.clone()).map_err(|e| {
-            format!("cannot make a valid example of {event_type} ({e}); add `examples` to its dataSchema")
+            let message = format!("cannot make a valid example of {event_type} ({e}); add `examples` to its dataSchema");
+            RegistryError::caused(message, e)
         })?;
         self.check(&parsed).map_err(|e| {
-            format!("cannot make a valid example of {event_type} ({e}); add `examples` to its dataSchema")
+            RegistryError::new(format!("cannot make a valid example of {event_type} ({e}); add `examples` to its dataSchema"))
         })?;
         Ok(event)
     }
 }
 
-fn parse_entry(value: Value, base: &Path) -> Result<CustomType, String> {
-    let entry: TypeEntry = serde_json::from_value(value).map_err(|e| e.to_string())?;
+fn parse_entry(value: Value, base: &Path) -> Result<CustomType, RegistryError> {
+    let entry: TypeEntry =
+        serde_json::from_value(value).map_err(|e| RegistryError::caused(e.to_string(), e))?;
     let event_type = entry.event_type;
     valid_type(&event_type)?;
     if entry.description.trim().is_empty() {
-        return Err("`description` is empty; say what the event means and who sends it".into());
+        return Err(RegistryError::new(
+            "`description` is empty; say what the event means and who sends it",
+        ));
     }
     let data_schema = match entry.data_schema {
         None => json!({}),
         Some(Value::String(file)) => {
             let path = base.join(&file);
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                format!(
+                let message = format!(
                     "cannot read `dataSchema` file {}: {e}; give a path relative to the config's folder",
                     path.display()
-                )
+                );
+                RegistryError::caused(message, e)
             })?;
-            serde_json::from_str(&text)
-                .map_err(|e| format!("`dataSchema` file {} is not JSON: {e}", path.display()))?
+            serde_json::from_str(&text).map_err(|e| {
+                let message = format!("`dataSchema` file {} is not JSON: {e}", path.display());
+                RegistryError::caused(message, e)
+            })?
         }
         Some(schema @ (Value::Object(_) | Value::Bool(_))) => schema,
         Some(_) => {
-            return Err(
-                "`dataSchema` must be a JSON Schema (an object) or the path of a file holding one"
-                    .into(),
-            );
+            return Err(RegistryError::new(
+                "`dataSchema` must be a JSON Schema (an object) or the path of a file holding one",
+            ));
         }
     };
     let validator = jsonschema::options()
         .should_validate_formats(true)
         .build(&data_schema)
-        .map_err(|e| match e.kind() {
-            jsonschema::error::ValidationErrorKind::Referencing(_) => format!(
-                "`dataSchema` refers to a schema hookwasm cannot reach ({e}); `$ref`s must point inside the schema, e.g. #/$defs/name"
-            ),
-            _ => format!("`dataSchema` is not a valid JSON Schema: {e}"),
+        .map_err(|e| {
+            let message = match e.kind() {
+                jsonschema::error::ValidationErrorKind::Referencing(_) => format!(
+                    "`dataSchema` refers to a schema hookwasm cannot reach ({e}); `$ref`s must point inside the schema, e.g. #/$defs/name"
+                ),
+                _ => format!("`dataSchema` is not a valid JSON Schema: {e}"),
+            };
+            RegistryError::caused(message, e.to_owned())
         })?;
     Ok(CustomType {
         display_name: entry
@@ -352,9 +365,48 @@ fn parse_entry(value: Value, base: &Path) -> Result<CustomType, String> {
     })
 }
 
+/// Why `eventTypes`/`strictTypes` (or the file of [`EVENT_TYPES_ENV`]) cannot be used, or why no
+/// example can be made. The message names the cause's text, because the config error prints it
+/// alone; the cause (an I/O, JSON or JSON Schema error), where there is one, is kept as the
+/// source.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RegistryError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl RegistryError {
+    fn new(message: impl Into<String>) -> RegistryError {
+        RegistryError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    fn caused(
+        message: String,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> RegistryError {
+        RegistryError {
+            message,
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The same error, its message rewritten by `place` (which says where it was found).
+    fn within(self, place: impl FnOnce(&str) -> String) -> RegistryError {
+        RegistryError {
+            message: place(&self.message),
+            source: self.source,
+        }
+    }
+}
+
 /// A declared type is namespaced (`vendor.noun.verb`: at least two dot-separated segments of
 /// lower-case letters, digits, `-` and `_`) and outside the reserved namespaces.
-fn valid_type(event_type: &str) -> Result<(), String> {
+fn valid_type(event_type: &str) -> Result<(), RegistryError> {
     let segments: Vec<&str> = event_type.split('.').collect();
     let segment_ok = |s: &&str| {
         !s.is_empty()
@@ -362,17 +414,17 @@ fn valid_type(event_type: &str) -> Result<(), String> {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
     };
     if event_type.len() > MAX_TYPE_LEN || segments.len() < 2 || !segments.iter().all(segment_ok) {
-        return Err(format!(
+        return Err(RegistryError::new(format!(
             "`type` {event_type:?} must be namespaced like acme.user.created: two or more dot-separated parts of lower-case letters, digits, `-` and `_`"
-        ));
+        )));
     }
     if super::RESERVED_PREFIXES
         .iter()
         .any(|p| event_type.starts_with(p))
     {
-        return Err(format!(
+        return Err(RegistryError::new(format!(
             "`type` {event_type:?} is in a namespace reserved for built-in types (push., pull., git.); use your own prefix"
-        ));
+        )));
     }
     Ok(())
 }
@@ -615,7 +667,9 @@ mod tests {
     #[test]
     fn mistakes_in_event_types_are_named() {
         let err = |types: Value| {
-            Registry::from_config(Some(types), None, Path::new("/")).expect_err("refused")
+            Registry::from_config(Some(types), None, Path::new("/"))
+                .expect_err("refused")
+                .to_string()
         };
         assert!(err(json!([{"type": "user", "description": "d"}])).contains("namespaced"));
         assert!(err(json!([{"type": "git.thing.done", "description": "d"}])).contains("reserved"));

@@ -26,6 +26,7 @@ pub mod nats {
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -54,9 +55,113 @@ pub type Millis = i64;
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
 /// The store failed: the database is unreachable, full, corrupt or from a newer hookwasm.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("outbox {0}")]
-pub struct StoreError(pub String);
+///
+/// The message is the whole sentence an operator reads, the cause's text included, because logs
+/// and API answers print it alone; the cause itself is kept as
+/// [`source`](std::error::Error::source) for programs. It is `Clone` because one failed batch
+/// answers every caller in it, so the causes are shared.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite failed.
+    #[cfg(feature = "sqlite")]
+    Sqlite {
+        /// What failed and what to check.
+        message: String,
+        /// SQLite's error.
+        source: Arc<rusqlite::Error>,
+    },
+    /// A file, folder or thread the store needs failed.
+    Io {
+        /// What failed and what to check.
+        message: String,
+        /// The I/O error.
+        source: Arc<std::io::Error>,
+    },
+    /// A NATS call failed (connecting, publishing, reading a stream or bucket).
+    #[cfg(feature = "nats")]
+    Nats {
+        /// What failed and what to check.
+        message: String,
+        /// async-nats's error (its type depends on the call).
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store refused on its own: a file it will not use, a stopped writer, a server without
+    /// JetStream. No lower error says more.
+    Refused {
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// The store's own refusal.
+    pub fn refused(message: impl Into<String>) -> StoreError {
+        StoreError::Refused {
+            message: message.into(),
+        }
+    }
+
+    /// A failed file, folder or thread operation.
+    pub fn io(message: impl Into<String>, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            message: message.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// A failed SQLite call.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(message: impl Into<String>, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            message: message.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// A failed NATS call.
+    #[cfg(feature = "nats")]
+    pub fn nats(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Nats {
+            message: message.into(),
+            source: Arc::from(source.into()),
+        }
+    }
+
+    /// The message, without the `outbox` prefix the display adds.
+    pub fn message(&self) -> &str {
+        match self {
+            #[cfg(feature = "sqlite")]
+            StoreError::Sqlite { message, .. } => message,
+            StoreError::Io { message, .. } => message,
+            #[cfg(feature = "nats")]
+            StoreError::Nats { message, .. } => message,
+            StoreError::Refused { message } => message,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "outbox {}", self.message())
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            StoreError::Sqlite { source, .. } => Some(&**source),
+            StoreError::Io { source, .. } => Some(&**source),
+            #[cfg(feature = "nats")]
+            StoreError::Nats { source, .. } => Some(&**source),
+            StoreError::Refused { .. } => None,
+        }
+    }
+}
 
 /// An event to accept, with the observers it must reach.
 #[derive(Debug, Clone)]

@@ -155,8 +155,22 @@ struct Dead {
     event: String,
 }
 
-fn fail(what: &str) -> impl Fn(&dyn std::fmt::Display) -> StoreError + '_ {
-    move |e| StoreError(format!("on NATS: {what}: {e}"))
+/// Errors of NATS calls, whose types differ by call; kept as a [`StoreError`]'s source.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Turns a failed NATS call's error into a [`StoreError`] that says `what` failed.
+fn fail(what: &str) -> Fail<'_> {
+    Fail(what)
+}
+
+/// What failed, for [`fail`]; [`Fail::of`] takes the cause, whatever its type.
+#[derive(Clone, Copy)]
+struct Fail<'a>(&'a str);
+
+impl Fail<'_> {
+    fn of(self, e: impl std::fmt::Display + Into<BoxError>) -> StoreError {
+        StoreError::nats(format!("on NATS: {}: {e}", self.0), e)
+    }
 }
 
 /// The server list with any `user:password@` removed, for messages and logs.
@@ -241,10 +255,11 @@ impl NatsStore {
             .max_reconnects(None::<usize>);
         if let Some(file) = &config.creds_file {
             options = options.credentials_file(file).await.map_err(|e| {
-                StoreError(format!(
+                let message = format!(
                     "cannot read eventDelivery.credsFile {}: {e}",
                     file.display()
-                ))
+                );
+                StoreError::io(message, e)
             })?;
         }
         if let (Some(user), Some(password)) = (&config.user, &config.password) {
@@ -262,13 +277,12 @@ impl NatsStore {
             .map(|s| s.trim().parse())
             .collect::<Result<_, _>>()
             .map_err(|e| {
-                StoreError(format!(
-                    "eventDelivery.url {url} is not a NATS address: {e}"
-                ))
+                let message = format!("eventDelivery.url {url} is not a NATS address: {e}");
+                StoreError::nats(message, e)
             })?;
         let client = options.connect(servers).await.map_err(|e| {
             use async_nats::ConnectErrorKind as Kind;
-            StoreError(match e.kind() {
+            let message = match e.kind() {
                 Kind::Authentication | Kind::AuthorizationViolation => format!(
                     "on NATS at {url}: the server refused hookwasm's credentials ({e}); check eventDelivery's credsFile, user/password or token"
                 ),
@@ -278,11 +292,12 @@ impl NatsStore {
                 _ => format!(
                     "on NATS at {url}: cannot connect ({e}); is nats-server running there?"
                 ),
-            })
+            };
+            StoreError::nats(message, e)
         })?;
         let info = client.server_info();
         if !info.jetstream {
-            return Err(StoreError(format!(
+            return Err(StoreError::refused(format!(
                 "on NATS at {url}: JetStream is disabled on server {}; start nats-server with -js (or a `jetstream {{}}` block in its config)",
                 info.server_name
             )));
@@ -293,10 +308,11 @@ impl NatsStore {
         let replicas = config
             .replicas
             .unwrap_or_else(|| info.connect_urls.len().clamp(1, 3));
-        let setup = |e: &dyn std::fmt::Display| {
-            StoreError(format!(
+        let setup = |e: BoxError| {
+            let message = format!(
                 "on NATS at {url}: cannot set up hookwasm's streams ({e}); does this account have JetStream?"
-            ))
+            );
+            StoreError::nats(message, e)
         };
         let events = get_or_create_stream(
             &js,
@@ -311,7 +327,7 @@ impl NatsStore {
             },
         )
         .await
-        .map_err(|e| setup(&e))?;
+        .map_err(setup)?;
         let deliveries = get_or_create_stream(
             &js,
             stream::Config {
@@ -325,10 +341,10 @@ impl NatsStore {
             },
         )
         .await
-        .map_err(|e| setup(&e))?;
+        .map_err(setup)?;
         let dead = get_or_create_bucket(&js, DEAD, Duration::ZERO, replicas)
             .await
-            .map_err(|e| setup(&e))?;
+            .map_err(setup)?;
         tracing::info!(
             servers = %url,
             server = %info.server_name,
@@ -363,14 +379,11 @@ impl NatsStore {
 async fn get_or_create_stream(
     js: &jetstream::Context,
     config: stream::Config,
-) -> Result<stream::Stream, String> {
+) -> Result<stream::Stream, BoxError> {
     // Two hosts starting together may race to create it: the loser finds it on a second look.
     match js.get_or_create_stream(config.clone()).await {
         Ok(stream) => Ok(stream),
-        Err(_) => js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| e.to_string()),
+        Err(_) => js.get_or_create_stream(config).await.map_err(Into::into),
     }
 }
 
@@ -379,7 +392,7 @@ async fn get_or_create_bucket(
     bucket: &str,
     max_age: Duration,
     replicas: usize,
-) -> Result<kv::Store, String> {
+) -> Result<kv::Store, BoxError> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
@@ -399,7 +412,7 @@ async fn get_or_create_bucket(
         ..Default::default()
     };
     get_or_create_stream(js, config).await?;
-    js.get_key_value(bucket).await.map_err(|e| e.to_string())
+    js.get_key_value(bucket).await.map_err(Into::into)
 }
 
 impl Inner {
@@ -411,7 +424,7 @@ impl Inner {
     fn connected(&self) -> Result<(), StoreError> {
         match self.client.connection_state() {
             async_nats::connection::State::Connected => Ok(()),
-            state => Err(StoreError(format!(
+            state => Err(StoreError::refused(format!(
                 "NATS is unreachable ({state}); reconnecting"
             ))),
         }
@@ -448,7 +461,7 @@ impl Inner {
                 .deliveries
                 .get_or_create_consumer(&name, config)
                 .await
-                .map_err(|e| fail("cannot create the observer's consumer")(&e))?,
+                .map_err(|e| fail("cannot create the observer's consumer").of(e))?,
         };
         self.consumers
             .lock()
@@ -460,13 +473,13 @@ impl Inner {
     /// Appends `outcomes` to the history of the event `key`: one message, whoever writes.
     async fn append_outcomes(&self, key: &str, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
         let failed = fail("cannot record outcomes");
-        let payload = serde_json::to_vec(&outcomes).map_err(|e| failed(&e))?;
+        let payload = serde_json::to_vec(&outcomes).map_err(|e| failed.of(e))?;
         self.js
             .publish(format!("hookwasm.events.{key}.r"), payload.into())
             .await
-            .map_err(|e| failed(&e))?
+            .map_err(|e| failed.of(e))?
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| failed.of(e))?;
         Ok(())
     }
 
@@ -495,7 +508,7 @@ impl Inner {
                 .ok()
                 .map(|record| (message.sequence as i64, record))),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(fail("cannot read the history")(&e)),
+            Err(e) => Err(fail("cannot read the history").of(e)),
         }
     }
 
@@ -619,12 +632,12 @@ impl Inner {
                         event.json.clone().into(),
                     )
                     .await
-                    .map_err(|e| publish(&e))?;
+                    .map_err(|e| publish.of(e))?;
                 pending.push((i, ack));
             }
         }
         for (i, ack) in pending {
-            deliveries[i].push(ack.await.map_err(|e| publish(&e))?.sequence as i64);
+            deliveries[i].push(ack.await.map_err(|e| publish.of(e))?.sequence as i64);
         }
 
         // The records: only the first writer of an event's `.o` record wins, however late a
@@ -643,7 +656,7 @@ impl Inner {
                 handlers: event.handlers.clone(),
                 event: event.json.clone(),
             };
-            let payload = serde_json::to_vec(&record).map_err(|e| publish(&e))?;
+            let payload = serde_json::to_vec(&record).map_err(|e| publish.of(e))?;
             let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
             if once[i] {
                 message = message
@@ -654,7 +667,7 @@ impl Inner {
                 .js
                 .send_publish(subjects[i].clone(), message)
                 .await
-                .map_err(|e| publish(&e))?;
+                .map_err(|e| publish.of(e))?;
             records.push((i, ack));
         }
         let mut duplicate = vec![false; events.len()];
@@ -674,7 +687,7 @@ impl Inner {
                             .map_or(0, |(seq, _)| seq),
                     );
                 }
-                Err(e) => return Err(publish(&e)),
+                Err(e) => return Err(publish.of(e)),
             }
         }
         Ok(earlier
@@ -710,14 +723,14 @@ impl Inner {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&handler);
-                return Err(failed(&e));
+                return Err(failed.of(e));
             }
         };
         let mut claimed = Vec::new();
         while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| failed(&e))?;
+            let message = message.map_err(|e| failed.of(e))?;
             let (id, attempt, published) = {
-                let info = message.info().map_err(|e| failed(&e))?;
+                let info = message.info().map_err(|e| failed.of(e))?;
                 (
                     info.stream_sequence as i64,
                     u32::try_from(info.delivered).unwrap_or(u32::MAX),
@@ -774,7 +787,7 @@ impl Inner {
             message
                 .double_ack_with(kind)
                 .await
-                .map_err(|e| fail("cannot record the attempt")(&e))?;
+                .map_err(|e| fail("cannot record the attempt").of(e))?;
         }
         Ok(Some(claimed))
     }
@@ -836,9 +849,9 @@ impl Inner {
             .js
             .publish_with_headers(delivery_subject(handler), headers, json.to_owned().into())
             .await
-            .map_err(|e| failed(&e))?
+            .map_err(|e| failed.of(e))?
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| failed.of(e))?;
         Ok(ack.sequence as i64)
     }
 
@@ -870,15 +883,15 @@ impl Inner {
             event: claimed.json.clone(),
         };
         let failed = fail("cannot store the dead letter");
-        let value = serde_json::to_vec(&dead).map_err(|e| failed(&e))?;
+        let value = serde_json::to_vec(&dead).map_err(|e| failed.of(e))?;
         // Written before the delivery is acked: a crash in between dead-letters it again, under
         // the same key.
         self.dead
             .put(format!("{}.{id}", token(&claimed.handler)), value.into())
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| failed.of(e))?;
         if let Some(message) = &claimed.message {
-            message.double_ack().await.map_err(|e| failed(&e))?;
+            message.double_ack().await.map_err(|e| failed.of(e))?;
         }
         Ok(())
     }
@@ -887,11 +900,11 @@ impl Inner {
     async fn dead_matching(&self, selector: &Selector) -> Result<Vec<(String, Dead)>, StoreError> {
         self.connected()?;
         let failed = fail("cannot read the dead letters");
-        let mut keys = self.dead.keys().await.map_err(|e| failed(&e))?;
+        let mut keys = self.dead.keys().await.map_err(|e| failed.of(e))?;
         let wanted_token = selector.handler.as_deref().map(token);
         let mut found = Vec::new();
         while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| failed(&e))?;
+            let key = key.map_err(|e| failed.of(e))?;
             let Some((handler, id)) = key.rsplit_once('.') else {
                 continue;
             };
@@ -900,7 +913,7 @@ impl Inner {
             {
                 continue;
             }
-            let Some(value) = self.dead.get(&key).await.map_err(|e| failed(&e))? else {
+            let Some(value) = self.dead.get(&key).await.map_err(|e| failed.of(e))? else {
                 continue;
             };
             let Ok(dead) = serde_json::from_slice::<Dead>(&value) else {
@@ -925,7 +938,7 @@ impl Inner {
         let mut by_handler: BTreeMap<String, Gauge> = BTreeMap::new();
         let mut consumers = self.deliveries.consumers();
         while let Some(info) = consumers.next().await {
-            let info = info.map_err(|e| failed(&e))?;
+            let info = info.map_err(|e| failed.of(e))?;
             let handler = info
                 .config
                 .description
@@ -952,9 +965,9 @@ impl Inner {
                 },
             );
         }
-        let mut keys = self.dead.keys().await.map_err(|e| failed(&e))?;
+        let mut keys = self.dead.keys().await.map_err(|e| failed.of(e))?;
         while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| failed(&e))?;
+            let key = key.map_err(|e| failed.of(e))?;
             if let Some((handler, _)) = key.rsplit_once('.') {
                 let handler = untoken(handler);
                 by_handler
@@ -1000,7 +1013,7 @@ impl Inner {
             .events
             .get_info()
             .await
-            .map_err(|e| fail("cannot read the history")(&e))?;
+            .map_err(|e| fail("cannot read the history").of(e))?;
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
         let head =
             i64::try_from(last).unwrap_or(i64::MAX / FEED_SLOTS) * FEED_SLOTS + FEED_SLOTS - 1;
@@ -1097,7 +1110,7 @@ impl Inner {
             .events
             .get_info()
             .await
-            .map_err(|e| fail("cannot read the history")(&e))?;
+            .map_err(|e| fail("cannot read the history").of(e))?;
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
         let mut seq = match filter.before {
             Some(before) => (u64::try_from(before).unwrap_or(0))
@@ -1145,7 +1158,7 @@ impl Inner {
                 .events
                 .get_info()
                 .await
-                .map_err(|e| fail("cannot read the history")(&e))?;
+                .map_err(|e| fail("cannot read the history").of(e))?;
             let (first, last) = (info.state.first_sequence, info.state.last_sequence);
             let mut seq = last;
             while seq >= first.max(last.saturating_sub(HISTORY_SCAN)).max(1) {
@@ -1348,7 +1361,7 @@ impl Store for NatsStore {
                     .dead
                     .purge(&key)
                     .await
-                    .map_err(|e| fail("cannot remove the dead letter")(&e))?;
+                    .map_err(|e| fail("cannot remove the dead letter").of(e))?;
                 retried += 1;
             }
             Ok(retried)
@@ -1364,7 +1377,7 @@ impl Store for NatsStore {
                     .dead
                     .purge(&key)
                     .await
-                    .map_err(|e| fail("cannot discard the dead letter")(&e))?;
+                    .map_err(|e| fail("cannot discard the dead letter").of(e))?;
                 discarded += 1;
             }
             Ok(discarded)

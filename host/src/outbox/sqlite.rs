@@ -156,30 +156,30 @@ impl SqliteStore {
     pub fn open(path: &Path, sync: FsyncPolicy) -> Result<SqliteStore, StoreError> {
         let label = path.display().to_string();
         let cannot_open = |e: &dyn std::fmt::Display| {
-            StoreError(format!(
+            format!(
                 "{label} cannot be opened: {e}; check the path and permissions of \
                  `eventDelivery.path`"
-            ))
+            )
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| cannot_open(&e))?;
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::io(cannot_open(&e), e))?;
         }
         refuse_empty_file(path, &label)?;
-        let conn = Connection::open(path).map_err(|e| cannot_open(&e))?;
-        configure(&conn, sync).map_err(|e| cannot_open(&e))?;
+        let conn = Connection::open(path).map_err(|e| StoreError::sqlite(cannot_open(&e), e))?;
+        configure(&conn, sync).map_err(|e| StoreError::sqlite(cannot_open(&e), e))?;
         require_wal(&conn, &label)?;
         create_schema(&conn, &label)?;
         check_usable(&conn, &label)?;
         let reader = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|reader| reader.busy_timeout(BUSY_TIMEOUT).map(|()| reader))
-            .map_err(|e| cannot_open(&e))?;
+            .map_err(|e| StoreError::sqlite(cannot_open(&e), e))?;
         // The writer leaves checkpoints (copying the WAL into the file, with an fsync under
         // `sync: full`) to a thread of their own, so a producer never waits behind one.
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
-            .map_err(|e| cannot_open(&e))?;
+            .map_err(|e| StoreError::sqlite(cannot_open(&e), e))?;
         let checkpointing = Connection::open(path)
             .and_then(|c| c.busy_timeout(BUSY_TIMEOUT).map(|()| c))
-            .map_err(|e| cannot_open(&e))?;
+            .map_err(|e| StoreError::sqlite(cannot_open(&e), e))?;
         let mut store = Self::start(conn, label, sync);
         store.reader = Some(Arc::new(std::sync::Mutex::new(reader)));
         store.checkpointer = Some(start_checkpointer(checkpointing));
@@ -191,7 +191,7 @@ impl SqliteStore {
         let label = ":memory:".to_string();
         let conn = Connection::open_in_memory()
             .and_then(|conn| configure(&conn, FsyncPolicy::Normal).map(|()| conn))
-            .map_err(|e| StoreError(format!("{label} cannot be created: {e}")))?;
+            .map_err(|e| StoreError::sqlite(format!("{label} cannot be created: {e}"), e))?;
         create_schema(&conn, &label)?;
         Ok(Self::start(conn, label, FsyncPolicy::Normal))
     }
@@ -227,15 +227,14 @@ impl SqliteStore {
         };
         let label = Arc::clone(&self.label);
         Box::pin(async move {
-            let failed =
-                |e: &dyn std::fmt::Display| StoreError(format!("{label}: {what} failed: {e}"));
+            let failed = |e: &dyn std::fmt::Display| format!("{label}: {what} failed: {e}");
             tokio::task::spawn_blocking(move || {
                 let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
                 op(&conn)
             })
             .await
-            .map_err(|e| failed(&e))?
-            .map_err(|e| failed(&e))
+            .map_err(|e| StoreError::io(failed(&e), e.into()))?
+            .map_err(|e| StoreError::sqlite(failed(&e), e))
         })
     }
 
@@ -261,7 +260,7 @@ impl SqliteStore {
             .is_some_and(|jobs| jobs.send(job).is_ok());
         let label = Arc::clone(&self.label);
         let stopped = move || {
-            StoreError(format!(
+            StoreError::refused(format!(
                 "{label}: the writer thread has stopped (see the earlier error); restart hookwasm"
             ))
         };
@@ -759,11 +758,11 @@ fn configure(conn: &Connection, sync: FsyncPolicy) -> rusqlite::Result<()> {
 fn require_wal(conn: &Connection, label: &str) -> Result<(), StoreError> {
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |row| row.get(0))
-        .map_err(|e| StoreError(format!("{label} cannot be read: {e}")))?;
+        .map_err(|e| StoreError::sqlite(format!("{label} cannot be read: {e}"), e))?;
     if mode.eq_ignore_ascii_case("wal") {
         return Ok(());
     }
-    Err(StoreError(format!(
+    Err(StoreError::refused(format!(
         "{label} cannot be switched to WAL (it is in {mode} mode); put `eventDelivery.path` on a \
          local file system"
     )))
@@ -777,7 +776,7 @@ fn refuse_empty_file(path: &Path, label: &str) -> Result<(), StoreError> {
     wal.push("-wal");
     let wal_holds_data = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
     if empty(path) && !wal_holds_data {
-        return Err(StoreError(format!(
+        return Err(StoreError::refused(format!(
             "{label} is an empty file (0 bytes), not an outbox; restore it from a backup, or \
              delete it to start a new, empty outbox"
         )));
@@ -791,14 +790,17 @@ fn check_usable(conn: &Connection, label: &str) -> Result<(), StoreError> {
     let verdict: String = conn
         .query_row("PRAGMA quick_check", [], |row| row.get(0))
         .map_err(|e| {
-            StoreError(format!(
-                "{label} failed its integrity check: {e}; restore it from a backup or move it \
-                 aside"
-            ))
+            StoreError::sqlite(
+                format!(
+                    "{label} failed its integrity check: {e}; restore it from a backup or move \
+                     it aside"
+                ),
+                e,
+            )
         })?;
     if verdict != "ok" {
         let first = crate::escape::escape(verdict.lines().next().unwrap_or_default()).into_owned();
-        return Err(StoreError(format!(
+        return Err(StoreError::refused(format!(
             "{label} failed its integrity check ({first}); restore it from a backup or move it \
              aside"
         )));
@@ -809,10 +811,13 @@ fn check_usable(conn: &Connection, label: &str) -> Result<(), StoreError> {
         .and_then(|()| conn.execute_batch("COMMIT"));
     if let Err(e) = write {
         let _ = conn.execute_batch("ROLLBACK");
-        return Err(StoreError(format!(
-            "{label} cannot be written: {e}; check the file's and its folder's permissions, the \
-             mount and the free space"
-        )));
+        return Err(StoreError::sqlite(
+            format!(
+                "{label} cannot be written: {e}; check the file's and its folder's permissions, \
+                 the mount and the free space"
+            ),
+            e,
+        ));
     }
     Ok(())
 }
@@ -820,10 +825,13 @@ fn check_usable(conn: &Connection, label: &str) -> Result<(), StoreError> {
 /// Creates the tables on a new database; refuses one written by a newer schema.
 fn create_schema(conn: &Connection, label: &str) -> Result<(), StoreError> {
     let failed = |e: rusqlite::Error| {
-        StoreError(format!(
-            "{label} cannot be set up: {e}; check that `eventDelivery.path` names an outbox \
-             file (or a new one) on a disk with free space"
-        ))
+        StoreError::sqlite(
+            format!(
+                "{label} cannot be set up: {e}; check that `eventDelivery.path` names an outbox \
+                 file (or a new one) on a disk with free space"
+            ),
+            e,
+        )
     };
     // IMMEDIATE: two processes creating the same new file do it one after the other.
     conn.execute_batch("BEGIN IMMEDIATE").map_err(failed)?;
@@ -848,13 +856,16 @@ fn read_version(conn: &Connection, label: &str) -> Result<i64, StoreError> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(|e| {
-            StoreError(format!(
-                "{label} cannot be read: {e}; check that `eventDelivery.path` names an outbox \
-                 file (or a new one)"
-            ))
+            StoreError::sqlite(
+                format!(
+                    "{label} cannot be read: {e}; check that `eventDelivery.path` names an \
+                     outbox file (or a new one)"
+                ),
+                e,
+            )
         })?;
     if version > SCHEMA_VERSION {
-        return Err(StoreError(format!(
+        return Err(StoreError::refused(format!(
             "{label} was written by a newer hookwasm (schema version {version}, this one knows \
              up to {SCHEMA_VERSION}); upgrade hookwasm or point `eventDelivery.path` elsewhere"
         )));
@@ -889,7 +900,7 @@ fn write_loop(
         } else {
             conn.pragma_update(None, "synchronous", pragma(wanted))
                 .map(|()| level = wanted)
-                .map_err(|e| write_failed(label, &e))
+                .map_err(|e| write_failed(label, e))
         };
         let outcome = ready.and_then(|()| run_batch(conn, &mut batch, label));
         for job in batch {
@@ -906,7 +917,7 @@ fn write_loop(
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>], label: &str) -> Result<(), StoreError> {
     let result = run_jobs(conn, batch, label).and_then(|()| {
         conn.execute_batch("COMMIT")
-            .map_err(|e| write_failed(label, &e))
+            .map_err(|e| write_failed(label, e))
     });
     if result.is_err() && !conn.is_autocommit() {
         // Leave no transaction open for the next batch; its writes are lost either way.
@@ -918,15 +929,15 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>], label: &str) -> Resu
 /// Opens the batch's transaction and runs every job in it, each inside a savepoint.
 fn run_jobs(conn: &Connection, batch: &mut [Box<dyn Job>], label: &str) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| write_failed(label, &e))?;
+        .map_err(|e| write_failed(label, e))?;
     for job in batch.iter_mut() {
         conn.execute_batch("SAVEPOINT job")
-            .map_err(|e| write_failed(label, &e))?;
+            .map_err(|e| write_failed(label, e))?;
         let ok = job.run(conn, label);
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back (disk full, I/O error): the jobs before
             // this one lost their writes too.
-            return Err(StoreError(format!(
+            return Err(StoreError::refused(format!(
                 "{label}: SQLite rolled the transaction back (see the error before this one); \
                  check free disk space"
             )));
@@ -937,17 +948,20 @@ fn run_jobs(conn: &Connection, batch: &mut [Box<dyn Job>], label: &str) -> Resul
             "ROLLBACK TO job; RELEASE job"
         };
         conn.execute_batch(end)
-            .map_err(|e| write_failed(label, &e))?;
+            .map_err(|e| write_failed(label, e))?;
     }
     Ok(())
 }
 
 /// A write that failed as a whole, with what to check.
-fn write_failed(label: &str, e: &rusqlite::Error) -> StoreError {
-    StoreError(format!(
-        "{label}: writing failed: {e}; check free disk space and that no other process keeps \
-         the file locked"
-    ))
+fn write_failed(label: &str, e: rusqlite::Error) -> StoreError {
+    StoreError::sqlite(
+        format!(
+            "{label}: writing failed: {e}; check free disk space and that no other process keeps \
+             the file locked"
+        ),
+        e,
+    )
 }
 
 /// Whether a call's commit must reach the disk before the caller hears back.
@@ -1005,7 +1019,8 @@ where
             return false;
         };
         let what = self.what;
-        let result = op(conn).map_err(|e| StoreError(format!("{label}: {what} failed: {e}")));
+        let result =
+            op(conn).map_err(|e| StoreError::sqlite(format!("{label}: {what} failed: {e}"), e));
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -1016,7 +1031,7 @@ where
             (Some(Err(own)), _) => Err(own),
             (_, Some(batch)) => Err(batch),
             (Some(Ok(value)), None) => Ok(value),
-            (None, None) => Err(StoreError(format!("{} was not run", self.what))),
+            (None, None) => Err(StoreError::refused(format!("{} was not run", self.what))),
         };
         // The caller may have stopped waiting; the work is done either way.
         let _ = self.reply.send(answer);
@@ -1337,6 +1352,39 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
+
+    #[test]
+    fn store_errors_keep_their_cause_as_source() {
+        use std::error::Error as _;
+        let dir = TempDir::new().expect("tempdir");
+        // A folder where the file should be: SQLite cannot open it.
+        let err = SqliteStore::open(dir.path(), FsyncPolicy::Normal).expect_err("a folder");
+        assert!(matches!(err, StoreError::Sqlite { .. }), "{err}");
+        let sqlite = err
+            .source()
+            .and_then(|s| s.downcast_ref::<rusqlite::Error>());
+        assert!(sqlite.is_some(), "{err:?}");
+        // A file where a folder should be: the folder cannot be created.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        let err = SqliteStore::open(&file.join("outbox.db"), FsyncPolicy::Normal)
+            .expect_err("a file as folder");
+        let io = err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert!(io.is_some(), "{err:?}");
+        // The message an operator reads is unchanged: it names the cause.
+        assert!(
+            err.to_string().contains(&io.expect("io").to_string()),
+            "{err}"
+        );
+        // A refusal of its own has no cause behind it.
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").expect("write");
+        let err = SqliteStore::open(&empty, FsyncPolicy::Normal).expect_err("empty file");
+        assert!(matches!(err, StoreError::Refused { .. }), "{err}");
+        assert!(err.source().is_none());
+    }
 
     const T0: Millis = 1_000_000;
     const LEASE: Duration = Duration::from_secs(30);

@@ -18,7 +18,7 @@ use wasmtime::{Config as EngineConfig, Engine};
 use super::limits::MAX_WASM_STACK_BYTES;
 use super::pool::{self, PoolSize};
 use super::state::StoreState;
-use super::{Tuning, base_linkers};
+use super::{SandboxError, Tuning, base_linkers};
 
 /// How often the engine's epoch advances: the granularity of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -53,7 +53,7 @@ static ENGINES: Mutex<Vec<(Tuning, Weak<Shared>)>> = Mutex::new(Vec::new());
 /// The engine for `tuning`: the live one if any sandbox of this tuning still holds it, else a new
 /// one with a pool of `size`. A live pool smaller than `size` keeps its size (a pool cannot
 /// grow), and the log says so.
-pub(super) fn shared(tuning: Tuning, size: PoolSize) -> anyhow::Result<Arc<Shared>> {
+pub(super) fn shared(tuning: Tuning, size: PoolSize) -> Result<Arc<Shared>, SandboxError> {
     let mut engines = ENGINES.lock().unwrap_or_else(|e| e.into_inner());
     engines.retain(|(_, weak)| weak.strong_count() > 0);
     if let Some(live) = engines
@@ -79,7 +79,7 @@ pub(super) fn shared(tuning: Tuning, size: PoolSize) -> anyhow::Result<Arc<Share
 
 /// A new engine (pooled when the tuning says so and the pool can be reserved), its linkers and
 /// its ticker.
-fn build(tuning: Tuning, size: PoolSize) -> anyhow::Result<Shared> {
+fn build(tuning: Tuning, size: PoolSize) -> Result<Shared, SandboxError> {
     let mut config = EngineConfig::new();
     config
         .consume_fuel(tuning.metering)
@@ -108,7 +108,7 @@ fn build(tuning: Tuning, size: PoolSize) -> anyhow::Result<Shared> {
     let (engine, allocator) = match pooled {
         Some(engine) => (engine, Allocator::Pooling(size)),
         None => (
-            Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?,
+            Engine::new(&config).map_err(|source| SandboxError::Engine { source })?,
             Allocator::OnDemand,
         ),
     };

@@ -63,18 +63,40 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
+/// Why a sandbox could not be made: wasmtime refused the engine or a host interface. Each
+/// variant keeps wasmtime's error as its source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// Wasmtime could not start an engine with this configuration.
+    #[error("cannot start wasmtime: {source}")]
+    Engine {
+        /// Wasmtime's reason.
+        source: wasmtime::Error,
+    },
+    /// An interface could not be added to the linker.
+    #[error("cannot link {interface}: {source}")]
+    Link {
+        /// The interface, in words ("WASI", "the host interface").
+        interface: &'static str,
+        /// Wasmtime's reason.
+        source: wasmtime::Error,
+    },
+}
+
 /// Why a module could not become a handler. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The file could not be read. The message carries the cause and a hint (no error chain, so
-    /// the OS error is not printed twice).
+    /// The file could not be read. The message carries the cause's text and a hint.
     #[error("cannot read module {path}: {why}")]
     Read {
         /// The module file.
         path: PathBuf,
         /// What went wrong, and what to do when we can tell.
         why: String,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// The file's digest is not the pinned one.
     #[error(
@@ -105,12 +127,20 @@ pub enum LoadError {
         path: PathBuf,
     },
     /// Wasmtime could not compile the component.
-    #[error("{path} does not compile: {message}")]
+    #[error("{path} does not compile: {source}")]
     Compile {
         /// The module file.
         path: PathBuf,
         /// Wasmtime's reason.
-        message: String,
+        source: wasmtime::Error,
+    },
+    /// The thread compiling the component failed (it panicked or was cancelled).
+    #[error("{path} does not compile: the compiler thread failed: {source}")]
+    CompilerThread {
+        /// The module file.
+        path: PathBuf,
+        /// Why the thread did not finish.
+        source: tokio::task::JoinError,
     },
     /// The component is not an event handler of this host's world.
     #[error(
@@ -121,6 +151,9 @@ pub enum LoadError {
         path: PathBuf,
         /// What does not fit.
         message: String,
+        /// Wasmtime's reason, when it was wasmtime that found the misfit.
+        #[source]
+        source: Option<wasmtime::Error>,
     },
     /// The handler's `init` refused its config, or failed.
     #[error(
@@ -162,24 +195,24 @@ impl Default for Tuning {
 impl Sandbox {
     /// A sandbox with the default [`Tuning`] (fuel and deadlines on, pooling allocator) on the
     /// process's engine; the first one builds it with the default [`PoolSize`].
-    pub fn new() -> anyhow::Result<Sandbox> {
+    pub fn new() -> Result<Sandbox, SandboxError> {
         Sandbox::with_pool(Tuning::default(), PoolSize::default())
     }
 
     /// Like [`Sandbox::new`], for `handlers` loaded handlers: if this is the process's first
     /// sandbox, its pool is sized for them (see [`PoolSize::for_handlers`]).
-    pub fn for_handlers(handlers: usize) -> anyhow::Result<Sandbox> {
+    pub fn for_handlers(handlers: usize) -> Result<Sandbox, SandboxError> {
         Sandbox::with_pool(Tuning::default(), PoolSize::for_handlers(handlers))
     }
 
     /// A sandbox with explicit settings (see [`Tuning`]) and the default [`PoolSize`].
-    pub fn with_tuning(tuning: Tuning) -> anyhow::Result<Sandbox> {
+    pub fn with_tuning(tuning: Tuning) -> Result<Sandbox, SandboxError> {
         Sandbox::with_pool(tuning, PoolSize::default())
     }
 
     /// A sandbox on the process's engine for `tuning`. Only the first sandbox of a tuning builds
     /// the engine, with a pool of `pool`; the others share it (a live pool cannot grow).
-    pub fn with_pool(tuning: Tuning, pool: PoolSize) -> anyhow::Result<Sandbox> {
+    pub fn with_pool(tuning: Tuning, pool: PoolSize) -> Result<Sandbox, SandboxError> {
         Ok(Sandbox {
             shared: engine::shared(tuning, pool)?,
             cache: None,
@@ -211,9 +244,10 @@ impl Sandbox {
     /// (Cranelift) unless the module is compiled already: call it off the async executor.
     pub fn load(&self, spec: &HandlerSpec) -> Result<Handler, LoadError> {
         let path = spec.module.as_path();
-        let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
-            why: read_failure(path, &e),
+            why: read_failure(path, &source),
+            source,
         })?;
         self.load_bytes(spec, &bytes)
     }
@@ -253,6 +287,12 @@ impl Sandbox {
         let wrong_world = |message: String| LoadError::WrongWorld {
             path: path.to_owned(),
             message,
+            source: None,
+        };
+        let wasmtime_refused = |message: String, source: wasmtime::Error| LoadError::WrongWorld {
+            path: path.to_owned(),
+            message,
+            source: Some(source),
         };
         let exports: Vec<String> = component
             .component_type()
@@ -292,8 +332,8 @@ impl Sandbox {
         };
         let pre = linker
             .instantiate_pre(component)
-            .map_err(|e| wrong_world(format!("its imports cannot be satisfied ({e})")))?;
-        let pre = wit::EventHandlerPre::new(pre).map_err(|e| wrong_world(e.to_string()))?;
+            .map_err(|e| wasmtime_refused(format!("its imports cannot be satisfied ({e})"), e))?;
+        let pre = wit::EventHandlerPre::new(pre).map_err(|e| wasmtime_refused(e.to_string(), e))?;
         Ok(Handler(Arc::new(HandlerInner {
             name: spec.name.as_str().into(),
             mode: spec.mode,
@@ -335,10 +375,11 @@ impl Sandbox {
             }
             None => {
                 let started = Instant::now();
-                let component = Component::new(engine, bytes).map_err(|e| LoadError::Compile {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                })?;
+                let component =
+                    Component::new(engine, bytes).map_err(|source| LoadError::Compile {
+                        path: path.to_owned(),
+                        source,
+                    })?;
                 tracing::debug!(module = %path.display(), ms = started.elapsed().as_millis(), "compiled");
                 if let Some(cache) = &self.cache {
                     cache.put(digest, &component);
@@ -357,28 +398,32 @@ pub(crate) struct Compiled(Component);
 
 /// The two linkers of an engine: without and with the `smtp` capability (built once per engine,
 /// see `engine.rs`).
-fn base_linkers(engine: &Engine) -> anyhow::Result<(Linker<StoreState>, Linker<StoreState>)> {
+fn base_linkers(engine: &Engine) -> Result<(Linker<StoreState>, Linker<StoreState>), SandboxError> {
     let mut linker = base_linker(engine)?;
     let mut smtp_linker = base_linker(engine)?;
     wit::hookwasm::handler::smtp::add_to_linker::<_, smtp::RefusedView>(&mut linker, |s| {
         s.smtp.refused()
     })
-    .map_err(|e| anyhow::anyhow!("cannot link the smtp interface: {e}"))?;
+    .map_err(link("the smtp interface"))?;
     wit::hookwasm::handler::smtp::add_to_linker::<_, HasSelf<_>>(&mut smtp_linker, |s| &mut s.smtp)
-        .map_err(|e| anyhow::anyhow!("cannot link the smtp interface: {e}"))?;
+        .map_err(link("the smtp interface"))?;
     Ok((linker, smtp_linker))
+}
+
+/// Wraps a linker error with the interface that could not be added.
+fn link(interface: &'static str) -> impl Fn(wasmtime::Error) -> SandboxError + Copy {
+    move |source| SandboxError::Link { interface, source }
 }
 
 /// A linker with everything every handler gets: WASI (with nothing behind it), `wasi:http`
 /// (behind the policy in `http.rs`), and the `host` and `types` interfaces of every supported
 /// package version. The `smtp` interface is added by the caller, granted or refusing.
-fn base_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
+fn base_linker(engine: &Engine) -> Result<Linker<StoreState>, SandboxError> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link("WASI"))?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-        .map_err(|e| anyhow::anyhow!("cannot link wasi:http: {e}"))?;
-    let host = |e: wasmtime::Error| anyhow::anyhow!("cannot link the host interface: {e}");
+        .map_err(link("wasi:http"))?;
+    let host = link("the host interface");
     wit::hookwasm::handler::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
         .map_err(host)?;
     wit::hookwasm::handler::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
@@ -660,5 +705,53 @@ impl ReusedInstance {
         self.bindings
             .call_on_event(&mut self.store, event.wit())
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::config::{Capabilities, HandlerSpec};
+    use crate::limits::Limits;
+
+    fn spec(module: &str) -> HandlerSpec {
+        HandlerSpec::for_module(
+            std::path::Path::new(module),
+            serde_json::Value::Null,
+            Limits::default(),
+            Capabilities::default(),
+        )
+    }
+
+    /// A component header followed by a section that cannot be parsed.
+    const BROKEN_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00\x01\x05\xff\xff\xff\xff\xff";
+
+    #[test]
+    fn a_compile_error_keeps_wasmtimes_error_as_its_source() {
+        let sandbox = Sandbox::new().expect("sandbox");
+        let err = sandbox
+            .load_bytes(&spec("broken.wasm"), BROKEN_COMPONENT)
+            .expect_err("does not compile");
+        assert!(matches!(err, LoadError::Compile { .. }), "{err}");
+        let source = err.source().expect("the wasmtime error is kept");
+        // The message names the cause (logs print it alone), and the cause is the same error.
+        assert!(err.to_string().ends_with(&source.to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_read_error_keeps_the_io_error_as_its_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.wasm");
+        let err = Sandbox::new()
+            .expect("sandbox")
+            .load(&spec(missing.to_str().expect("utf-8")))
+            .expect_err("no such file");
+        let io = err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("the io error is kept");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     }
 }
