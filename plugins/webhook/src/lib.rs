@@ -295,7 +295,11 @@ mod tests {
     #[test]
     fn ids_with_dots_are_not_signed() {
         let key = signing_key(SPEC_SECRET).unwrap();
-        let error = Delivery::new(&key, &event("evt.1"), 1).unwrap_err();
+        // The host refuses such ids at ingest now; an event stored before that rule still
+        // reaches the plugin, so build it by hand (the test kit's builder checks the rule).
+        let mut stored = event("evt-1");
+        stored.id = "evt.1".to_owned();
+        let error = Delivery::new(&key, &stored, 1).unwrap_err();
         assert!(
             error
                 .message()
