@@ -35,8 +35,12 @@ const LIMITS = Object.freeze({
   messages: 2 * 1024 * 1024,
   commits: 1000,
   steps: 100,
-  /** The whole gate event, in UTF-8 bytes: under hookwasm's 4 MiB body limit with room to spare. */
-  eventBytes: 3 * 1024 * 1024,
+  /**
+   * The whole event, in UTF-8 bytes: under the largest event hookwasm lets a handler with default
+   * limits take (`limits.fuel` / 128 bytes: 390,625 at the default 50 M fuel), so a big push is
+   * trimmed here rather than refused there with a 413.
+   */
+  eventBytes: 360 * 1024,
 });
 
 /**
