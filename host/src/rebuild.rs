@@ -127,8 +127,7 @@ impl Rebuild {
                             ms = started.elapsed().as_millis(),
                             "build succeeded: reloading"
                         );
-                        let summary = reloader.reload().await;
-                        tracing::debug!(?summary, "reload done");
+                        reloader.reload().await;
                     }
                     BuildResult::Failed(why) => tracing::error!(
                         command = %self.command,

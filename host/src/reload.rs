@@ -47,8 +47,10 @@ pub struct Reloader {
     config_path: PathBuf,
     sandbox: Sandbox,
     dispatcher: Arc<Dispatcher>,
-    /// One reload at a time: the watcher and SIGHUP may ask at once.
-    running: tokio::sync::Mutex<()>,
+    /// The config text last applied (empty before the first reload: start-up logged its
+    /// warnings). Locked for a whole reload, so there is one at a time: the watcher and SIGHUP
+    /// may ask at once.
+    applied_text: tokio::sync::Mutex<String>,
 }
 
 /// What one reload did.
@@ -71,15 +73,32 @@ impl Reloader {
             config_path: config_path.to_owned(),
             sandbox,
             dispatcher,
-            running: tokio::sync::Mutex::new(()),
+            applied_text: tokio::sync::Mutex::new(
+                std::fs::read_to_string(config_path).unwrap_or_default(),
+            ),
         }
     }
 
     /// Reads the config again and applies what changed.
     pub async fn reload(&self) -> Summary {
-        let _one_at_a_time = self.running.lock().await;
+        let summary = self.apply().await;
+        tracing::debug!(?summary, "reload done");
+        summary
+    }
+
+    async fn apply(&self) -> Summary {
+        let mut applied_text = self.applied_text.lock().await;
         let mut summary = Summary::default();
-        let config = match Config::load(&self.config_path) {
+        let text = std::fs::read_to_string(&self.config_path).map_err(|source| {
+            crate::config::ConfigError::Read {
+                path: self.config_path.clone(),
+                source,
+            }
+        });
+        let config = match text.and_then(|text| {
+            let config = Config::parse(&text, &self.config_path)?;
+            Ok((config, text))
+        }) {
             Ok(config) => config,
             Err(e) => {
                 tracing::error!("config not reloaded, every handler keeps running as it was: {e}");
@@ -90,12 +109,17 @@ impl Reloader {
                 return summary;
             }
         };
-        // The same warnings as at start: a mistake made in a reloaded config is worth as much.
-        for warning in &config.warnings {
-            tracing::warn!("{}: {warning}", self.config_path.display());
+        let (config, text) = config;
+        // An edited config gets the same warnings as at start: a mistake made while the host
+        // runs is worth as much. A rebuilt module alone does not repeat them.
+        if *applied_text != text {
+            for warning in &config.warnings {
+                tracing::warn!("{}: {warning}", self.config_path.display());
+            }
+            config.warn_undeclared_types();
+            *applied_text = text;
         }
         self.dispatcher.set_registry(config.registry.clone());
-        config.warn_undeclared_types();
         let wanted: Vec<&HandlerSpec> = config.handlers.iter().filter(|s| s.enabled).collect();
 
         for slot in self.dispatcher.slots().iter() {
@@ -214,8 +238,7 @@ impl Reloader {
                     }
                 }
                 seen_at_last_reload = Some(snapshot(&files));
-                let summary = self.reload().await;
-                tracing::debug!(?summary, "reload done");
+                self.reload().await;
                 files = self.watched_files();
                 watches.arm(&files);
             }

@@ -252,6 +252,8 @@ fn declared_types_are_validated_at_ingest_and_listed_alike_over_http_and_the_cli
         "mode": "gate",
         "events": ["acme.user.created", "acme.user.renamed"],
         "config": { "behavior": "echo" },
+        // A loaded CI machine must not turn `allow` into a timeout.
+        "limits": { "timeoutMs": 10_000 },
     })];
     let config = config_with(
         &work,

@@ -1412,8 +1412,9 @@ fn the_compile_cache_holds_one_entry_per_module_and_rebuilds_broken_ones() {
     assert!(reports.iter().all(|r| r["status"] == "ok"), "{run}");
 }
 
-/// The config's warnings (here an observer that can never run) are logged on every reload, as
-/// at start: a mistake made while the host runs is not silent.
+/// The config's warnings (here an observer that can never run) are logged again when a reload
+/// reads an edited config, as at start: a mistake made while the host runs is not silent. A
+/// reload of the same text (a rebuilt module, a SIGHUP) does not repeat them.
 #[test]
 fn a_reload_logs_the_config_warnings_again() {
     let work = Workdir::new();
@@ -1439,4 +1440,17 @@ fn a_reload_logs_the_config_warnings_again() {
     });
     assert_eq!(warning.0.as_deref(), Some("WARN"), "{warning:?}");
     assert!(warning.1.contains("(typo)"), "{warning:?}");
+
+    let reloads = host.log().with_message("SIGHUP: reloading").len();
+    host.signal("HUP");
+    host.wait_until("the second reload", || {
+        host.log().with_message("SIGHUP: reloading").len() > reloads
+            && host.log().with_message("reload done").len() > reloads
+    });
+    assert_eq!(
+        host.log().with_message(never).len(),
+        1,
+        "the same config, the same warnings: logged once\n{}",
+        host.log()
+    );
 }
