@@ -328,8 +328,11 @@ fn a_gate_busy_in_host_calls_ends_at_its_deadline_even_in_a_burst() {
     println!(
         "burst of 16 producers on a {deadline} ms gate in back-to-back host calls: longest wait {longest:.0} ms"
     );
+    // The host cuts a producer's wait off 50 ms after the deadline, even when every gate thread
+    // is held (264–311 ms measured on a loaded 2-core machine); the rest is CPU left to the
+    // server by the other hosts of the suite.
     assert!(
-        longest <= deadline + 1_000.0,
+        longest <= deadline + 300.0,
         "a producer waited {longest:.0} ms for a gate with a {deadline} ms deadline"
     );
 }

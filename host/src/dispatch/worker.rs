@@ -23,7 +23,7 @@ use crate::escape::escape;
 use crate::event::Event;
 use crate::limits::Limits;
 use crate::outbox::{self, Delivery, Settled, Settlement, Store, StoreFuture};
-use crate::sandbox::Status;
+use crate::sandbox::{self, Status};
 
 use super::breaker::Admission;
 use super::registry::{Slot, Version};
@@ -117,13 +117,18 @@ impl Workers {
             .map(|old| old.finished.subscribe());
         let (worker, outbox) = (slot.clone(), outbox.clone());
         let closed = slot.close.subscribe();
-        self.lock().spawn(async move {
-            if let Some(done) = predecessor.as_mut() {
-                // A closed channel means the old worker is gone, which is just as good.
-                let _ = done.wait_for(|finished| *finished).await;
-            }
-            deliver(worker, outbox, closed).await;
-        });
+        // On the observers' runtime, where its invocations then run in place.
+        let runtime = sandbox::runtime(Mode::Observe);
+        self.lock().spawn_on(
+            async move {
+                if let Some(done) = predecessor.as_mut() {
+                    // A closed channel means the old worker is gone, which is just as good.
+                    let _ = done.wait_for(|finished| *finished).await;
+                }
+                deliver(worker, outbox, closed).await;
+            },
+            runtime,
+        );
     }
 
     /// Waits up to `grace` for every worker to stop; the ones still running then are aborted

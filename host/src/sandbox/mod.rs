@@ -39,10 +39,15 @@ pub use cache::user_cache_dir;
 pub use engine::Allocator;
 pub use limits::{FUEL_PER_EVENT_BYTE, max_event_bytes};
 pub use pool::PoolSize;
+pub use runner::handle as runtime;
 pub use status::Status;
 
 /// How long after its deadline a guest blocked in a host call is cut off.
 const HOST_CALL_GRACE: Duration = Duration::from_millis(20);
+
+/// How long after that a caller stops waiting for an invocation whose thread is still held
+/// (by a neighbour's host call, say): the answer is a timeout, on time.
+const CALLER_GRACE: Duration = Duration::from_millis(30);
 
 /// The world every handler must implement, for error messages. Components built against 0.1.0
 /// load too (see [`crate::wit`]).
@@ -508,9 +513,10 @@ impl Handler {
     /// Runs `init` with the handler's config in a fresh instance; an error refuses the load.
     pub async fn init(&self) -> Result<(), LoadError> {
         let this = self.clone();
+        let deadline = Instant::now() + Duration::from_millis(self.0.limits.timeout_ms);
         let (invocation, _) = runner::run(self.0.mode, async move {
             let config = this.0.config_json.to_string();
-            this.run(None, None, async |bindings, store| {
+            this.run(deadline, None, None, async |bindings, store| {
                 bindings.call_init(store, &config).await
             })
             .await
@@ -527,17 +533,37 @@ impl Handler {
 
     /// Runs `on-event` for one event in a fresh instance, on the sandbox's threads for the
     /// handler's mode (see `runner.rs`), so nothing it does holds the caller's thread.
+    ///
+    /// The deadline runs from this call: time spent waiting for a sandbox thread counts, and
+    /// the caller has its answer by the deadline plus a few tens of milliseconds even when every
+    /// sandbox thread is held.
     pub async fn on_event(&self, event: &Event) -> Invocation {
-        let (this, event) = (self.clone(), event.clone());
+        let called = Instant::now();
+        let deadline = called + Duration::from_millis(self.0.limits.timeout_ms);
+        let (this, owned) = (self.clone(), event.clone());
         // The caller's trace context, which does not follow the task to the sandbox's runtime.
         let trace = crate::trace::outbound();
-        let (mut invocation, outcome) = runner::run(self.0.mode, async move {
-            this.run(Some(event.id().into()), trace, async |bindings, store| {
-                bindings.call_on_event(store, event.wit()).await
+        let running = runner::run(self.0.mode, async move {
+            let id = Some(owned.id().into());
+            this.run(deadline, id, trace, async |bindings, store| {
+                bindings.call_on_event(store, owned.wit()).await
             })
             .await
-        })
-        .await;
+        });
+        let cut_off = deadline + HOST_CALL_GRACE + CALLER_GRACE;
+        let Ok((mut invocation, outcome)) = tokio::time::timeout_at(cut_off.into(), running).await
+        else {
+            let (status, message) = status::timeout(self.0.limits);
+            return Invocation {
+                status,
+                outcome: None,
+                error: Some(format!(
+                    "{message} (it could not run in time: every sandbox thread was busy)"
+                )),
+                fuel_consumed: 0,
+                duration: called.elapsed(),
+            };
+        };
         match outcome.as_ref().and_then(limits::check_outcome) {
             Some(oversize) => {
                 invocation.status = Status::Oversize;
@@ -606,6 +632,7 @@ impl Handler {
     /// Instantiates the handler in a new store under its limits and calls one export.
     async fn run<T>(
         &self,
+        deadline: Instant,
         event_id: Option<Arc<str>>,
         trace: Option<crate::trace::TraceParent>,
         call: impl AsyncFnOnce(
@@ -615,7 +642,6 @@ impl Handler {
     ) -> (Invocation, Option<T>) {
         let limits = self.0.limits;
         let started = Instant::now();
-        let deadline = started + Duration::from_millis(limits.timeout_ms);
         let (mut store, output) = self.new_store(event_id, trace, deadline);
 
         let pre = &self.0.pre;
