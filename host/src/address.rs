@@ -43,6 +43,15 @@ impl Origin {
     /// `https`) get the WHATWG host rules: lower case, IDNA, IPv4 normalised; for others the
     /// host is taken as written and lower-cased.
     pub fn parse(text: &str) -> Result<Origin, AddressError> {
+        match Origin::parse_with_path(text)? {
+            (origin, path) if path.is_empty() => Ok(origin),
+            _ => Err(AddressError::NotAnOrigin),
+        }
+    }
+
+    /// Parses `scheme://host[:port][/path]`: an origin and a base path under it (without its
+    /// trailing `/`; empty for none), as for a server reached under a prefix.
+    pub fn parse_with_path(text: &str) -> Result<(Origin, String), AddressError> {
         if !text.contains("://") {
             return Err(AddressError::NoScheme);
         }
@@ -55,12 +64,11 @@ impl Origin {
             | ParseError::InvalidDomainCharacter => AddressError::InvalidHost,
             _ => AddressError::NotAnOrigin,
         })?;
-        let only_origin = url.username().is_empty()
+        let only_origin_and_path = url.username().is_empty()
             && url.password().is_none()
             && url.query().is_none()
-            && url.fragment().is_none()
-            && matches!(url.path(), "" | "/");
-        if !only_origin {
+            && url.fragment().is_none();
+        if !only_origin_and_path {
             return Err(AddressError::NotAnOrigin);
         }
         let host = match url.host() {
@@ -69,11 +77,25 @@ impl Origin {
             Some(Host::Ipv6(ip)) => ip.to_string(),
             _ => return Err(AddressError::NotAnOrigin),
         };
-        Ok(Origin {
+        let origin = Origin {
             scheme: url.scheme().to_owned(),
             host,
             port: url.port(),
-        })
+        };
+        Ok((origin, url.path().trim_end_matches('/').to_owned()))
+    }
+
+    /// `host[:port]` as written in a URL: an IPv6 host in brackets.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.port {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        }
     }
 }
 

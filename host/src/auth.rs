@@ -89,15 +89,35 @@ struct TokenEntry {
     expires: Option<jiff::Timestamp>,
 }
 
-/// A configuration mistake in `auth`, one sentence naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct AuthError(String);
+/// A configuration mistake in `auth`, one sentence naming the field or the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The `auth` object is wrong; the message names the field and what to write.
+    #[error("{0}")]
+    Invalid(String),
+    /// The file `HOOKWASM_AUTH_FILE` names could not be read.
+    #[error("{origin}: cannot read it: {source}")]
+    Read {
+        /// The file, and that the variable named it.
+        origin: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// That file is not JSON.
+    #[error("{origin}: not valid JSON: {source}")]
+    Json {
+        /// The file, and that the variable named it.
+        origin: String,
+        /// The parser's error, with its line and column.
+        source: serde_json::Error,
+    },
+}
 
 impl AuthError {
     /// An error with this message.
     pub fn new(message: String) -> AuthError {
-        AuthError(message)
+        AuthError::Invalid(message)
     }
 }
 
@@ -132,7 +152,7 @@ pub struct AuthConfig {
 impl AuthConfig {
     /// Validates an `auth` object; `origin` names where it came from in error messages.
     pub fn parse(value: serde_json::Value, origin: &str) -> Result<AuthConfig, AuthError> {
-        let fail = |message: String| AuthError(format!("{origin}: {message}"));
+        let fail = |message: String| AuthError::Invalid(format!("{origin}: {message}"));
         let entry: AuthEntry = serde_json::from_value(value).map_err(|e| {
             fail(format!(
                 "{e}; write {{\"tokens\": [{{\"name\": \"…\", \"scopes\": [\"read\"], \"tokenEnv\": \"…\"}}]}}"
@@ -208,10 +228,14 @@ impl AuthConfig {
     /// Reads the `auth` object from the file `HOOKWASM_AUTH_FILE` names.
     pub fn from_file(path: &Path) -> Result<AuthConfig, AuthError> {
         let origin = format!("{} (from {AUTH_FILE_ENV})", path.display());
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AuthError(format!("{origin}: cannot read it: {e}")))?;
-        let value = serde_json::from_str(&text)
-            .map_err(|e| AuthError(format!("{origin}: not valid JSON: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        let value = serde_json::from_str(&text).map_err(|source| AuthError::Json {
+            origin: origin.clone(),
+            source,
+        })?;
         AuthConfig::parse(value, &origin)
     }
 
@@ -475,6 +499,30 @@ mod tests {
 
     fn config(tokens: serde_json::Value) -> Result<AuthConfig, AuthError> {
         AuthConfig::parse(serde_json::json!({ "tokens": tokens }), "auth")
+    }
+
+    #[test]
+    fn an_auth_file_that_cannot_be_read_or_parsed_keeps_its_cause() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = AuthConfig::from_file(&dir.path().join("missing.json")).expect_err("missing");
+        let io = missing
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::NotFound)
+        );
+        assert!(missing.to_string().contains("cannot read it"), "{missing}");
+
+        let broken = dir.path().join("auth.json");
+        std::fs::write(&broken, "{").expect("write");
+        let error = AuthConfig::from_file(&broken).expect_err("not JSON");
+        let json = error
+            .source()
+            .and_then(|s| s.downcast_ref::<serde_json::Error>());
+        assert!(json.is_some_and(serde_json::Error::is_eof), "{error}");
+        assert!(error.to_string().contains("not valid JSON"), "{error}");
     }
 
     #[test]

@@ -406,8 +406,8 @@ pub enum ConfigError {
     Auth {
         /// The config file.
         path: PathBuf,
-        /// What is wrong and what to do: one sentence, printed once (it is the message, not a
-        /// cause behind it).
+        /// What is wrong and what to do (its cause is the source).
+        #[source]
         error: AuthError,
     },
     /// `eventTypes` or `strictTypes` is invalid.

@@ -294,8 +294,20 @@ pub struct Telemetry {
 #[cfg(feature = "otlp")]
 /// Why the OTLP exporter could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot export traces over OTLP: {0}; check the OTEL_EXPORTER_OTLP_* variables")]
-pub struct TelemetryError(String);
+#[non_exhaustive]
+pub enum TelemetryError {
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` names a protocol that is not built in.
+    #[error(
+        "cannot export traces over OTLP: protocol {0:?} is not supported; use http/protobuf or http/json"
+    )]
+    Protocol(String),
+    /// Called outside a tokio runtime, which the exports need.
+    #[error("cannot export traces over OTLP: no async runtime ({0})")]
+    NoRuntime(#[source] tokio::runtime::TryCurrentError),
+    /// The exporter refused its settings.
+    #[error("cannot export traces over OTLP: {0}; check the OTEL_EXPORTER_OTLP_* variables")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+}
 
 #[cfg(feature = "otlp")]
 impl Telemetry {
@@ -324,13 +336,10 @@ impl Telemetry {
             None | Some("http/protobuf") => opentelemetry_otlp::Protocol::HttpBinary,
             Some("http/json") => opentelemetry_otlp::Protocol::HttpJson,
             Some(other) => {
-                return Err(TelemetryError(format!(
-                    "protocol {other:?} is not supported; use http/protobuf or http/json"
-                )));
+                return Err(TelemetryError::Protocol(other.to_owned()));
             }
         };
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| TelemetryError(format!("no async runtime ({e})")))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(TelemetryError::NoRuntime)?;
         use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -345,7 +354,7 @@ impl Telemetry {
             })
             .with_timeout(EXPORT_TIMEOUT)
             .build()
-            .map_err(|e| TelemetryError(e.to_string()))?;
+            .map_err(TelemetryError::Exporter)?;
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::Denial;
+use crate::address::{AddressError, Origin};
 use crate::dispatch::{Attributed, Verdict};
 use crate::event::Event;
 
@@ -114,37 +115,20 @@ impl Forwarder {
             url: url.to_owned(),
             why,
         };
-        if url
-            .split_once("://")
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("https"))
-        {
-            return Err(bad(
-                "; only plain http is supported: keep hookwasm serve on loopback or a trusted network",
-            ));
-        }
-        let uri: hyper::Uri = url.parse().map_err(|e: http::uri::InvalidUri| {
-            if e.to_string().contains("port") {
-                bad("; the port is not a number")
-            } else {
-                bad("")
-            }
+        let (origin, base) = Origin::parse_with_path(url).map_err(|e| match e {
+            AddressError::InvalidPort => bad("; the port is not a number"),
+            _ => bad(""),
         })?;
-        let plain_http = uri
-            .scheme_str()
-            .is_some_and(|s| s.eq_ignore_ascii_case("http"));
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        if let Some((_, port)) = authority.rsplit_once(':')
-            && !port.contains(']')
-            && port.parse::<u16>().is_err()
-        {
-            return Err(bad("; the port is not a number"));
+        match origin.scheme.as_str() {
+            "http" => {}
+            "https" => {
+                return Err(bad(
+                    "; only plain http is supported: keep hookwasm serve on loopback or a trusted network",
+                ));
+            }
+            _ => return Err(bad("")),
         }
-        let host = uri.host().unwrap_or_default();
-        if !plain_http || host.is_empty() || uri.query().is_some() {
-            return Err(bad(""));
-        }
-        let base = uri.path().trim_end_matches('/');
-        let events = format!("http://{authority}{base}/v1/events")
+        let events = format!("http://{}{base}/v1/events", origin.authority())
             .parse()
             .map_err(|_| bad(""))?;
         let mut connector = HttpConnector::new();
