@@ -574,3 +574,59 @@ impl types::HostFutureIncomingResponse for HttpRefusal {
         self.refuse()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use types::HostFields as _;
+
+    use super::*;
+
+    #[test]
+    fn a_request_is_built_from_placeholders_and_refused_with_the_grant_it_lacks() {
+        let mut refusal = HttpRefusal::new("notify".into());
+        let headers = types::HostFields::new(&mut refusal).expect("a placeholder");
+        refusal
+            .append(
+                Resource::new_borrow(headers.rep()),
+                "x-a".into(),
+                vec![b'v'; 1 << 10],
+            )
+            .expect("accepted, and dropped on the floor");
+        let request =
+            types::HostOutgoingRequest::new(&mut refusal, headers).expect("a placeholder");
+        let options = types::HostRequestOptions::new(&mut refusal).expect("a placeholder");
+        assert_eq!(refusal.held(), 2, "the headers went into the request");
+        let error = outgoing_handler::Host::handle(&mut refusal, request, Some(options))
+            .expect_err("refused");
+        match error.downcast().expect("an error value, not a trap") {
+            types::ErrorCode::InternalError(Some(line)) => assert_eq!(
+                line,
+                "handler notify may not make HTTP requests: it has no capabilities.allowedHosts; \
+                 list the hosts it may call there, or pass --allow-host to hookwasm call"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(refusal.held(), 0, "handle took both");
+    }
+
+    #[test]
+    fn reading_back_or_holding_too_many_traps_with_the_same_line() {
+        let mut refusal = HttpRefusal::new("notify".into());
+        let fields: Vec<Resource<FieldMap>> = (0..MAX_PLACEHOLDERS)
+            .map(|_| types::HostFields::new(&mut refusal).expect("within the bound"))
+            .collect();
+        let trap = types::HostFields::new(&mut refusal).expect_err("one too many");
+        let not_granted = trap.downcast_ref::<NotGranted>().expect("the refusal");
+        assert!(
+            not_granted
+                .to_string()
+                .starts_with("handler notify may not make HTTP requests")
+        );
+        let read = refusal.entries(Resource::new_borrow(fields[0].rep()));
+        assert!(read.is_err_and(|e| e.downcast_ref::<NotGranted>().is_some()));
+        // Dropping one makes room for the next.
+        let first = fields.into_iter().next().expect("one");
+        types::HostFields::drop(&mut refusal, first).expect("dropped");
+        types::HostFields::new(&mut refusal).expect("room again");
+    }
+}
