@@ -176,6 +176,8 @@ fn host_side_objects_a_guest_creates_are_bounded_and_given_back() {
 
 /// Gates flooding header objects in one host; `grant` gives them outbound HTTP.
 const FLOODERS: usize = 4;
+/// Header bytes each flood puts in one header set: close to the 16 KiB a set may hold.
+const FLOOD_BYTES: u32 = 15 << 10;
 
 /// Serves `FLOODERS` header-flood gates (granted `grant`, if any) and `others`, posts a
 /// `git.branch.created` event to warm up, then one the floods take, and returns the host's
@@ -188,7 +190,7 @@ fn flood(grant: Option<&str>, others: &[Value]) -> (u64, u64, Value, Value, Host
             let entry = hostile(
                 &format!("flood-{n}"),
                 "gate",
-                json!({ "behavior": "fields", "count": 16_384, "bytes": 12 << 10 }),
+                json!({ "behavior": "fields", "count": 16_384, "bytes": FLOOD_BYTES }),
                 limits.clone(),
             );
             match grant {
@@ -227,8 +229,8 @@ fn report<'a>(decision: &'a Value, gate: &str) -> &'a Value {
 
 #[test]
 fn an_ungranted_handler_holds_nothing_in_the_host_and_is_told_why() {
-    // Four gates without `allowedHosts` each keep creating 12 KiB header sets. The real
-    // `wasi:http` would hold 256 of them each in the host (12 MiB together) outside their
+    // Four gates without `allowedHosts` each keep creating 15 KiB header sets. The real
+    // `wasi:http` would hold 256 of them each in the host (15 MiB together) outside their
     // `memoryMiB`; the refusing interface an ungranted handler is linked with holds none: its
     // objects are data-less placeholders, and the 257th one held ends the event with the line
     // naming the missing grant. Next to them a granted handler's request to a loopback
@@ -245,9 +247,10 @@ fn an_ungranted_handler_holds_nothing_in_the_host_and_is_told_why() {
     let (granted_grew, granted_kept, _, granted_decision, _granted_host, _granted_work) =
         flood(Some(NOWHERE), &[]);
     println!(
-        "{FLOODERS} gates keeping 12 KiB header sets: host VmHWM +{grew} KiB, VmRSS +{kept} KiB \
+        "{FLOODERS} gates keeping {} KiB header sets: host VmHWM +{grew} KiB, VmRSS +{kept} KiB \
          after the event when ungranted; +{granted_grew} KiB and +{granted_kept} KiB when \
-         granted HTTP"
+         granted HTTP",
+        FLOOD_BYTES >> 10
     );
 
     let fetched = report(&warm, "granted-fetch");
