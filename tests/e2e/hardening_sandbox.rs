@@ -485,7 +485,7 @@ fn an_event_a_handler_could_never_process_is_refused_at_the_door() {
     // a 500 KiB event could never be delivered: it is refused at once, with a 413 naming the
     // handler and its limit, instead of failing every attempt for hours. A 300 KiB event fits
     // and reaches the receiver; with twice the fuel, so does the 500 KiB one.
-    let receiver = crate::receiver::Receiver::answering(200);
+    let receiver = Receiver::answering(200);
     let webhook = |name: &str, fuel: Option<u64>| {
         let mut entry = json!({
             "name": name,

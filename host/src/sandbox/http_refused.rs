@@ -479,7 +479,6 @@ impl types::HostFutureTrailers for HttpRefusal {
         self.refuse()
     }
 
-    #[allow(clippy::type_complexity)]
     fn get(
         &mut self,
         _id: Resource<HostFutureTrailers>,
@@ -557,7 +556,6 @@ impl types::HostFutureIncomingResponse for HttpRefusal {
         Ok(())
     }
 
-    #[allow(clippy::type_complexity)]
     fn get(
         &mut self,
         _id: Resource<HostFutureIncomingResponse>,
