@@ -196,6 +196,9 @@ fn webhook_deliveries_reach_a_real_receiver_signed_as_the_specification_says() {
 fn without_allowed_hosts_a_handler_cannot_reach_the_receiver() {
     // Four handlers aim at one receiver; only the one whose entry lists it gets through. The
     // others are refused in the host before any connection: the receiver sees exactly one.
+    // The two without `allowedHosts` are not even linked with the real `wasi:http`: their
+    // request fails with the line naming the missing grant. The one granted another port gets
+    // the real interface, whose policy refuses the target.
     let receiver = Receiver::answering(200);
     let origin = receiver.origin();
     let elsewhere = format!("http://127.0.0.1:{}", closed_port());
@@ -218,6 +221,16 @@ fn without_allowed_hosts_a_handler_cannot_reach_the_receiver() {
             Some(vec![elsewhere]),
         ),
     ]));
+    let no_grant = |handler: &str| {
+        format!(
+            "request to {origin} failed: handler {handler} may not make HTTP requests: it has no \
+             capabilities.allowedHosts; list the hosts it may call there, or pass --allow-host \
+             to hookwasm call"
+        )
+    };
+    let not_listed = format!(
+        "request to {origin} refused by the host: not granted in capabilities.allowedHosts"
+    );
 
     let response = host.post_events(&custom("cap-1"));
     assert_eq!(response.status, 200, "{response}");
@@ -228,13 +241,10 @@ fn without_allowed_hosts_a_handler_cannot_reach_the_receiver() {
     let refused = gate_report(&decision, "ungranted-fetch");
     assert_eq!(refused["status"], "error", "{response}");
     assert_eq!(refused["verdict"], "deny", "{response}");
-    let expected = format!(
-        "request to {origin} refused by the host: not granted in capabilities.allowedHosts"
-    );
     assert!(
         refused["reason"]
             .as_str()
-            .is_some_and(|r| r.contains(&expected)),
+            .is_some_and(|r| r.contains(&no_grant("ungranted-fetch"))),
         "{response}"
     );
 
@@ -242,7 +252,10 @@ fn without_allowed_hosts_a_handler_cannot_reach_the_receiver() {
         host.invocations("ungranted-webhook", "error") == 1
             && host.invocations("other-port-webhook", "error") == 1
     });
-    for webhook in ["ungranted-webhook", "other-port-webhook"] {
+    for (webhook, expected) in [
+        ("ungranted-webhook", no_grant("ungranted-webhook")),
+        ("other-port-webhook", not_listed),
+    ] {
         let failures = host.log().failures_of(webhook);
         assert_eq!(failures.len(), 1);
         let message = failures[0].message().expect("message");
@@ -252,15 +265,19 @@ fn without_allowed_hosts_a_handler_cannot_reach_the_receiver() {
         );
     }
     let port = receiver.addr().port();
-    for handler in ["ungranted-fetch", "ungranted-webhook", "other-port-webhook"] {
+    for handler in ["ungranted-fetch", "ungranted-webhook"] {
         assert_eq!(
             refusals(&host, handler),
-            [format!(
-                "outbound request refused: http://127.0.0.1:{port} is not in capabilities.allowedHosts"
-            )],
+            ["outbound request refused: it has no capabilities.allowedHosts"],
             "{handler}"
         );
     }
+    assert_eq!(
+        refusals(&host, "other-port-webhook"),
+        [format!(
+            "outbound request refused: http://127.0.0.1:{port} is not in capabilities.allowedHosts"
+        )],
+    );
     assert_eq!(
         receiver.connections(),
         1,

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::receiver::Receiver;
 use crate::support::Hookwasm;
-use crate::support::{Host, Workdir, chaos, custom, protect_main, ref_update, workspace_root};
+use crate::support::{
+    Host, Workdir, chaos, chaos_gate, custom, protect_main, ref_update, workspace_root,
+};
 
 /// The hostile guest, built by `cargo xtask build-guests`.
 fn hostile_module() -> String {
@@ -57,6 +60,15 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// `entry` granted outbound HTTP to `origin`, so it is linked with the real `wasi:http`.
+fn granted(mut entry: Value, origin: &str) -> Value {
+    entry["capabilities"] = json!({ "allowedHosts": [origin] });
+    entry
+}
+
+/// A host nothing listens on: the floods never send, they only need the real interface.
+const NOWHERE: &str = "https://hooks.example.com";
+
 /// The memory cap the attackers run under.
 const CAP_MIB: u64 = 16;
 /// What the host may hold beyond the attacker's cap: the resource-table bound, the wasm stack,
@@ -67,23 +79,30 @@ const MARGIN_MIB: u64 = 48;
 fn host_side_objects_a_guest_creates_are_bounded_and_given_back() {
     // Three gates flood the host from a 16 MiB guest: 16,384 `wasi:http` header objects of
     // 112 KiB each (1.75 GiB if nothing bounds them), as many of 12 KiB (192 MiB), and a
-    // million pollables. The
+    // million pollables. The header floods are granted HTTP, so they meet the real interface
+    // and its bounds (an ungranted one holds nothing at all: see the next test). The
     // host's peak resident memory may grow by the cap plus a fixed margin, no more, and what
     // the attack made the host hold is given back when the event ends.
     let work = Workdir::new();
     let limits = json!({ "memoryMiB": CAP_MIB, "timeoutMs": 10_000, "fuel": 20_000_000_000u64 });
     let host = Hookwasm::new().shared_cache().serve(&work.config(&[
-        hostile(
-            "fields-flood",
-            "gate",
-            json!({ "behavior": "fields", "count": 16_384, "bytes": 112 << 10 }),
-            limits.clone(),
+        granted(
+            hostile(
+                "fields-flood",
+                "gate",
+                json!({ "behavior": "fields", "count": 16_384, "bytes": 112 << 10 }),
+                limits.clone(),
+            ),
+            NOWHERE,
         ),
-        hostile(
-            "small-fields-flood",
-            "gate",
-            json!({ "behavior": "fields", "count": 16_384, "bytes": 12 << 10 }),
-            limits.clone(),
+        granted(
+            hostile(
+                "small-fields-flood",
+                "gate",
+                json!({ "behavior": "fields", "count": 16_384, "bytes": 12 << 10 }),
+                limits.clone(),
+            ),
+            NOWHERE,
         ),
         hostile(
             "pollable-flood",
@@ -153,6 +172,125 @@ fn host_side_objects_a_guest_creates_are_bounded_and_given_back() {
     // The host did not fall over: a second flood is contained the same way.
     let again = host.post_events(&custom("flood-2"));
     assert_eq!(again.status, 200, "{again}");
+}
+
+/// Gates flooding header objects in one host; `grant` gives them outbound HTTP.
+const FLOODERS: usize = 4;
+/// Header bytes each flood puts in one header set: close to the 16 KiB a set may hold.
+const FLOOD_BYTES: u32 = 15 << 10;
+
+/// Serves `FLOODERS` header-flood gates (granted `grant`, if any) and `others`, posts a
+/// `git.branch.created` event to warm up, then one the floods take, and returns the host's
+/// growth in peak and in resident memory over that event (KiB), with both decisions.
+fn flood(grant: Option<&str>, others: &[Value]) -> (u64, u64, Value, Value, Host, Workdir) {
+    let work = Workdir::new();
+    let limits = json!({ "memoryMiB": CAP_MIB, "timeoutMs": 10_000, "fuel": 20_000_000_000u64 });
+    let mut entries: Vec<Value> = (0..FLOODERS)
+        .map(|n| {
+            let entry = hostile(
+                &format!("flood-{n}"),
+                "gate",
+                json!({ "behavior": "fields", "count": 16_384, "bytes": FLOOD_BYTES }),
+                limits.clone(),
+            );
+            match grant {
+                Some(origin) => granted(entry, origin),
+                None => entry,
+            }
+        })
+        .collect();
+    entries.extend_from_slice(others);
+    let host = Hookwasm::new().shared_cache().serve(&work.config(&entries));
+    let pid = host.pid();
+    let warm = host.post_events(&ref_update("warm-up", "git.branch.created", "refs/heads/x"));
+    assert!(warm.status == 200 || warm.status == 202, "{warm}");
+    let (hwm, rss) = (status_kib(pid, "VmHWM"), status_kib(pid, "VmRSS"));
+    let response = host.post_events(&custom("flood-1"));
+    assert_eq!(response.status, 200, "{response}");
+    let peak = status_kib(pid, "VmHWM");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = status_kib(pid, "VmRSS");
+    let (grew, kept) = (peak.saturating_sub(hwm), after.saturating_sub(rss));
+    let warm = if warm.status == 200 {
+        warm.json()
+    } else {
+        Value::Null
+    };
+    (grew, kept, warm, response.json(), host, work)
+}
+
+/// The report of `gate` in `decision`.
+fn report<'a>(decision: &'a Value, gate: &str) -> &'a Value {
+    decision["gates"]
+        .as_array()
+        .and_then(|gates| gates.iter().find(|g| g["handler"] == gate))
+        .unwrap_or_else(|| panic!("no report of {gate} in {decision}"))
+}
+
+#[test]
+fn an_ungranted_handler_holds_nothing_in_the_host_and_is_told_why() {
+    // Four gates without `allowedHosts` each keep creating 15 KiB header sets. The real
+    // `wasi:http` would hold 256 of them each in the host (15 MiB together) outside their
+    // `memoryMiB`; the refusing interface an ungranted handler is linked with holds none: its
+    // objects are data-less placeholders, and the 257th one held ends the event with the line
+    // naming the missing grant. Next to them a granted handler's request to a loopback
+    // receiver goes through (on the warm-up event, so its connection is not measured). The
+    // same floods granted HTTP are measured for comparison: the difference is what the real
+    // interface held.
+    let receiver = Receiver::answering(200);
+    let mut fetch = chaos_gate("granted-fetch", "http");
+    fetch["config"]["url"] = json!(receiver.url("/granted"));
+    fetch["limits"] = json!({ "timeoutMs": 10_000 });
+    fetch["events"] = json!(["git.branch.created"]);
+    let fetch = granted(fetch, &receiver.origin());
+    let (grew, kept, warm, decision, host, _work) = flood(None, &[fetch]);
+    let (granted_grew, granted_kept, _, granted_decision, _granted_host, _granted_work) =
+        flood(Some(NOWHERE), &[]);
+    println!(
+        "{FLOODERS} gates keeping {} KiB header sets: host VmHWM +{grew} KiB, VmRSS +{kept} KiB \
+         after the event when ungranted; +{granted_grew} KiB and +{granted_kept} KiB when \
+         granted HTTP",
+        FLOOD_BYTES >> 10
+    );
+
+    let fetched = report(&warm, "granted-fetch");
+    assert_eq!(fetched["status"], "ok", "{warm}");
+    assert_eq!(fetched["annotations"]["status"], "200", "{warm}");
+    assert_eq!(receiver.requests().len(), 1, "the granted request arrived");
+    for n in 0..FLOODERS {
+        let name = format!("flood-{n}");
+        let refused = report(&decision, &name);
+        assert_eq!(refused["status"], "trap", "{decision}");
+        let expected = format!(
+            "handler {name} may not make HTTP requests: it has no capabilities.allowedHosts; \
+             list the hosts it may call there, or pass --allow-host to hookwasm call"
+        );
+        let reason = refused["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(&format!("(trap: {expected})")),
+            "{name}: {reason}"
+        );
+        // The granted flood met the real interface's bound instead.
+        let bounded = report(&granted_decision, &name)["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            bounded.contains("resource table has no free keys"),
+            "{name}: {bounded}"
+        );
+    }
+    let failures = host.log().failures_of("flood-0");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    // What the granted floods held shows the measurement can see it; the ungranted ones held
+    // none of it.
+    assert!(
+        grew < 2 << 10,
+        "ungranted floods grew the host's peak by {grew} KiB"
+    );
+    assert!(
+        kept < 2 << 10,
+        "ungranted floods left the host {kept} KiB larger"
+    );
 }
 
 /// The `p`-th percentile of `samples`, in milliseconds.
@@ -350,7 +488,7 @@ fn an_event_a_handler_could_never_process_is_refused_at_the_door() {
     // a 500 KiB event could never be delivered: it is refused at once, with a 413 naming the
     // handler and its limit, instead of failing every attempt for hours. A 300 KiB event fits
     // and reaches the receiver; with twice the fuel, so does the 500 KiB one.
-    let receiver = crate::receiver::Receiver::answering(200);
+    let receiver = Receiver::answering(200);
     let webhook = |name: &str, fuel: Option<u64>| {
         let mut entry = json!({
             "name": name,

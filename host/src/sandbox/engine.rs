@@ -12,13 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use wasmtime::component::Linker;
 use wasmtime::{Config as EngineConfig, Engine};
 
 use super::limits::MAX_WASM_STACK_BYTES;
 use super::pool::{self, PoolSize};
-use super::state::StoreState;
-use super::{SandboxError, Tuning, base_linkers};
+use super::{Linkers, SandboxError, Tuning};
 
 /// How often the engine's epoch advances: the granularity of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -37,10 +35,8 @@ pub enum Allocator {
 pub(super) struct Shared {
     pub engine: Engine,
     pub allocator: Allocator,
-    /// For handlers without `capabilities.smtp`: its `send` only refuses.
-    pub linker: Linker<StoreState>,
-    /// For handlers granted `capabilities.smtp`: the same, with the real `send`.
-    pub smtp_linker: Linker<StoreState>,
+    /// One linker per combination of granted capabilities.
+    pub linkers: Linkers,
     /// Compiled components by module digest, so entries sharing a module share one compiled copy
     /// (and one memory image) for as long as any handler of it is loaded.
     pub compiled: Mutex<std::collections::HashMap<String, Weak<super::Compiled>>>,
@@ -112,13 +108,12 @@ fn build(tuning: Tuning, size: PoolSize) -> Result<Shared, SandboxError> {
             Allocator::OnDemand,
         ),
     };
-    let (linker, smtp_linker) = base_linkers(&engine)?;
+    let linkers = Linkers::build(&engine)?;
     Ok(Shared {
         _ticker: EpochTicker::start(engine.clone()),
         engine,
         allocator,
-        linker,
-        smtp_linker,
+        linkers,
         compiled: Mutex::default(),
     })
 }

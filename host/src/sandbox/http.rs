@@ -1,7 +1,8 @@
 //! Outbound HTTP (`wasi:http`), granted per handler by `capabilities.allowedHosts`.
 //!
-//! `wasi:http` is always linked, so a handler built with HTTP support loads everywhere; every
-//! request then passes through [`HttpPolicy::send_request`], which refuses it unless:
+//! Only a handler with `allowedHosts` is linked with this (a handler without gets the interface
+//! in `http_refused.rs`, which holds nothing); every request it makes passes through
+//! [`HttpPolicy::send_request`], which refuses it unless:
 //! - its scheme, host and port match an `allowedHosts` entry (redirects are new requests and are
 //!   checked the same way, so they cannot lead elsewhere);
 //! - every address the host resolves to is public, or is itself listed in `allowedHosts` (a name

@@ -12,6 +12,7 @@
 mod cache;
 mod engine;
 mod http;
+mod http_refused;
 mod limits;
 mod output;
 mod pool;
@@ -330,11 +331,12 @@ impl Sandbox {
                 )));
             }
         }
-        // Only a handler granted SMTP gets the linker whose `send` can reach a relay.
-        let linker = match spec.capabilities.smtp {
-            Some(_) => &self.shared.smtp_linker,
-            None => &self.shared.linker,
-        };
+        // Each capability is linked for real only for a handler granted it; the others get
+        // an interface that refuses and holds nothing in the host.
+        let linker = self.shared.linkers.get(Grants {
+            http: !spec.capabilities.allowed_hosts.is_empty(),
+            smtp: spec.capabilities.smtp.is_some(),
+        });
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| wasmtime_refused(format!("its imports cannot be satisfied ({e})"), e))?;
@@ -401,18 +403,33 @@ impl Sandbox {
 /// One module's compiled component, shared by every handler loaded from it.
 pub(crate) struct Compiled(Component);
 
-/// The two linkers of an engine: without and with the `smtp` capability (built once per engine,
-/// see `engine.rs`).
-fn base_linkers(engine: &Engine) -> Result<(Linker<StoreState>, Linker<StoreState>), SandboxError> {
-    let mut linker = base_linker(engine)?;
-    let mut smtp_linker = base_linker(engine)?;
-    wit::hookwasm::handler::smtp::add_to_linker::<_, smtp::RefusedView>(&mut linker, |s| {
-        s.smtp.refused()
-    })
-    .map_err(link("the smtp interface"))?;
-    wit::hookwasm::handler::smtp::add_to_linker::<_, HasSelf<_>>(&mut smtp_linker, |s| &mut s.smtp)
-        .map_err(link("the smtp interface"))?;
-    Ok((linker, smtp_linker))
+/// Which capabilities a handler's linker has for real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Grants {
+    /// `wasi:http` behind the policy in `http.rs`; else the refusing one in `http_refused.rs`.
+    http: bool,
+    /// The `smtp` interface's real `send`; else one that refuses.
+    smtp: bool,
+}
+
+/// The four linkers of an engine, one per combination of grants (built once per engine, see
+/// `engine.rs`).
+pub(crate) struct Linkers([Linker<StoreState>; 4]);
+
+impl Linkers {
+    fn build(engine: &Engine) -> Result<Linkers, SandboxError> {
+        let linker = |http, smtp| linker(engine, Grants { http, smtp });
+        Ok(Linkers([
+            linker(false, false)?,
+            linker(false, true)?,
+            linker(true, false)?,
+            linker(true, true)?,
+        ]))
+    }
+
+    fn get(&self, grants: Grants) -> &Linker<StoreState> {
+        &self.0[usize::from(grants.http) * 2 + usize::from(grants.smtp)]
+    }
 }
 
 /// Wraps a linker error with the interface that could not be added.
@@ -420,14 +437,29 @@ fn link(interface: &'static str) -> impl Fn(wasmtime::Error) -> SandboxError + C
     move |source| SandboxError::Link { interface, source }
 }
 
-/// A linker with everything every handler gets: WASI (with nothing behind it), `wasi:http`
-/// (behind the policy in `http.rs`), and the `host` and `types` interfaces of every supported
-/// package version. The `smtp` interface is added by the caller, granted or refusing.
-fn base_linker(engine: &Engine) -> Result<Linker<StoreState>, SandboxError> {
-    let mut linker = Linker::new(engine);
+/// A linker with everything every handler gets, WASI (with nothing behind it) and the `host`
+/// and `types` interfaces of every supported package version, plus `wasi:http` and `smtp`,
+/// each the real one if `grants` says so and a refusing one otherwise: a module that imports a
+/// capability loads everywhere, but reaches it only where granted.
+fn linker(engine: &Engine, grants: Grants) -> Result<Linker<StoreState>, SandboxError> {
+    let mut linker = Linker::<StoreState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link("WASI"))?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-        .map_err(link("wasi:http"))?;
+    let http = link("wasi:http");
+    if grants.http {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(http)?;
+    } else {
+        http_refused::add_to_linker(&mut linker, |s| &mut s.http_refusal).map_err(http)?;
+    }
+    let smtp = link("the smtp interface");
+    if grants.smtp {
+        wit::hookwasm::handler::smtp::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| &mut s.smtp)
+            .map_err(smtp)?;
+    } else {
+        wit::hookwasm::handler::smtp::add_to_linker::<_, smtp::RefusedView>(&mut linker, |s| {
+            s.smtp.refused()
+        })
+        .map_err(smtp)?;
+    }
     let host = link("the host interface");
     wit::hookwasm::handler::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
         .map_err(host)?;
@@ -590,12 +622,14 @@ impl Handler {
         let http =
             http::HttpPolicy::new(self.0.name.clone(), self.0.allowed_hosts.clone(), deadline)
                 .with_trace(trace);
+        let http_refusal = http_refused::HttpRefusal::new(self.0.name.clone());
         let smtp = smtp::SmtpState::new(self.0.name.clone(), self.0.smtp.clone(), deadline);
         let state = StoreState::new(
             self.0.config_json.clone(),
             output.clone(),
             memory_bytes,
             http,
+            http_refusal,
             smtp,
         );
         let mut store = Store::new(&self.0.shared.engine, state);

@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::http::HttpPolicy;
+use super::http_refused::HttpRefusal;
 use super::output::GuestOutput;
 use super::smtp::SmtpState;
 use crate::wit;
@@ -31,12 +32,15 @@ pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
 ///
 /// The WASI context is built on the guest's first call into WASI: most events of most handlers
 /// never make one, and building it (clocks, two seeded random generators, boxed streams) is a
-/// measurable part of a fresh store. The `wasi:http` context and its policy are a few words and
-/// two reference counts, so they are built with the store, whether or not the handler may send.
+/// measurable part of a fresh store. The `wasi:http` context, its policy and the refusal state
+/// are a few words and reference counts, so they are built with the store; which of them the
+/// guest reaches depends on the linker its handler was given (see `Sandbox::load_bytes`).
 pub struct StoreState {
     wasi: Option<WasiCtx>,
     http: WasiHttpCtx,
     http_policy: HttpPolicy,
+    /// What an ungranted handler's `wasi:http` sees (see `http_refused.rs`).
+    pub http_refusal: HttpRefusal,
     table: ResourceTable,
     config_json: Arc<str>,
     /// The guest's output, forwarded to the host's log.
@@ -54,6 +58,7 @@ impl StoreState {
         output: GuestOutput,
         memory_bytes: usize,
         http_policy: HttpPolicy,
+        http_refusal: HttpRefusal,
         smtp: SmtpState,
     ) -> StoreState {
         let mut http = WasiHttpCtx::new();
@@ -64,6 +69,7 @@ impl StoreState {
             wasi: None,
             http,
             http_policy,
+            http_refusal,
             table,
             config_json,
             output,

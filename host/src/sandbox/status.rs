@@ -94,6 +94,10 @@ pub fn classify(
             format!("exited with status {} instead of answering", exit.0),
         );
     }
+    // An ungranted handler used `wasi:http` beyond building a request: the refusal is the cause.
+    if let Some(refused) = error.downcast_ref::<super::http_refused::NotGranted>() {
+        return (Status::Trap, refused.to_string());
+    }
     // Output written after the deadline ends the invocation from inside the host call.
     if error
         .downcast_ref::<super::output::DeadlinePassed>()
