@@ -198,6 +198,9 @@ fn bench_peers(args: &[String]) -> anyhow::Result<()> {
     add_wasm_target()?;
     add_wasip1_target()?;
     let guest = ["--profile", GUEST_PROFILE, "--target-dir", GUEST_TARGET_DIR];
+    println!(
+        "bench-peers: building hookwasm's bench guest (tests/guests/bench.wasm, {WASM_TARGET})"
+    );
     cargo(
         &[
             &["build", "--target", WASM_TARGET, "-p", "bench"][..],
@@ -211,6 +214,9 @@ fn bench_peers(args: &[String]) -> anyhow::Result<()> {
         .join("bench.wasm");
     std::fs::copy(&built, "tests/guests/bench.wasm")
         .with_context(|| format!("cannot copy {}", built.display()))?;
+    println!(
+        "bench-peers: building the same logic as an Extism plugin (benches/peers/guest, wasm32-wasip1)"
+    );
     let wasip1 = [
         "build",
         "--target",
@@ -219,9 +225,20 @@ fn bench_peers(args: &[String]) -> anyhow::Result<()> {
         "peers-extism-guest",
     ];
     cargo(&[&wasip1[..], &guest].concat())?;
+    let plugin = workspace_root()?
+        .join(GUEST_TARGET_DIR)
+        .join("wasm32-wasip1")
+        .join(GUEST_PROFILE)
+        .join("peers_extism_guest.wasm");
+    println!(
+        "bench-peers: running benches/peers in release (the first build compiles Extism's wasmtime 43 too: minutes)"
+    );
     let mut bench = vec!["bench", "-p", "peers", "--bench", "peers", "--"];
     bench.extend(args.iter().map(String::as_str));
-    cargo(&bench)
+    let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo_bin)
+        .args(&bench)
+        .env("PEERS_EXTISM_GUEST", &plugin))
 }
 
 /// Installs the JavaScript SDK's dev dependencies (componentize-js, ~400 MB) into
@@ -404,8 +421,8 @@ fn newer_than(path: &Path, inputs: &[PathBuf]) -> bool {
         .all(|input| modified(input).is_some_and(|m| m <= built))
 }
 
-/// The SDK's test that building a handler for wasm32-wasip1 fails with a clear message needs
-/// that target's standard library.
+/// The wasm32-wasip1 standard library: the SDK's test that building a handler for it fails with
+/// a clear message needs it, and `bench-peers` builds its Extism plugin for it.
 fn add_wasip1_target() -> anyhow::Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
@@ -416,6 +433,7 @@ fn add_wasip1_target() -> anyhow::Result<()> {
                 .lines()
                 .any(|l| l.trim() == "wasm32-wasip1") =>
         {
+            println!("installing the wasm32-wasip1 target (rustup target add wasm32-wasip1)");
             run(Command::new("rustup").args(["target", "add", "wasm32-wasip1"]))
         }
         _ => Ok(()),
@@ -436,7 +454,10 @@ fn add_wasm_target() -> anyhow::Result<()> {
         {
             Ok(())
         }
-        Ok(_) => run(Command::new("rustup").args(["target", "add", WASM_TARGET])),
+        Ok(_) => {
+            println!("installing the {WASM_TARGET} target (rustup target add {WASM_TARGET})");
+            run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+        }
         // Without rustup the toolchain came from elsewhere; the build will say if the target is missing.
         Err(_) => Ok(()),
     }

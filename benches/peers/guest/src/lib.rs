@@ -1,6 +1,9 @@
-//! The bench guest's realistic handler (`tests/guests/bench/src/logic.rs`, the same file) as an
-//! Extism plugin: `on_event` takes the CloudEvent JSON, parses it, and returns a string (the
-//! repository and the 1 KiB summary), so the peer benchmark compares runtimes, not logic.
+//! The bench guest's handlers (`tests/guests/bench/src/logic.rs`, the same file) as an Extism
+//! plugin, so the peer benchmark compares runtimes, not logic:
+//! - `on_event` (hookwasm's `realistic`): takes the CloudEvent JSON, parses it, and returns a
+//!   string (the repository and the 1 KiB summary);
+//! - `trivial` (hookwasm's `trivial`): takes the event and returns an empty string, so what is
+//!   left is what the runtime costs per call.
 
 #[path = "../../../../tests/guests/bench/src/logic.rs"]
 #[allow(dead_code)]
@@ -14,4 +17,12 @@ pub fn on_event(event: String) -> FnResult<String> {
     let [(_, repository), (_, summary)] =
         logic::realistic(&event).map_err(extism_pdk::Error::msg)?;
     Ok(format!("{repository}\n{summary}"))
+}
+
+/// One event in (read into the plugin's memory, as hookwasm lowers it into the guest's), nothing
+/// done with it, an empty string out.
+#[plugin_fn]
+pub fn trivial(event: String) -> FnResult<String> {
+    drop(event);
+    Ok(String::new())
 }
