@@ -119,13 +119,23 @@ impl Driver {
             .to_owned()
     }
 
+    /// Clicks the element `css` finds. The live pages re-render rows as events arrive, so an
+    /// element found may be replaced before the click lands: then it is found again.
     fn click(&self, css: &str) {
-        let element = self.element(css);
-        self.call(
-            "POST",
-            &format!("/element/{element}/click"),
-            Some(json!({})),
-        );
+        for _ in 0..20 {
+            let element = self.element(css);
+            let path = format!("/session/{}/element/{element}/click", self.session);
+            let (status, answer) = webdriver_answer(self.addr, "POST", &path, Some(json!({})));
+            if status == 200 {
+                return;
+            }
+            assert_eq!(
+                answer["value"]["error"], "stale element reference",
+                "POST {path}: {answer}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{css} was re-rendered under every one of 20 clicks");
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -181,9 +191,21 @@ impl Drop for Driver {
     }
 }
 
-/// One WebDriver command; returns its `value`. chromedriver keeps connections open whatever
-/// the request says, so the answer is read by its `Content-Length`, not to the end.
+/// One WebDriver command; returns its `value`, which must come with a 200.
 fn webdriver(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (status, json) = webdriver_answer(addr, method, path, body);
+    assert_eq!(status, 200, "{method} {path}: {json}");
+    json["value"].clone()
+}
+
+/// One WebDriver command; returns its status and whole answer. chromedriver keeps connections
+/// open whatever the request says, so the answer is read by its `Content-Length`, not to the end.
+fn webdriver_answer(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut stream = std::net::TcpStream::connect(addr).expect("chromedriver answers");
     stream
@@ -227,8 +249,7 @@ fn webdriver(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) ->
             String::from_utf8_lossy(&answer)
         )
     });
-    assert_eq!(status, 200, "{method} {path}: {json}");
-    json["value"].clone()
+    (status, json)
 }
 
 fn config(work: &Workdir, fragile: &str) -> PathBuf {
