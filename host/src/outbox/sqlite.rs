@@ -2,7 +2,7 @@
 //!
 //! Every [`Store`] call becomes a job sent to a writer thread that owns the connection. The thread
 //! waits for a job, takes whatever else is already queued (up to [`MAX_BATCH`]), and runs them all
-//! in one transaction; one failing job is rolled back alone (see [`run_batch`]).
+//! in one transaction; one failing job is rolled back alone (see `run_batch`).
 //! The callers hear back once the transaction has committed. So a thousand concurrent `accept`s
 //! cost a few commits (and fsyncs), not a thousand, and no tokio worker ever waits on the disk.
 //!
