@@ -284,27 +284,29 @@ async fn reused_case(handler: &Handler, event: &Event) -> anyhow::Result<Stats> 
 /// [`fresh_case`] run where the host runs an observer's invocations: on the sandbox's runtime
 /// for observers, which the observer's worker lives on.
 async fn as_an_observers_worker(handler: &Handler, event: &Event) -> anyhow::Result<Stats> {
-    let (handler, event) = (handler.clone(), event.clone());
-    // The loop of `measure_async`, written out: its async closure cannot be sent to a task.
     hookwasm::sandbox::runtime(Mode::Observe)
-        .spawn(async move {
-            for _ in 0..DIRECT_WARMUP {
-                handler.on_event(&event).await;
-            }
-            let mut histogram = histogram();
-            let started = Instant::now();
-            for _ in 0..DIRECT_SAMPLES {
-                let at = Instant::now();
-                let invocation = handler.on_event(&event).await;
-                record(&mut histogram, at.elapsed());
-                anyhow::ensure!(invocation.status == Status::Ok, "{:?}", invocation.error);
-                if started.elapsed() > DIRECT_BUDGET {
-                    break;
-                }
-            }
-            Ok(Stats::from_histogram(&histogram, started.elapsed()))
-        })
+        .spawn(fresh_loop(handler.clone(), event.clone()))
         .await?
+}
+
+/// The loop of `measure_async` over fresh invocations, written out with owned arguments: its
+/// async closure cannot be sent to a task on another runtime.
+async fn fresh_loop(handler: Handler, event: Event) -> anyhow::Result<Stats> {
+    for _ in 0..DIRECT_WARMUP {
+        handler.on_event(&event).await;
+    }
+    let mut histogram = histogram();
+    let started = Instant::now();
+    for _ in 0..DIRECT_SAMPLES {
+        let at = Instant::now();
+        let invocation = handler.on_event(&event).await;
+        record(&mut histogram, at.elapsed());
+        anyhow::ensure!(invocation.status == Status::Ok, "{:?}", invocation.error);
+        if started.elapsed() > DIRECT_BUDGET {
+            break;
+        }
+    }
+    Ok(Stats::from_histogram(&histogram, started.elapsed()))
 }
 
 async fn fresh_case(handler: &Handler, event: &Event) -> anyhow::Result<Stats> {
@@ -324,25 +326,9 @@ async fn fresh_case(handler: &Handler, event: &Event) -> anyhow::Result<Stats> {
 async fn parallel_case(handler: &Handler, event: &Event) -> anyhow::Result<Stats> {
     let tasks: Vec<_> = (0..cores())
         .map(|_| {
-            let (handler, event) = (handler.clone(), event.clone());
             // Where observers' workers run, as in `as_an_observers_worker`.
-            hookwasm::sandbox::runtime(Mode::Observe).spawn(async move {
-                for _ in 0..DIRECT_WARMUP {
-                    handler.on_event(&event).await;
-                }
-                let mut histogram = histogram();
-                let started = Instant::now();
-                for _ in 0..DIRECT_SAMPLES {
-                    let at = Instant::now();
-                    let invocation = handler.on_event(&event).await;
-                    record(&mut histogram, at.elapsed());
-                    anyhow::ensure!(invocation.status == Status::Ok, "{:?}", invocation.error);
-                    if started.elapsed() > DIRECT_BUDGET {
-                        break;
-                    }
-                }
-                Ok(Stats::from_histogram(&histogram, started.elapsed()))
-            })
+            hookwasm::sandbox::runtime(Mode::Observe)
+                .spawn(fresh_loop(handler.clone(), event.clone()))
         })
         .collect();
     let mut all = Stats::empty();
