@@ -90,14 +90,16 @@ fn main() -> anyhow::Result<()> {
         let handler = Sandbox::new()?.load(&bench.spec("trivial"))?;
         let event = git_event(0);
         let started = Instant::now();
-        let events = runtime.block_on(async {
-            let mut events = 0u64;
-            while started.elapsed() < Duration::from_secs(10) {
-                handler.on_event(&event).await;
-                events += 1;
-            }
-            events
-        });
+        // On the observers' sandbox runtime, where an observer's worker runs its invocations.
+        let events =
+            runtime.block_on(hookwasm::sandbox::runtime(Mode::Observe).spawn(async move {
+                let mut events = 0u64;
+                while started.elapsed() < Duration::from_secs(10) {
+                    handler.on_event(&event).await;
+                    events += 1;
+                }
+                events
+            }))?;
         println!("{events} events in 10 s");
         return Ok(());
     }
