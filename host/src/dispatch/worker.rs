@@ -4,11 +4,15 @@
 //! puts a batch's records in one transaction, and a process killed mid-batch repeats only the
 //! delivery it had in hand.
 //!
-//! The records of a batch and the claim of the next are sent to the store together, so they
-//! share a commit: a claimed delivery is never due, so neither can see the other's row. While the
-//! handler is quarantined the worker claims nothing, so its deliveries wait in the outbox without
-//! using up attempts. When the slot closes (removal, replacement, shutdown) it makes what is due
-//! now and stops.
+//! A fast handler's worker claims its next batch as it starts a batch ([`Store::claim_ahead`]:
+//! its own lease does not hold it back), so the store finds it while the batch runs and the
+//! worker does not wait for the store between batches. The next batch is run only if this one
+//! was made to its end; otherwise it is given back after this one's rest, which keeps the order.
+//! Without one claimed ahead, the records of a batch and the claim of the next are sent to the
+//! store together, so they share a commit: a claimed delivery is never due, so neither can see
+//! the other's row. While the handler is quarantined the worker claims nothing, so its
+//! deliveries wait in the outbox without using up attempts. When the slot closes (removal,
+//! replacement, shutdown) it makes what is due now and stops.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
@@ -69,6 +73,8 @@ struct Budget {
     claimed: tokio::time::Instant,
     budget: Duration,
     timeout: Duration,
+    /// Claimed ahead, while the batch before ran: its lease has been running since.
+    ahead: bool,
 }
 
 impl Budget {
@@ -78,13 +84,43 @@ impl Budget {
             claimed: tokio::time::Instant::now(),
             budget: BATCH_BUDGET.max(timeout),
             timeout,
+            ahead: false,
         }
     }
 
+    /// The budget of a batch claimed ahead; `None` when a handler this slow could not start
+    /// one of its deliveries after the current batch anyway.
+    fn ahead(limits: &Limits) -> Option<Budget> {
+        let budget = Budget::new(limits);
+        (budget.timeout < budget.budget / 2).then_some(Budget {
+            ahead: true,
+            ..budget
+        })
+    }
+
     /// Whether the next delivery, running to its deadline, still ends within the lease. The
-    /// first one always does.
+    /// first one of a batch claimed when it was needed always does.
     fn fits(&self, first: bool) -> bool {
-        first || self.claimed.elapsed() + self.timeout <= self.budget
+        (first && !self.ahead) || self.claimed.elapsed() + self.timeout <= self.budget
+    }
+}
+
+/// The next batch, claimed while the current one runs (see [`Store::claim_ahead`]).
+struct Ahead {
+    claim: StoreFuture<Vec<Delivery>>,
+    budget: Budget,
+}
+
+impl Ahead {
+    /// Gives the batch back unattempted: the batch before it did not finish, and its rest,
+    /// given back too, comes first.
+    async fn give_back(self, outbox: &dyn Store, queued: &mut Queued) {
+        if let Ok(batch) = self.claim.await
+            && !batch.is_empty()
+        {
+            let ids = batch.iter().map(|d| d.id).collect();
+            queued.0.push(outbox.release(ids, outbox::now()));
+        }
     }
 }
 
@@ -169,12 +205,16 @@ impl Queued {
 async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Receiver<bool>) {
     let mut queued = Queued::default();
     let mut recounted = tokio::time::Instant::now();
+    let mut ahead: Option<Ahead> = None;
     loop {
         let closing = *closed.borrow_and_update();
         let version = slot.version();
         let (version, admission) = match version.breaker.admit() {
             Admission::Refuse { .. } if closing => break,
             Admission::Refuse { .. } => {
+                if let Some(ahead) = ahead.take() {
+                    ahead.give_back(&*outbox, &mut queued).await;
+                }
                 queued.commit(&slot.name).await;
                 tokio::select! {
                     ready = admit_when_ready(&slot) => ready,
@@ -183,19 +223,43 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
             }
             admission => (version, admission),
         };
-        let (size, lease) = batch(&version.spec.limits);
-        // Queued behind the last batch's records, so it sees them and shares their commit.
-        let budget = Budget::new(&version.spec.limits);
-        let claim = outbox.claim(slot.name.clone(), size, lease, outbox::now());
+        let limits = &version.spec.limits;
+        let (size, lease) = batch(limits);
+        let (claim, budget) = match ahead.take() {
+            Some(Ahead { claim, budget }) => (claim, budget),
+            // Queued behind the last batch's records, so it sees them and shares their commit.
+            None => (
+                outbox.claim(slot.name.clone(), size, lease, outbox::now()),
+                Budget::new(limits),
+            ),
+        };
+        let claimed_ahead = budget.ahead;
         queued.commit(&slot.name).await;
         match claim.await {
             Ok(batch) if !batch.is_empty() => {
+                // The next batch, claimed now: the store works on it while this one runs.
+                ahead = Budget::ahead(limits).map(|budget| Ahead {
+                    claim: outbox.claim_ahead(
+                        slot.name.clone(),
+                        batch.iter().map(|d| d.id).collect(),
+                        size,
+                        lease,
+                        outbox::now(),
+                    ),
+                    budget,
+                });
                 let batch = Batch {
                     deliveries: batch,
                     budget,
                 };
-                attempt_all(&slot, &*outbox, &version, admission, batch, &mut queued).await;
+                let finished =
+                    attempt_all(&slot, &*outbox, &version, admission, batch, &mut queued).await;
+                if !finished && let Some(ahead) = ahead.take() {
+                    ahead.give_back(&*outbox, &mut queued).await;
+                }
             }
+            // Nothing was due when the batch before was claimed: look again now.
+            Ok(_) if claimed_ahead => version.breaker.release(admission),
             Ok(_) => {
                 version.breaker.release(admission);
                 if closing {
@@ -224,6 +288,9 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
             }
         }
     }
+    if let Some(ahead) = ahead.take() {
+        ahead.give_back(&*outbox, &mut queued).await;
+    }
     queued.commit(&slot.name).await;
     let _ = slot.finished.send_replace(true);
 }
@@ -235,8 +302,9 @@ struct Batch {
 }
 
 /// Makes the claimed deliveries in order, each admitted by the breaker; if it opens partway, or
-/// the lease has no room left for another deadline, the rest are released unattempted. Each
-/// record is sent to the store as soon as the delivery is made, queued in `queued`.
+/// the lease has no room left for another deadline, the rest are released unattempted and this
+/// returns `false`. Each record is sent to the store as soon as the delivery is made, queued in
+/// `queued`.
 async fn attempt_all(
     slot: &Slot,
     outbox: &dyn Store,
@@ -244,17 +312,20 @@ async fn attempt_all(
     first: Admission,
     batch: Batch,
     queued: &mut Queued,
-) {
+) -> bool {
     let mut admission = Some(first);
     let mut deliveries = batch.deliveries.into_iter();
     while let Some(delivery) = deliveries.next() {
         let first = admission.is_some();
         if !batch.budget.fits(first) {
+            if let Some(unused) = admission.take() {
+                version.breaker.release(unused);
+            }
             let rest = std::iter::once(delivery.id)
                 .chain(deliveries.map(|d| d.id))
                 .collect();
             queued.0.push(outbox.release(rest, outbox::now()));
-            return;
+            return false;
         }
         let admitted = admission.take().unwrap_or_else(|| version.breaker.admit());
         if let Admission::Refuse { .. } = admitted {
@@ -262,12 +333,13 @@ async fn attempt_all(
                 .chain(deliveries.map(|d| d.id))
                 .collect();
             queued.0.push(outbox.release(rest, outbox::now()));
-            return;
+            return false;
         }
         if let Some(settlement) = attempt(slot, outbox, version, admitted, delivery).await {
             queued.0.push(outbox.settle(vec![settlement]));
         }
     }
+    true
 }
 
 /// Makes one attempt of one delivery, on the event this process accepted when it has it (no
@@ -436,6 +508,31 @@ mod tests {
         let record = store.event("w7".into(), None).await.unwrap().unwrap();
         assert_eq!(record.outcomes.len(), 1);
         assert_eq!(record.outcomes[0].annotations["seen"], "w7");
+    }
+
+    #[tokio::test]
+    async fn batches_claimed_ahead_keep_the_order_and_make_each_delivery_once() {
+        let (d, store) = dispatcher(json!([{"name": "o", "config": {"behavior": "ok"}}])).await;
+        let total = 3 * MAX_BATCH + 5;
+        let events: Vec<Event> = (0..total).map(|i| event(&format!("b{i:04}"))).collect();
+        d.submit(&events, Backpressure::Wait).await.unwrap();
+        d.start_delivering();
+        let slot = d.slot("o").unwrap();
+        until("every delivery", || invocations(&slot) == total as u64).await;
+        d.shutdown(Duration::from_secs(5)).await;
+        let filter = outbox::FeedFilter {
+            handler: Some("o".into()),
+            ..outbox::FeedFilter::default()
+        };
+        let feed = store.feed(0, filter, 10 * total).await.unwrap();
+        let seen: Vec<&str> = feed.items.iter().map(|i| i.event_id.as_str()).collect();
+        let sent: Vec<String> = (0..total).map(|i| format!("b{i:04}")).collect();
+        assert_eq!(seen, sent, "once each, in the order accepted");
+        assert!(
+            feed.items
+                .iter()
+                .all(|i| i.outcome.as_ref().unwrap().attempt == 1)
+        );
     }
 
     #[tokio::test]

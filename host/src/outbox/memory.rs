@@ -318,9 +318,23 @@ impl Store for MemoryStore {
         lease: Duration,
         now: Millis,
     ) -> StoreFuture<Vec<Delivery>> {
+        self.claim_ahead(handler, Vec::new(), limit, lease, now)
+    }
+
+    fn claim_ahead(
+        &self,
+        handler: String,
+        holding: Vec<i64>,
+        limit: usize,
+        lease: Duration,
+        now: Millis,
+    ) -> StoreFuture<Vec<Delivery>> {
         self.write(|inner| {
-            let leased = inner.deliveries.values().any(|row| {
-                row.handler == handler && row.state == State::Claimed && row.due_at > now
+            let leased = inner.deliveries.iter().any(|(id, row)| {
+                row.handler == handler
+                    && row.state == State::Claimed
+                    && row.due_at > now
+                    && !holding.contains(id)
             });
             if leased {
                 return Vec::new();
@@ -720,6 +734,20 @@ mod tests {
                 .is_empty(),
             "one batch of an observer at a time"
         );
+        assert!(
+            store
+                .claim_ahead("o".into(), vec![ids[0]], 2, lease, 2)
+                .await
+                .unwrap()
+                .is_empty(),
+            "holding part of the batch: the rest is another lease"
+        );
+        let ahead = store
+            .claim_ahead("o".into(), ids[..2].to_vec(), 2, lease, 2)
+            .await
+            .unwrap();
+        assert_eq!(ahead.iter().map(|d| d.id).collect::<Vec<_>>(), ids[2..3]);
+        store.release(vec![ids[2]], 2).await.unwrap();
         let settle = |delivery, settled| Settlement {
             delivery,
             outcome: outcome("o"),

@@ -504,6 +504,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> StoreFuture<Vec<Delivery>>;
 
+    /// Claims `handler`'s next due deliveries while the caller still holds `holding`, its
+    /// current claim: as [`Store::claim`], except that the lease on `holding` does not count
+    /// as another worker's. A worker claims its next batch this way while it runs the current
+    /// one, so it does not wait for the store between batches. The default claims nothing (the
+    /// worker then claims once the current batch is settled).
+    fn claim_ahead(
+        &self,
+        handler: String,
+        holding: Vec<i64>,
+        limit: usize,
+        lease: Duration,
+        now: Millis,
+    ) -> StoreFuture<Vec<Delivery>> {
+        let _ = (handler, holding, limit, lease, now);
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
     /// Gives back claimed deliveries that were not attempted (the observer was quarantined
     /// meanwhile): pending again, due now, the attempt not counted.
     fn release(&self, deliveries: Vec<i64>, now: Millis) -> StoreFuture<()>;

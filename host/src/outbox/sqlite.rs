@@ -109,6 +109,15 @@ const NEXT_DUE: &str = "SELECT id FROM deliveries
           WHERE handler = ?1 AND state = 'claimed' AND due_at > ?2)
     ORDER BY id LIMIT ?3";
 
+/// [`NEXT_DUE`] for a worker that holds a live claim of its own, checked against [`LEASED`].
+const NEXT_DUE_AHEAD: &str = "SELECT id FROM deliveries
+    WHERE handler = ?1 AND state IN ('pending', 'claimed') AND due_at <= ?2
+    ORDER BY id LIMIT ?3";
+
+/// A handler's deliveries under a live lease.
+const LEASED: &str = "SELECT id FROM deliveries
+    WHERE handler = ?1 AND state = 'claimed' AND due_at > ?2";
+
 /// The dead deliveries a [`Selector`] picks: `?1` id, `?2` handler, `?3` event id, each NULL
 /// when unset.
 const DEAD_MATCHING: &str = "state = 'dead'
@@ -374,7 +383,20 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> StoreFuture<Vec<Delivery>> {
         self.submit("claim deliveries", Durability::Bookkeeping, move |conn| {
-            claim(conn, &handler, limit, lease, now)
+            claim(conn, &handler, &[], limit, lease, now)
+        })
+    }
+
+    fn claim_ahead(
+        &self,
+        handler: String,
+        holding: Vec<i64>,
+        limit: usize,
+        lease: Duration,
+        now: Millis,
+    ) -> StoreFuture<Vec<Delivery>> {
+        self.submit("claim deliveries", Durability::Bookkeeping, move |conn| {
+            claim(conn, &handler, &holding, limit, lease, now)
         })
     }
 
@@ -1192,15 +1214,29 @@ fn lease_end(now: Millis, lease: Duration) -> Millis {
 fn claim(
     conn: &Connection,
     handler: &str,
+    holding: &[i64],
     limit: usize,
     lease: Duration,
     now: Millis,
 ) -> rusqlite::Result<Vec<Delivery>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let ids = conn
-        .prepare_cached(NEXT_DUE)?
-        .query_map(params![handler, now, limit], |row| row.get::<_, i64>(0))?
-        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    let ids = if holding.is_empty() {
+        conn.prepare_cached(NEXT_DUE)?
+            .query_map(params![handler, now, limit], |row| row.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?
+    } else {
+        // The caller's own live claim does not hold the next batch back; anyone else's does.
+        let leased = conn
+            .prepare_cached(LEASED)?
+            .query_map(params![handler, now], |row| row.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        if leased.iter().any(|id| !holding.contains(id)) {
+            return Ok(Vec::new());
+        }
+        conn.prepare_cached(NEXT_DUE_AHEAD)?
+            .query_map(params![handler, now, limit], |row| row.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?
+    };
     let mut mark = conn.prepare_cached(
         "UPDATE deliveries
          SET state = 'claimed', due_at = ?3, attempts = attempts + 1, updated_at = ?2
@@ -1527,6 +1563,38 @@ mod tests {
         let conn = Connection::open(db_path(dir)).expect("the file opens");
         conn.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
             .expect("events can be counted")
+    }
+
+    #[tokio::test]
+    async fn a_claim_ahead_passes_the_callers_own_lease_and_no_one_elses() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir);
+        let events = ["e1", "e2", "e3", "e4", "e5"].map(|id| event(id, &["a"]));
+        let accepted = accept(&store, events.to_vec(), T0).await;
+        let ids: Vec<i64> = accepted.iter().map(|a| a.deliveries[0]).collect();
+        let first = store.claim("a".into(), 2, LEASE, T0).await.expect("claim");
+        let holding: Vec<i64> = first.iter().map(|d| d.id).collect();
+        assert_eq!(holding, ids[..2]);
+
+        // Holding only part of the live claim: the rest is someone else's lease.
+        let other = store
+            .claim_ahead("a".into(), vec![ids[0]], 2, LEASE, T0)
+            .await
+            .expect("claim ahead");
+        assert!(other.is_empty(), "another lease holds the observer back");
+
+        let next = store
+            .claim_ahead("a".into(), holding.clone(), 2, LEASE, T0)
+            .await
+            .expect("claim ahead");
+        let claimed: Vec<(i64, u32)> = next.iter().map(|d| (d.id, d.attempt)).collect();
+        assert_eq!(
+            claimed,
+            [(ids[2], 1), (ids[3], 1)],
+            "the next ones, in order"
+        );
+        let none = store.claim("a".into(), 8, LEASE, T0).await.expect("claim");
+        assert!(none.is_empty(), "a plain claim still waits for both leases");
     }
 
     #[tokio::test]
