@@ -3,11 +3,13 @@
 //! same events of 0.5 KiB, 4 KiB, 64 KiB and 1 MiB, and the trivial handler on the 0.5 KiB one,
 //! through
 //! - hookwasm's default path: `Handler::on_event`, a fresh store and instance per event, fuel,
-//!   epoch deadline and memory cap on (`tests/guests/bench.wasm`);
+//!   epoch deadline and memory cap on (`tests/guests/bench.wasm`), called twice over: from
+//!   another thread, as a gate's producer calls it (the invocation crosses to the sandbox's
+//!   runtime and back), and in place, on the sandbox's runtime, as an observer's worker does;
 //! - Extism 1.30 with one long-lived plugin (nothing isolated between events, no fuel);
 //! - Extism with a new plugin per event, from a `CompiledPlugin` (compiled once).
 //!
-//! The cases take turns: each repetition runs every case once for every row, the three cases of
+//! The cases take turns: each repetition runs every case once for every row, the four cases of
 //! a row back to back in an order that rotates from one repetition to the next, so a change in
 //! the machine's load hits all of them alike. A case's figure is the median over the repetitions
 //! of its mean time per event; a ratio is the median over the repetitions of hookwasm's time
@@ -36,12 +38,13 @@ const BLOCK: Duration = Duration::from_millis(120);
 /// Fewest events one case runs in one repetition (the 1 MiB rows take milliseconds each).
 const MIN_EVENTS: usize = 5;
 
-/// The three ways of running an event. They take turns in this order, rotated by one each
+/// The four ways of running an event. They take turns in this order, rotated by one each
 /// repetition.
-const CASES: [&str; 3] = [
+const CASES: [&str; 4] = [
     "hookwasm (fresh, limits on)",
     "Extism long-lived",
     "Extism new plugin/event",
+    "hookwasm in place (fresh, limits on, called on the sandbox's runtime)",
 ];
 
 /// What the handler does: hookwasm's bench guest config and the Extism plugin's export.
@@ -156,7 +159,7 @@ fn main() -> anyhow::Result<()> {
         for (r, row) in rows.iter().enumerate() {
             let json = row.event.wit().json.as_str();
             let export = row.behavior.extism_export();
-            let mut taken = [0.0; 3];
+            let mut taken = [0.0; CASES.len()];
             let (mut in_sandbox, mut invocations) = (Duration::ZERO, 0u32);
             for turn in 0..CASES.len() {
                 let case = (turn + rep) % CASES.len();
@@ -174,6 +177,13 @@ fn main() -> anyhow::Result<()> {
                         );
                         Ok(())
                     }))?,
+                    // As an observer's worker calls it: already on the sandbox's runtime, so the
+                    // invocation runs in place, with no hand-off between threads.
+                    3 => {
+                        let in_place = time_in_place(row.handler.clone(), row.event.clone());
+                        let on_the_sandbox = hookwasm::sandbox::runtime(Mode::Gate).spawn(in_place);
+                        runtime.block_on(on_the_sandbox)??
+                    }
                     1 => time(|| {
                         long_lived.call::<&str, &str>(export, json)?;
                         Ok(())
@@ -196,7 +206,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "\n  {:<10} {:>8} {:>9} {:>11} {:>12} {:>19} {:>12} {:>19}",
+        "\n  {:<10} {:>8} {:>9} {:>11} {:>12} {:>19} {:>12} {:>19} {:>9} {:>19}",
         "handler",
         "event",
         "hookwasm",
@@ -204,17 +214,20 @@ fn main() -> anyhow::Result<()> {
         "Extism long",
         "ratio (range)",
         "Extism new",
-        "ratio (range)"
+        "ratio (range)",
+        "in place",
+        "ratio to long"
     );
     let mut document_rows = Vec::new();
     for ((row, times), inside) in rows.iter().zip(&times).zip(&inside) {
-        let [ours, long, new] = [0, 1, 2].map(|c| median(&times[c]));
+        let [ours, long, new, in_place] = [0, 1, 2, 3].map(|c| median(&times[c]));
         let ours_inside = median(inside);
         let to_long = ratios(&times[0], &times[1]);
         let to_new = ratios(&times[0], &times[2]);
+        let in_place_to_long = ratios(&times[3], &times[1]);
         let bytes = row.event.wit().json.len();
         println!(
-            "  {:<10} {:>8} {:>7.2}µs {:>9.2}µs {:>10.2}µs {:>19} {:>10.2}µs {:>19}",
+            "  {:<10} {:>8} {:>7.2}µs {:>9.2}µs {:>10.2}µs {:>19} {:>10.2}µs {:>19} {:>7.2}µs {:>19}",
             row.behavior.name(),
             human(bytes),
             ours,
@@ -223,6 +236,8 @@ fn main() -> anyhow::Result<()> {
             to_long.show(),
             new,
             to_new.show(),
+            in_place,
+            in_place_to_long.show(),
         );
         document_rows.push(json!({
             "handler": row.behavior.name(),
@@ -234,12 +249,14 @@ fn main() -> anyhow::Result<()> {
             "extismNewPluginUs": round(new),
             "ratioToLongLived": to_long.json(),
             "ratioToNewPlugin": to_new.json(),
+            "hookwasmInPlaceUs": round(in_place),
+            "inPlaceRatioToLongLived": in_place_to_long.json(),
             "repsUs": times,
         }));
     }
     let load_at_end = load_average();
     println!(
-        "  (µs per event: median of {REPS} interleaved repetitions' means; in sandbox: hookwasm's Invocation::duration, store + instance + call; ratio: median of the repetitions' hookwasm ÷ Extism, min–max in brackets; below 1, hookwasm is faster)\n  load average {load_at_end} at the end"
+        "  (µs per event: median of {REPS} interleaved repetitions' means; hookwasm: called from another thread, as a gate's producer calls it; in sandbox: its Invocation::duration, store + instance + call; in place: called on the sandbox's runtime, as an observer's worker calls it; ratio: median of the repetitions' hookwasm ÷ Extism, min–max in brackets; below 1, hookwasm is faster)\n  load average {load_at_end} at the end"
     );
     let out = workspace.join("target/bench");
     std::fs::create_dir_all(&out)?;
@@ -353,6 +370,24 @@ fn time(mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
 }
 
 /// [`time`] for an async `f`, polled on the caller's runtime.
+/// [`time_async`] of hookwasm's `on_event`, written out with owned arguments: an async closure
+/// that borrows them cannot be sent to a task on the sandbox's runtime.
+async fn time_in_place(handler: Handler, event: Event) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut done = 0;
+    while done < MIN_EVENTS || started.elapsed() < BLOCK {
+        let invocation = handler.on_event(&event).await;
+        anyhow::ensure!(
+            invocation.status == Status::Ok,
+            "hookwasm in place: {} ({:?})",
+            invocation.status,
+            invocation.error
+        );
+        done += 1;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / done as f64)
+}
+
 async fn time_async(mut f: impl AsyncFnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut done = 0;
