@@ -88,14 +88,23 @@ impl Budget {
         }
     }
 
-    /// The budget of a batch claimed ahead; `None` when a handler this slow could not start
-    /// one of its deliveries after the current batch anyway.
+    /// The budget of a batch claimed ahead; `None` for a handler whose deadline is half the
+    /// budget or more: after a batch of its, too little of the lease would be left to start one.
     fn ahead(limits: &Limits) -> Option<Budget> {
         let budget = Budget::new(limits);
         (budget.timeout < budget.budget / 2).then_some(Budget {
             ahead: true,
             ..budget
         })
+    }
+
+    /// The same lease, for deliveries run under `limits` (a reload may have changed the
+    /// deadline since the batch was claimed ahead).
+    fn under(self, limits: &Limits) -> Budget {
+        Budget {
+            timeout: Duration::from_millis(limits.timeout_ms),
+            ..self
+        }
     }
 
     /// Whether the next delivery, running to its deadline, still ends within the lease. The
@@ -112,8 +121,8 @@ struct Ahead {
 }
 
 impl Ahead {
-    /// Gives the batch back unattempted: the batch before it did not finish, and its rest,
-    /// given back too, comes first.
+    /// Gives the batch back unattempted, when it is not to be run now (the batch before it was
+    /// cut short, whose rest was given back first; quarantine; shutdown).
     async fn give_back(self, outbox: &dyn Store, queued: &mut Queued) {
         if let Ok(batch) = self.claim.await
             && !batch.is_empty()
@@ -168,7 +177,8 @@ impl Workers {
     }
 
     /// Waits up to `grace` for every worker to stop; the ones still running then are aborted
-    /// (their deliveries in hand stay claimed until their lease runs out).
+    /// (their deliveries in hand, and a batch claimed ahead, stay claimed until their lease runs
+    /// out).
     pub(super) async fn stop(&self, grace: Duration) {
         let mut workers = std::mem::take(&mut *self.lock());
         let drained = tokio::time::timeout(grace, async {
@@ -206,6 +216,9 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
     let mut queued = Queued::default();
     let mut recounted = tokio::time::Instant::now();
     let mut ahead: Option<Ahead> = None;
+    // Whether the last batch was made to its end: after one cut short by its lease, a batch
+    // claimed ahead would most likely be given back unrun.
+    let mut last_finished = true;
     loop {
         let closing = *closed.borrow_and_update();
         let version = slot.version();
@@ -226,7 +239,7 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
         let limits = &version.spec.limits;
         let (size, lease) = batch(limits);
         let (claim, budget) = match ahead.take() {
-            Some(Ahead { claim, budget }) => (claim, budget),
+            Some(Ahead { claim, budget }) => (claim, budget.under(limits)),
             // Queued behind the last batch's records, so it sees them and shares their commit.
             None => (
                 outbox.claim(slot.name.clone(), size, lease, outbox::now()),
@@ -238,23 +251,25 @@ async fn deliver(slot: Arc<Slot>, outbox: Arc<dyn Store>, mut closed: watch::Rec
         match claim.await {
             Ok(batch) if !batch.is_empty() => {
                 // The next batch, claimed now: the store works on it while this one runs.
-                ahead = Budget::ahead(limits).map(|budget| Ahead {
-                    claim: outbox.claim_ahead(
-                        slot.name.clone(),
-                        batch.iter().map(|d| d.id).collect(),
-                        size,
-                        lease,
-                        outbox::now(),
-                    ),
-                    budget,
-                });
+                ahead = Budget::ahead(limits)
+                    .filter(|_| last_finished)
+                    .map(|budget| Ahead {
+                        claim: outbox.claim_ahead(
+                            slot.name.clone(),
+                            batch.iter().map(|d| d.id).collect(),
+                            size,
+                            lease,
+                            outbox::now(),
+                        ),
+                        budget,
+                    });
                 let batch = Batch {
                     deliveries: batch,
                     budget,
                 };
-                let finished =
+                last_finished =
                     attempt_all(&slot, &*outbox, &version, admission, batch, &mut queued).await;
-                if !finished && let Some(ahead) = ahead.take() {
+                if !last_finished && let Some(ahead) = ahead.take() {
                     ahead.give_back(&*outbox, &mut queued).await;
                 }
             }
@@ -533,6 +548,42 @@ mod tests {
                 .iter()
                 .all(|i| i.outcome.as_ref().unwrap().attempt == 1)
         );
+    }
+
+    #[tokio::test]
+    async fn a_batch_cut_short_gives_back_the_one_claimed_ahead_after_its_rest() {
+        // Every delivery fails and is dead-lettered at once; the breaker opens after three in
+        // a row, which cuts the first batch short while the next one is claimed ahead.
+        let (d, store) = dispatcher(json!([{
+            "name": "o", "config": {"behavior": "error"},
+            "retry": {"maxAttempts": 1},
+            "quarantine": {"afterFailures": 3, "backoffMs": 1, "maxBackoffMs": 1}
+        }]))
+        .await;
+        let total = MAX_BATCH + 6;
+        let events: Vec<Event> = (0..total).map(|i| event(&format!("c{i:04}"))).collect();
+        d.submit(&events, Backpressure::Wait).await.unwrap();
+        d.start_delivering();
+        let slot = d.slot("o").unwrap();
+        until("every delivery dead", || slot.queue_depth() == Some(0)).await;
+        d.shutdown(Duration::from_secs(5)).await;
+        let dead = store
+            .dead_letters(outbox::Selector::default(), 10 * total)
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), total);
+        assert!(
+            dead.iter().all(|d| d.attempts == 1),
+            "a delivery given back unattempted has no attempt counted"
+        );
+        let filter = outbox::FeedFilter {
+            handler: Some("o".into()),
+            ..outbox::FeedFilter::default()
+        };
+        let feed = store.feed(0, filter, 10 * total).await.unwrap();
+        let seen: Vec<&str> = feed.items.iter().map(|i| i.event_id.as_str()).collect();
+        let sent: Vec<String> = (0..total).map(|i| format!("c{i:04}")).collect();
+        assert_eq!(seen, sent, "once each, in the order accepted");
     }
 
     #[tokio::test]

@@ -522,7 +522,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// Gives back claimed deliveries that were not attempted (the observer was quarantined
-    /// meanwhile): pending again, due now, the attempt not counted.
+    /// meanwhile, the lease had no room left for them, or a batch claimed ahead is not to be
+    /// run): pending again, due now, the attempt not counted.
     fn release(&self, deliveries: Vec<i64>, now: Millis) -> StoreFuture<()>;
 
     /// The attempt succeeded: the delivery is `done`.
