@@ -529,23 +529,20 @@ mod tests {
     async fn batches_claimed_ahead_keep_the_order_and_make_each_delivery_once() {
         let (d, store) = dispatcher(json!([{"name": "o", "config": {"behavior": "ok"}}])).await;
         let total = 3 * MAX_BATCH + 5;
-        let events: Vec<Event> = (0..total).map(|i| event(&format!("b{i:04}"))).collect();
+        let events: Vec<Event> = named("b", total).iter().map(|id| event(id)).collect();
         d.submit(&events, Backpressure::Wait).await.unwrap();
         d.start_delivering();
         let slot = d.slot("o").unwrap();
         until("every delivery", || invocations(&slot) == total as u64).await;
         d.shutdown(Duration::from_secs(5)).await;
-        let filter = outbox::FeedFilter {
-            handler: Some("o".into()),
-            ..outbox::FeedFilter::default()
-        };
-        let feed = store.feed(0, filter, 10 * total).await.unwrap();
-        let seen: Vec<&str> = feed.items.iter().map(|i| i.event_id.as_str()).collect();
-        let sent: Vec<String> = (0..total).map(|i| format!("b{i:04}")).collect();
-        assert_eq!(seen, sent, "once each, in the order accepted");
+        let feed = outcomes_of_o(&*store, total).await;
+        assert_eq!(
+            event_ids(&feed),
+            named("b", total),
+            "once each, in the order accepted"
+        );
         assert!(
-            feed.items
-                .iter()
+            feed.iter()
                 .all(|i| i.outcome.as_ref().unwrap().attempt == 1)
         );
     }
@@ -561,7 +558,7 @@ mod tests {
         }]))
         .await;
         let total = MAX_BATCH + 6;
-        let events: Vec<Event> = (0..total).map(|i| event(&format!("c{i:04}"))).collect();
+        let events: Vec<Event> = named("c", total).iter().map(|id| event(id)).collect();
         d.submit(&events, Backpressure::Wait).await.unwrap();
         d.start_delivering();
         let slot = d.slot("o").unwrap();
@@ -576,14 +573,30 @@ mod tests {
             dead.iter().all(|d| d.attempts == 1),
             "a delivery given back unattempted has no attempt counted"
         );
+        let feed = outcomes_of_o(&*store, total).await;
+        assert_eq!(
+            event_ids(&feed),
+            named("c", total),
+            "once each, in the order accepted"
+        );
+    }
+
+    /// Observer `o`'s outcomes in the history feed, oldest first.
+    async fn outcomes_of_o(store: &dyn Store, total: usize) -> Vec<outbox::FeedItem> {
         let filter = outbox::FeedFilter {
             handler: Some("o".into()),
             ..outbox::FeedFilter::default()
         };
-        let feed = store.feed(0, filter, 10 * total).await.unwrap();
-        let seen: Vec<&str> = feed.items.iter().map(|i| i.event_id.as_str()).collect();
-        let sent: Vec<String> = (0..total).map(|i| format!("c{i:04}")).collect();
-        assert_eq!(seen, sent, "once each, in the order accepted");
+        store.feed(0, filter, 10 * total).await.unwrap().items
+    }
+
+    fn event_ids(feed: &[outbox::FeedItem]) -> Vec<&str> {
+        feed.iter().map(|i| i.event_id.as_str()).collect()
+    }
+
+    /// The ids the tests give their events, in the order they are submitted.
+    fn named(prefix: &str, total: usize) -> Vec<String> {
+        (0..total).map(|i| format!("{prefix}{i:04}")).collect()
     }
 
     #[tokio::test]

@@ -100,21 +100,14 @@ ALTER TABLE events ADD COLUMN subject TEXT;
 ALTER TABLE events ADD COLUMN observed INTEGER NOT NULL DEFAULT 1;
 ";
 
-/// A handler's next due delivery; served by the `deliveries_open` index without sorting. None
-/// while another of its deliveries is claimed under a live lease (`deliveries_claimed`): one
-/// delivery per observer at a time, across processes.
+/// A handler's next due deliveries; served by the `deliveries_open` index without sorting.
+/// Claimed only when no lease but the claimant's own is live ([`LEASED`]): one delivery per
+/// observer at a time, across processes.
 const NEXT_DUE: &str = "SELECT id FROM deliveries
     WHERE handler = ?1 AND state IN ('pending', 'claimed') AND due_at <= ?2
-      AND NOT EXISTS (SELECT 1 FROM deliveries
-          WHERE handler = ?1 AND state = 'claimed' AND due_at > ?2)
     ORDER BY id LIMIT ?3";
 
-/// [`NEXT_DUE`] for a worker that holds a live claim of its own, checked against [`LEASED`].
-const NEXT_DUE_AHEAD: &str = "SELECT id FROM deliveries
-    WHERE handler = ?1 AND state IN ('pending', 'claimed') AND due_at <= ?2
-    ORDER BY id LIMIT ?3";
-
-/// A handler's deliveries under a live lease.
+/// A handler's deliveries under a live lease (`deliveries_claimed`).
 const LEASED: &str = "SELECT id FROM deliveries
     WHERE handler = ?1 AND state = 'claimed' AND due_at > ?2";
 
@@ -382,9 +375,7 @@ impl Store for SqliteStore {
         lease: Duration,
         now: Millis,
     ) -> StoreFuture<Vec<Delivery>> {
-        self.submit("claim deliveries", Durability::Bookkeeping, move |conn| {
-            claim(conn, &handler, &[], limit, lease, now)
-        })
+        self.claim_ahead(handler, Vec::new(), limit, lease, now)
     }
 
     fn claim_ahead(
@@ -1220,23 +1211,19 @@ fn claim(
     now: Millis,
 ) -> rusqlite::Result<Vec<Delivery>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let ids = if holding.is_empty() {
-        conn.prepare_cached(NEXT_DUE)?
-            .query_map(params![handler, now, limit], |row| row.get::<_, i64>(0))?
-            .collect::<rusqlite::Result<Vec<i64>>>()?
-    } else {
-        // The caller's own live claim does not hold the next batch back; anyone else's does.
-        let leased = conn
-            .prepare_cached(LEASED)?
-            .query_map(params![handler, now], |row| row.get::<_, i64>(0))?
-            .collect::<rusqlite::Result<Vec<i64>>>()?;
-        if leased.iter().any(|id| !holding.contains(id)) {
-            return Ok(Vec::new());
-        }
-        conn.prepare_cached(NEXT_DUE_AHEAD)?
-            .query_map(params![handler, now, limit], |row| row.get::<_, i64>(0))?
-            .collect::<rusqlite::Result<Vec<i64>>>()?
-    };
+    // The caller's own live claim (`holding`) does not hold the next batch back; anyone
+    // else's does.
+    let leased = conn
+        .prepare_cached(LEASED)?
+        .query_map(params![handler, now], |row| row.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    if leased.iter().any(|id| !holding.contains(id)) {
+        return Ok(Vec::new());
+    }
+    let ids = conn
+        .prepare_cached(NEXT_DUE)?
+        .query_map(params![handler, now, limit], |row| row.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
     let mut mark = conn.prepare_cached(
         "UPDATE deliveries
          SET state = 'claimed', due_at = ?3, attempts = attempts + 1, updated_at = ?2
